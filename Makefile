@@ -1,0 +1,23 @@
+# The two Quick-start commands: `make demo` and `make test`. Both set everything up first (idempotent).
+.PHONY: setup demo test test-fast bench clean-demo
+
+VENV := .venv
+RECOT := $(VENV)/bin/recot
+PYTEST := $(VENV)/bin/python -m pytest
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(RECOT) demo --workspace ./recot-data
+
+test: setup
+	$(PYTEST) -q
+
+test-fast: setup
+	$(PYTEST) -q -m "not slow and not argilla and not browser"
+
+bench: setup
+	$(VENV)/bin/python benchmarks/curation.py
+	$(VENV)/bin/python benchmarks/sids.py
+	$(VENV)/bin/python benchmarks/teacher.py

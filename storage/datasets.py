@@ -1,0 +1,229 @@
+"""Immutable, versioned Parquet datasets with lineage.
+
+Layout: `<workspace>/datasets/<name>/v<N>/part-00000.parquet …` plus `manifest.json` (rows, schema,
+content hash, parents, the step and config that made it, run id, created time). A version is written into a
+temp folder and renamed into place (atomic on one filesystem), then indexed in the catalog's
+`dataset_versions` table; nothing is ever overwritten. The manifest on disk is the source of truth;
+`recot workspace check` reconciles the catalog with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.errors import NotFound, RecotError
+from storage.redact import redact
+from storage.workspace import Workspace
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+ROWS_PER_PART = 250_000
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: int
+    path: Path
+    rows: int
+    content_hash: str
+    created_at: str
+    step: str
+    run_id: str | None
+    parents: list[dict]
+    manifest: dict
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def glob(self) -> str:
+        """For DuckDB: `read_parquet(version.glob)`."""
+        return str(self.path / "part-*.parquet")
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'name' → (name, None = latest); 'name@v3' or 'name@3' → (name, 3)."""
+    if "@" in ref:
+        name, v = ref.split("@", 1)
+        v = v[1:] if v.lower().startswith("v") else v
+        if not v.isdigit():
+            raise RecotError(f"bad dataset reference {ref!r}: expected NAME or NAME@vN")
+        return name, int(v)
+    return ref, None
+
+
+def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordBatch], *, step: str,
+                  config: dict | None = None, parents: list[tuple[str, int]] | None = None,
+                  run_id: str | None = None, schema: pa.Schema | None = None,
+                  extra_manifest: dict | None = None) -> DatasetVersion:
+    """Write a new immutable version of dataset `name` and return it. Atomic: on any failure nothing is left
+    behind (the temp folder is removed) and the catalog is unchanged."""
+    if not NAME_RE.match(name):
+        raise RecotError(f"bad dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128)")
+    base = ws.datasets_dir / name
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    with ws.writer(step):
+        try:
+            rows, hasher, out_schema = 0, hashlib.sha256(), schema
+            batches = data.to_batches(max_chunksize=ROWS_PER_PART) if isinstance(data, pa.Table) else data
+            if isinstance(data, pa.Table):
+                out_schema = out_schema or data.schema
+            part, writer, part_rows = 0, None, 0
+            for batch in batches:
+                if out_schema is None:
+                    out_schema = batch.schema
+                if batch.num_rows == 0:
+                    continue
+                if writer is None or part_rows >= ROWS_PER_PART:
+                    if writer is not None:
+                        writer.close()
+                        part += 1
+                    writer = pq.ParquetWriter(tmp / f"part-{part:05d}.parquet", out_schema, compression="zstd")
+                    part_rows = 0
+                writer.write_batch(batch.cast(out_schema) if batch.schema != out_schema else batch)
+                part_rows += batch.num_rows
+                rows += batch.num_rows
+            if writer is not None:
+                writer.close()
+            else:  # empty dataset: still one (empty) part so readers see the schema
+                pq.write_table((out_schema or pa.schema([])).empty_table(), tmp / "part-00000.parquet")
+            for p in sorted(tmp.glob("part-*.parquet")):
+                with open(p, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        hasher.update(chunk)
+            version = _next_version(ws, name)
+            created = datetime.now(timezone.utc).isoformat()
+            parent_list = [{"name": n, "version": v} for n, v in (parents or [])]
+            manifest = {
+                "name": name, "version": version, "rows": rows,
+                "schema": [{"name": f.name, "type": str(f.type)} for f in (out_schema or pa.schema([]))],
+                "content_hash": "sha256:" + hasher.hexdigest(), "parents": parent_list, "step": step,
+                "config": redact(config or {}), "run_id": run_id, "created_at": created,
+                **(extra_manifest or {}),
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            final = base / f"v{version}"
+            os.rename(tmp, final)
+            try:
+                with ws.transaction(step) as con:
+                    con.execute(
+                        "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [name, version, str(final.relative_to(ws.root)), rows, manifest["content_hash"],
+                         created, step, run_id, json.dumps(parent_list), json.dumps(manifest, default=str)])
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _from_manifest(ws, manifest, final)
+
+
+def _next_version(ws: Workspace, name: str) -> int:
+    on_disk = [int(p.name[1:]) for p in (ws.datasets_dir / name).glob("v*") if p.name[1:].isdigit()]
+    with ws.reader() as con:
+        row = con.execute("SELECT max(version) FROM dataset_versions WHERE name = ?", [name]).fetchone()
+    return max(on_disk + [row[0] or 0]) + 1
+
+
+def _from_manifest(ws: Workspace, m: dict, path: Path) -> DatasetVersion:
+    return DatasetVersion(name=m["name"], version=int(m["version"]), path=path, rows=int(m["rows"]),
+                          content_hash=m["content_hash"], created_at=str(m["created_at"]), step=m["step"],
+                          run_id=m.get("run_id"), parents=m.get("parents", []), manifest=m)
+
+
+def get_version(ws: Workspace, name: str, version: int | None = None) -> DatasetVersion:
+    """A version by number, or the latest one when `version` is None."""
+    sql = "SELECT manifest, path FROM dataset_versions WHERE name = ?"
+    params: list[Any] = [name]
+    if version is not None:
+        sql += " AND version = ?"
+        params.append(version)
+    sql += " ORDER BY version DESC LIMIT 1"
+    rows = ws.query(sql, params)
+    if not rows:
+        known = sorted({r[0] for r in ws.query("SELECT DISTINCT name FROM dataset_versions")})
+        what = f"{name}@v{version}" if version is not None else name
+        raise NotFound(f"dataset {what} not found in {ws.root}; known datasets: {', '.join(known) or 'none'}")
+    manifest, path = rows[0]
+    return _from_manifest(ws, json.loads(manifest), ws.root / path)
+
+
+def resolve(ws: Workspace, ref: str) -> DatasetVersion:
+    name, v = parse_ref(ref)
+    return get_version(ws, name, v)
+
+
+def read_version(ws: Workspace, name: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+    return read_dv(get_version(ws, name, version), columns)
+
+
+def read_dv(dv: DatasetVersion, columns: list[str] | None = None) -> pa.Table:
+    """All parts of a version as one Arrow table (use DuckDB on `dv.glob` for large versions)."""
+    parts = sorted(dv.path.glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]) if len(parts) > 1 \
+        else pq.read_table(parts[0], columns=columns)
+
+
+def list_versions(ws: Workspace, name: str | None = None) -> list[DatasetVersion]:
+    sql = "SELECT manifest, path FROM dataset_versions"
+    params: list[Any] = []
+    if name:
+        sql += " WHERE name = ?"
+        params.append(name)
+    sql += " ORDER BY name, version"
+    return [_from_manifest(ws, json.loads(m), ws.root / p) for m, p in ws.query(sql, params)]
+
+
+def diff_versions(ws: Workspace, a: DatasetVersion, b: DatasetVersion, key: str = "sample_id") -> dict:
+    """Counts of rows only in a, only in b, in both (by `key`), plus kept counts when curated."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        q = f"""
+        WITH a AS (SELECT DISTINCT "{key}" AS k FROM read_parquet('{a.glob}')),
+             b AS (SELECT DISTINCT "{key}" AS k FROM read_parquet('{b.glob}'))
+        SELECT (SELECT count(*) FROM a WHERE k NOT IN (SELECT k FROM b)),
+               (SELECT count(*) FROM b WHERE k NOT IN (SELECT k FROM a)),
+               (SELECT count(*) FROM a WHERE k IN (SELECT k FROM b))
+        """
+        removed, added, common = con.execute(q).fetchone()
+    finally:
+        con.close()
+    return {"a": a.ref, "b": b.ref, "rows_a": a.rows, "rows_b": b.rows,
+            "removed": removed, "added": added, "common": common}
+
+
+def lineage(ws: Workspace, sample_id: str) -> list[dict]:
+    """Every dataset version that contains `sample_id`, with its step, run and parents (newest first)."""
+    import duckdb
+
+    out = []
+    con = duckdb.connect()
+    try:
+        for dv in reversed(list_versions(ws)):
+            if dv.rows == 0 or "sample_id" not in {f["name"] for f in dv.manifest.get("schema", [])}:
+                continue
+            hit = con.execute(f"SELECT count(*) FROM read_parquet('{dv.glob}') WHERE sample_id = ?",
+                              [sample_id]).fetchone()[0]
+            if hit:
+                out.append({"dataset": dv.ref, "step": dv.step, "run_id": dv.run_id, "parents": dv.parents,
+                            "created_at": dv.created_at})
+    finally:
+        con.close()
+    return out

@@ -1,0 +1,8 @@
+"""`recot viewer` command."""
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
