@@ -16,8 +16,9 @@ REDACTED = "***redacted***"
 def redact(obj: Any) -> Any:
     """Deep copy of `obj` with secret-looking keys' values and key-like strings replaced."""
     if isinstance(obj, dict):
+        # numbers are never secrets (keeps max_tokens, prompt_tokens and other counts readable)
         return {k: (REDACTED if isinstance(k, str) and SECRET_KEY_RE.search(k) and v not in (None, "")
-                    else redact(v)) for k, v in obj.items()}
+                    and not isinstance(v, (int, float)) else redact(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
     if isinstance(obj, str):

@@ -49,11 +49,23 @@ class ChatRequest:
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
 
+    def messages_digest(self) -> str:
+        """sha256 of the messages alone: how the fault server and the cache log name a prompt, so tests can
+        match the server's request log against the cache without knowing the cache key."""
+        return messages_digest(self.message_dicts())
+
     def key(self, backend: str, model: str) -> str:
         """The durable cache key: sha256 over everything that determines the answer."""
         payload = {"backend": backend, "model": model, "messages": self.messages, "params": self.params.to_dict(),
                    "json_schema": self.json_schema, "template_version": self.template_version}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def messages_digest(messages: list[dict[str, str]]) -> str:
+    """sha256 over [[role, content], ...] — the same on the client and on the fault server."""
+    pairs = [[m["role"], m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])]
+             for m in messages]
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
 
 
 @dataclass
@@ -78,6 +90,12 @@ class ChatResponse:
     attempts: int = 1
     latency_s: float = 0.0
     cached: bool = False
+    index: int | None = None           # position in the request list given to engine.run/astream
+
+    @property
+    def text(self) -> str | None:
+        """The first choice (the common n=1 case), or None on error."""
+        return self.choices[0] if self.choices else None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,123 @@
+"""Teacher configuration: which backend and model, and how hard we may push it.
+
+Only `backend`, `model` and the request itself decide an answer (and the cache key). Everything else here
+(concurrency, limits, timeouts, retries, prices) changes how requests are sent or accounted, never what
+comes back, so changing it never invalidates the cache.
+
+The API key is never part of the config: `api_key_env` names the environment variable read at call time,
+and a YAML file that carries an `api_key:` is refused rather than silently stored.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from storage.errors import ConfigError
+from storage.redact import redact
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class TeacherConfig(BaseModel):
+    """How to reach a teacher model. Load from YAML with `TeacherConfig.from_yaml(path)`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["openai", "vllm", "local"] = "local"
+    model: str = LOCAL_MODEL_NAME
+    base_url: str | None = None                    # openai: e.g. http://127.0.0.1:8000/v1; None = api.openai.com
+    api_key_env: str = "OPENAI_API_KEY"            # env var holding the key; read at call time, never stored
+    name: str | None = None                        # display name (runs, viewer); defaults to teacher_id
+
+    # --- limits (not part of the cache key)
+    max_concurrency: int = Field(16, ge=1)
+    rpm: int | None = Field(None, ge=1)            # requests per minute
+    tpm: int | None = Field(None, ge=1)            # tokens per minute (prompt estimate + max_tokens * n)
+    timeout_s: float = Field(60.0, gt=0)           # per attempt
+    max_retries: int = Field(5, ge=0)              # transport faults: 429, 5xx, timeout, connection, malformed
+    unusable_retries: int = Field(2, ge=0)         # empty / truncated / invalid JSON, only when sampling is random
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+
+    # --- accounting
+    price_per_1m_prompt: float | None = Field(None, ge=0)      # USD per 1M prompt tokens
+    price_per_1m_completion: float | None = Field(None, ge=0)  # USD per 1M completion tokens
+
+    # --- backend-specific
+    local_batch_size: int = Field(4, ge=1)         # local: requests generated together (same sampling params)
+    local_model_path: str | None = None            # local: HF folder; None = the embedded SmolLM2
+    vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # vllm: extra vllm.LLM(...) args (dtype, tp, ...)
+
+    # --- cache durability (see cache.py for the trade-off)
+    fsync_interval_ms: float = Field(20.0, ge=0)   # group-commit window; 0 = fsync every response
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("model must not be empty")
+        return v
+
+    @property
+    def teacher_id(self) -> str:
+        """'backend:model' — stored with every response and sample so one can tell teachers apart."""
+        return f"{self.backend}:{self.model}"
+
+    def api_key(self) -> str | None:
+        """The key from the environment, at call time."""
+        return os.environ.get(self.api_key_env) or None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as stored in runs and manifests: secrets redacted."""
+        return redact(self.model_dump(mode="json"))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, source: str = "<dict>") -> "TeacherConfig":
+        data = dict(data or {})
+        if "teacher" in data and isinstance(data["teacher"], dict) and len(data) == 1:
+            data = dict(data["teacher"])           # allow a file with a top-level `teacher:` section
+        if "api_key" in data:
+            raise ConfigError(f"{source}: field 'api_key': keys are never stored in configs; put the key in "
+                              f"an environment variable and name it with api_key_env "
+                              f"(default OPENAI_API_KEY)")
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err.get("loc", ())) or "?"
+            raise ConfigError(f"{source}: field '{field}': {err.get('msg')}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "TeacherConfig":
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"teacher config {p} not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of teacher settings, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def coerce(cls, value: "TeacherConfig | dict | str | os.PathLike | None") -> "TeacherConfig":
+        """Accept a config, a dict, a YAML path, a 'backend:model' string, or None (the embedded model)."""
+        if value is None:
+            return cls()
+        if isinstance(value, TeacherConfig):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        s = str(value)
+        if s.endswith((".yaml", ".yml")) or Path(s).is_file():
+            return cls.from_yaml(s)
+        if ":" in s:
+            backend, model = s.split(":", 1)
+            return cls.from_dict({"backend": backend, "model": model}, source=s)
+        return cls.from_dict({"backend": s}, source=s)
