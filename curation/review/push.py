@@ -1,0 +1,431 @@
+"""Push a sample of a curated dataset version to Argilla for human review.
+
+What an annotator sees per record (one sample): the user history as titles with their SIDs, the teacher's
+reasoning, its answer (with the SIDs it named resolved to titles) and the target; questions: overall rating
+(1–5), correct yes/no, issue labels and an optional corrected answer. The curation filters' and the judge's
+opinions come as *suggestions* (pre-filled, with agent = filter name and a score), and each filter's
+verdict is a metadata property so annotators can slice by it.
+
+Resumable by construction: Argilla record ids (`external_id`) are recot sample ids and the server has a
+unique (dataset, external_id) constraint, so a push first lists the ids already there and sends only the
+rest, in batches; a push killed at any point and run again ends with every record exactly once.
+Selection is deterministic for a given (dataset version, strategy, size, seed), so the re-run picks the
+same samples.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import duckdb
+
+from curation.review.client import ArgillaClient, DatasetGone
+from curation.review.stack import Connection, connect
+from storage.datasets import DatasetVersion, resolve
+from storage.errors import ConfigError, NotFound, RecotError
+from storage.runs import finish_run, start_run
+from storage.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+ARGILLA_WORKSPACE = "recot"
+STRATEGIES = ("stratified", "uncertain", "random")
+ISSUE_LABELS = ("hallucinated_item", "leaked_target", "wrong_logic", "format", "other")
+TEXT_FIELDS = ("history", "reasoning", "answer", "target")
+
+GUIDELINES = (
+    "Each record is one synthetic reasoning trace for a recommendation task. Read the user's history "
+    "(titles with their semantic IDs), the reasoning and the answer, and compare with the target. "
+    "Rate the overall quality (1 = useless, 5 = a trace you would train on), say whether the answer is "
+    "correct/acceptable, tick the issues you see, and optionally write a corrected answer. The pre-filled "
+    "suggestions come from the automatic filters and the LLM judge (agent = filter name): check them, do not "
+    "trust them. Discard a record only when you cannot judge it.")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def argilla_dataset_name(dv: DatasetVersion) -> str:
+    """One Argilla dataset per curated version: `<name>-v<N>`."""
+    return f"{dv.name}-v{dv.version}"
+
+
+def metadata_name(filter_name: str) -> str:
+    """Filter names become metadata property names (lowercase letters, digits, '_')."""
+    return "verdict_" + re.sub(r"[^a-z0-9_]+", "_", filter_name.lower()).strip("_")
+
+
+def is_judge(filter_name: str) -> bool:
+    return "judge" in filter_name.lower()
+
+
+def issue_label_for(filter_name: str) -> str:
+    """Which issue label a dropping filter stands for (by name; unknown filters → 'other')."""
+    n = filter_name.lower()
+    if "leak" in n:
+        return "leaked_target"
+    if any(k in n for k in ("halluc", "valid_sid", "sid_valid", "unknown_item", "catalog")):
+        return "hallucinated_item"
+    if any(k in n for k in ("format", "parse", "length", "malformed", "empty", "lang")):
+        return "format"
+    if any(k in n for k in ("judge", "logic", "consisten", "correct", "reason")):
+        return "wrong_logic"
+    return "other"
+
+
+def judge_rating(score: float | None) -> int | None:
+    """A judge score on any of the usual scales (0–1, 1–5, 0–10) as a 1–5 rating."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return None
+    s = float(score)
+    if 0.0 <= s <= 1.0:
+        r = 1 + 4 * s
+    elif s <= 5.0:
+        r = s
+    else:
+        r = s / 2.0
+    return int(min(5, max(1, round(r))))
+
+
+def _unit(score: float | None) -> float | None:
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return None
+    return float(score) if 0.0 <= float(score) <= 1.0 else None
+
+
+def dataset_settings(filters: list[str], terms: dict[str, list[str]]) -> dict[str, list[dict]]:
+    """Fields, questions and metadata properties (REST payloads) of a review dataset."""
+    fields = [
+        {"name": "history", "title": "User history (titles [SID])", "required": True,
+         "settings": {"type": "text", "use_markdown": False}},
+        {"name": "reasoning", "title": "Reasoning", "required": False,
+         "settings": {"type": "text", "use_markdown": False}},
+        {"name": "answer", "title": "Answer", "required": True, "settings": {"type": "text", "use_markdown": False}},
+        {"name": "target", "title": "Target", "required": False, "settings": {"type": "text", "use_markdown": False}},
+    ]
+    questions = [
+        {"name": "rating", "title": "Overall quality (1 = useless, 5 = train on it)", "required": True,
+         "settings": {"type": "rating", "options": [{"value": v} for v in range(1, 6)]}},
+        {"name": "correct", "title": "Is the answer correct / acceptable?", "required": True,
+         "settings": {"type": "label_selection", "options": [{"value": "yes", "text": "yes"},
+                                                             {"value": "no", "text": "no"}]}},
+        {"name": "issues", "title": "Issues", "required": False,
+         "settings": {"type": "multi_label_selection",
+                      "options": [{"value": v, "text": v.replace("_", " ")} for v in ISSUE_LABELS]}},
+        {"name": "corrected_answer", "title": "Corrected answer (optional)", "required": False,
+         "settings": {"type": "text", "use_markdown": False}},
+    ]
+    metadata = [{"name": k, "title": k, "visible_for_annotators": True,
+                 "settings": {"type": "terms", "values": sorted(v) or ["unknown"]}} for k, v in terms.items()]
+    metadata += [{"name": metadata_name(f), "title": f"verdict: {f}", "visible_for_annotators": True,
+                  "settings": {"type": "terms", "values": ["keep", "drop"]}} for f in filters]
+    return {"fields": fields, "questions": questions, "metadata": metadata}
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def _sample_sql(dv: DatasetVersion) -> str:
+    return f"read_parquet('{dv.glob}')"
+
+
+def select_samples(ws: Workspace, dv: DatasetVersion, size: int, strategy: str, seed: int = 0) -> list[str]:
+    """Sample ids to review, deterministic for (version, size, strategy, seed).
+
+    stratified: proportional allocation over level × task × keep (largest remainder, at least one per
+      stratum while the size allows), random within a stratum;
+    uncertain: samples where the filters disagree with each other or the judge's score lies near its
+      decision boundary come first;
+    random: a seeded uniform sample."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if size <= 0:
+        raise ConfigError(f"--size must be positive (got {size})")
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE TEMP TABLE s AS SELECT sample_id, level, task, keep, "
+                    f"hash(sample_id || '#' || {int(seed)}) AS h FROM {_sample_sql(dv)}")
+        if strategy == "random":
+            return [r[0] for r in con.execute("SELECT sample_id FROM s ORDER BY h, sample_id LIMIT ?", [size]).fetchall()]
+        if strategy == "stratified":
+            strata = con.execute("SELECT level, task, keep, count(*) FROM s GROUP BY ALL ORDER BY ALL").fetchall()
+            quotas = _allocate([c for *_, c in strata], size)
+            con.execute("CREATE TEMP TABLE q (level VARCHAR, task VARCHAR, keep BOOLEAN, quota INTEGER)")
+            con.executemany("INSERT INTO q VALUES (?, ?, ?, ?)",
+                            [[lv, t, k, n] for (lv, t, k, _), n in zip(strata, quotas)])
+            rows = con.execute("""
+                SELECT sample_id FROM (
+                    SELECT s.sample_id, s.h, q.quota,
+                           row_number() OVER (PARTITION BY s.level, s.task, s.keep ORDER BY s.h, s.sample_id) AS rn
+                    FROM s JOIN q ON s.level IS NOT DISTINCT FROM q.level AND s.task IS NOT DISTINCT FROM q.task
+                                 AND s.keep IS NOT DISTINCT FROM q.keep)
+                WHERE rn <= quota ORDER BY h, sample_id""").fetchall()
+            return [r[0] for r in rows]
+        # uncertain
+        v = ws.query("SELECT sample_id, filter, keep, score FROM verdicts WHERE dataset = ? AND version = ?",
+                     [dv.name, dv.version])
+        con.execute("CREATE TEMP TABLE v (sample_id VARCHAR, filter VARCHAR, keep BOOLEAN, score DOUBLE)")
+        if v:
+            con.executemany("INSERT INTO v VALUES (?, ?, ?, ?)", [list(r) for r in v])
+        rows = con.execute("""
+            WITH agg AS (
+                SELECT sample_id,
+                       count(*) AS n, sum(CASE WHEN keep THEN 0 ELSE 1 END) AS drops,
+                       max(CASE WHEN lower(filter) LIKE '%judge%' THEN score END) AS judge
+                FROM v GROUP BY sample_id),
+            u AS (
+                SELECT s.sample_id, s.h,
+                       coalesce(least(agg.drops, agg.n - agg.drops) / nullif(agg.n, 0), 0) AS disagreement,
+                       CASE WHEN agg.judge IS NULL THEN 0
+                            WHEN agg.judge BETWEEN 0 AND 1 THEN 1 - 2 * abs(agg.judge - 0.5)
+                            WHEN agg.judge <= 5 THEN 1 - abs(agg.judge - 3) / 2
+                            ELSE 1 - abs(agg.judge - 5) / 5 END AS near_boundary
+                FROM s LEFT JOIN agg USING (sample_id))
+            SELECT sample_id FROM u ORDER BY disagreement + near_boundary DESC, h, sample_id LIMIT ?""",
+                           [size]).fetchall()
+        return [r[0] for r in rows]
+    finally:
+        con.close()
+
+
+def _allocate(counts: list[int], size: int) -> list[int]:
+    """Largest-remainder allocation of `size` over strata, every stratum ≥1 while size allows, ≤ its count."""
+    total = sum(counts)
+    if total <= size:
+        return list(counts)
+    quotas = [0] * len(counts)
+    order = sorted(range(len(counts)), key=lambda i: -counts[i])
+    if size >= len(counts):
+        quotas = [1 if c else 0 for c in counts]
+    left = size - sum(quotas)
+    if left > 0:
+        raw = [left * c / total for c in counts]
+        extra = [min(int(r), counts[i] - quotas[i]) for i, r in enumerate(raw)]
+        quotas = [q + e for q, e in zip(quotas, extra)]
+        left = size - sum(quotas)
+        rema = sorted(range(len(counts)), key=lambda i: -(raw[i] - int(raw[i])))
+        while left > 0:
+            progressed = False
+            for i in rema + order:
+                if left and quotas[i] < counts[i]:
+                    quotas[i] += 1
+                    left -= 1
+                    progressed = True
+            if not progressed:
+                break
+    else:  # fewer slots than strata: the largest strata get one each
+        quotas = [0] * len(counts)
+        for i in order[:size]:
+            quotas[i] = 1
+    return quotas
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+@dataclass
+class _Catalog:
+    """Titles and SIDs for rendering, from helper 2's SidCatalog (per SID version) or items only."""
+
+    ws: Workspace
+    _cats: dict[Any, Any] = field(default_factory=dict)
+    _titles: dict[str, str] | None = None
+
+    def titles(self) -> dict[str, str]:
+        if self._titles is None:
+            self._titles = {str(i): t for i, t in self.ws.query("SELECT item_id, title FROM items")}
+        return self._titles
+
+    def cat(self, sid_version):
+        if sid_version not in self._cats:
+            from storage.sid_catalog import SidCatalog
+
+            try:
+                self._cats[sid_version] = SidCatalog.load(self.ws, None if sid_version is None else int(sid_version))
+            except NotFound:
+                self._cats[sid_version] = None
+        return self._cats[sid_version]
+
+    def item_line(self, item_id: str, sid_version) -> str:
+        c = self.cat(sid_version)
+        sid = c.item_to_sid.get(str(item_id)) if c else None
+        title = self.titles().get(str(item_id)) or f"item {item_id}"
+        return f"{title} {sid or '[no SID]'}"
+
+    def sid_line(self, sid: str, sid_version) -> str:
+        c = self.cat(sid_version)
+        item = c.get_item(sid) if c else None
+        if item is None:
+            return f"{sid} → (not in the catalog)"
+        return f"{sid} → {self.titles().get(item) or 'item ' + item}"
+
+
+def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
+    sv = row.get("sid_version")
+    hist = row.get("history_item_ids") or []
+    history = "\n".join(f"{i + 1}. {cat.item_line(it, sv)}" for i, it in enumerate(hist)) or "(no history)"
+    answer = row.get("answer") or "(empty answer)"
+    if row.get("answer_sids"):
+        answer += "\n\n— SIDs named in the answer —\n" + "\n".join(cat.sid_line(s, sv) for s in row["answer_sids"])
+    targets = [cat.item_line(t, sv) for t in (row.get("target_item_ids") or [])]
+    if not targets and row.get("target_sids"):
+        targets = [cat.sid_line(s, sv) for s in row["target_sids"]]
+    reasoning = row.get("reasoning") or "(no reasoning)"
+    if row.get("error"):
+        reasoning += f"\n\n[parse error: {row['error']}]"
+    return {"history": history, "reasoning": reasoning, "answer": answer, "target": "\n".join(targets) or "(none)"}
+
+
+def build_record(row: dict, verdicts: list[dict], cat: _Catalog, qids: dict[str, str],
+                 filters: list[str]) -> dict:
+    """The bulk-upsert payload of one sample: fields, metadata (incl. one verdict per filter) and the
+    filters' and judge's suggestions."""
+    by_filter = {v["filter"]: v for v in verdicts}
+    metadata = {k: (row.get(k) or "unknown") for k in ("level", "task", "teacher", "mode")}
+    for f in filters:
+        if f in by_filter:
+            metadata[metadata_name(f)] = "keep" if by_filter[f]["keep"] else "drop"
+    suggestions = []
+    drops = [v for v in verdicts if not v["keep"]]
+    keep = bool(row.get("keep")) if row.get("keep") is not None else not drops
+    agreeing = [v for v in verdicts if bool(v["keep"]) == keep]
+    agent = "/".join(sorted(v["filter"] for v in drops))[:200] if not keep and drops else "curation"
+    suggestions.append({"question_id": qids["correct"], "value": "yes" if keep else "no", "type": "model",
+                        "agent": agent, "score": round(len(agreeing) / len(verdicts), 4) if verdicts else None})
+    if drops:
+        labels: dict[str, float | None] = {}
+        for v in drops:
+            lab = issue_label_for(v["filter"])
+            s = _unit(v.get("score"))
+            labels[lab] = s if labels.get(lab) is None else labels[lab]
+        values = sorted(labels)
+        scores = [labels[v] for v in values]
+        sug = {"question_id": qids["issues"], "value": values, "type": "model",
+               "agent": "/".join(sorted(v["filter"] for v in drops))[:200]}
+        if all(s is not None for s in scores):
+            sug["score"] = scores
+        suggestions.append(sug)
+    judges = [v for v in verdicts if is_judge(v["filter"])]
+    if judges and judge_rating(judges[0].get("score")) is not None:
+        j = judges[0]
+        suggestions.append({"question_id": qids["rating"], "value": judge_rating(j["score"]), "type": "model",
+                            "agent": j["filter"], "score": _unit(j["score"])})
+    for s in suggestions:
+        if s.get("score") is None:
+            s.pop("score", None)
+    return {"external_id": row["sample_id"], "fields": render_fields(row, cat), "metadata": metadata,
+            "suggestions": suggestions}
+
+
+# ---------------------------------------------------------------------------------------------- push
+@dataclass
+class PushResult:
+    dataset: str
+    argilla_dataset: str
+    url: str
+    selected: int
+    already_there: int
+    sent: int
+    batches: int
+    run_id: str
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _load_rows(dv: DatasetVersion, ids: list[str]) -> list[dict]:
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TEMP TABLE ids (sample_id VARCHAR)")
+        con.executemany("INSERT INTO ids VALUES (?)", [[i] for i in ids])
+        df = con.sql(f"SELECT t.* FROM {_sample_sql(dv)} t JOIN ids USING (sample_id)").to_arrow_table()
+    finally:
+        con.close()
+    by_id = {r["sample_id"]: r for r in df.to_pylist()}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _verdicts(ws: Workspace, dv: DatasetVersion) -> tuple[list[str], dict[str, list[dict]]]:
+    rows = ws.query("SELECT sample_id, filter, keep, reason, score FROM verdicts WHERE dataset = ? AND version = ? "
+                    "ORDER BY sample_id, filter", [dv.name, dv.version])
+    out: dict[str, list[dict]] = {}
+    for sid, f, k, reason, score in rows:
+        out.setdefault(sid, []).append({"filter": f, "keep": bool(k), "reason": reason, "score": score})
+    filters = sorted({r[1] for r in rows})
+    return filters, out
+
+
+def _terms(dv: DatasetVersion) -> dict[str, list[str]]:
+    con = duckdb.connect()
+    try:
+        return {c: [r[0] or "unknown" for r in con.execute(
+            f"SELECT DISTINCT {c} FROM {_sample_sql(dv)} ORDER BY 1").fetchall()]
+            for c in ("level", "task", "teacher", "mode")}
+    finally:
+        con.close()
+
+
+def ensure_review_dataset(client: ArgillaClient, ws: Workspace, dv: DatasetVersion) -> dict:
+    filters, _ = _verdicts(ws, dv)
+    w = client.ensure_workspace(ARGILLA_WORKSPACE)
+    s = dataset_settings(filters, _terms(dv))
+    return client.create_dataset(w["id"], argilla_dataset_name(dv), guidelines=GUIDELINES, **s)
+
+
+def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "stratified", seed: int = 0,
+         batch_size: int = 64, conn: Connection | None = None,
+         on_batch: Callable[[int, int], None] | None = None) -> PushResult:
+    """Push `size` samples of curated version `dataset_ref` to Argilla; only records not yet on the server
+    are sent. `on_batch(sent_so_far, to_send)` is called after every batch (progress bars)."""
+    dv = resolve(ws, dataset_ref)
+    names = {f["name"] for f in dv.manifest.get("schema", [])}
+    if "keep" not in names:
+        raise RecotError(f"{dv.ref} is not a curated dataset (no 'keep' column); push the output of "
+                         "`recot curate run` (a curated version)")
+    if batch_size < 1 or batch_size > 500:
+        raise ConfigError(f"--batch-size must be between 1 and 500 (got {batch_size})")
+    conn = conn or connect(ws)
+    ids = select_samples(ws, dv, size, strategy, seed)
+    run_id = start_run(ws, "review_push", {"dataset": dv.ref, "argilla_dataset": argilla_dataset_name(dv),
+                                           "url": conn.url, "size": size, "strategy": strategy, "seed": seed})
+    sent = batches = 0
+    try:
+        with ArgillaClient(conn) as client:
+            ds = ensure_review_dataset(client, ws, dv)
+            existing = client.external_ids(ds["id"])
+            todo = [i for i in ids if i not in existing]
+            filters, verdicts = _verdicts(ws, dv)
+            qids = {q["name"]: q["id"] for q in client.questions(ds["id"])}
+            cat = _Catalog(ws)
+            log.info("push %s → %s: %d selected, %d already there, %d to send", dv.ref, ds["name"], len(ids),
+                     len(ids) - len(todo), len(todo))
+            for start in range(0, len(todo), batch_size):
+                rows = _load_rows(dv, todo[start:start + batch_size])
+                items = [build_record(r, verdicts.get(r["sample_id"], []), cat, qids, filters) for r in rows]
+                client.bulk_upsert(ds["id"], items)
+                sent += len(items)
+                batches += 1
+                if on_batch:
+                    on_batch(sent, len(todo))
+        result = PushResult(dataset=dv.ref, argilla_dataset=ds["name"], url=conn.url, selected=len(ids),
+                            already_there=len(ids) - len(todo), sent=sent, batches=batches, run_id=run_id)
+        finish_run(ws, run_id, result.as_dict())
+        return result
+    except BaseException as exc:
+        finish_run(ws, run_id, {"sent": sent, "batches": batches}, status="failed",
+                   error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+
+
+def pushed_datasets(ws: Workspace) -> list[dict]:
+    """Argilla datasets this workspace pushed to (from its review_push runs), newest first, one per name."""
+    rows = ws.query("SELECT config, started_at FROM runs WHERE kind = 'review_push' ORDER BY started_at DESC")
+    seen, out = set(), []
+    for cfg, _ in rows:
+        c = json.loads(cfg) if isinstance(cfg, str) else cfg
+        if c and c.get("argilla_dataset") not in seen:
+            seen.add(c["argilla_dataset"])
+            out.append(c)
+    return out
+
+
+__all__ = ["push", "select_samples", "PushResult", "argilla_dataset_name", "pushed_datasets", "DatasetGone",
+           "ISSUE_LABELS", "ensure_review_dataset"]
