@@ -1,0 +1,111 @@
+"""Model text, made safe to show and easy to read.
+
+Teacher output is untrusted text: it may contain `<script>`, `<b>`, Markdown or Streamlit directives
+(`:red[...]`). The viewer never passes it to HTML. It shows the raw text with `st.code` (always literal), and a
+*readable* version in which each SID is replaced by its item's title and hallucinated SIDs are flagged; that
+version is Markdown in which every piece of model text is backslash-escaped first (CommonMark lets any ASCII
+punctuation be escaped), and the only markup is what this module adds around escaped text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+from storage.sid import SID_LIKE_RE, SID_RE, is_valid_sid, parse_sid
+
+_MD_SPECIAL = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of model text: plain text, a SID found in the catalog, a well-formed SID that is not
+    (hallucinated), or something SID-like that does not parse (malformed)."""
+
+    kind: Literal["text", "sid", "hallucinated", "malformed"]
+    text: str
+    item_id: str | None = None
+    title: str | None = None
+
+
+def segments(text: str | None, lookup: Mapping[str, Mapping]) -> list[Segment]:
+    """Split `text` at SIDs; `lookup` maps SIDs of the sample's SID version to {item_id, title}."""
+    if not text:
+        return []
+    out: list[Segment] = []
+    pos = 0
+    for m in SID_LIKE_RE.finditer(text):
+        frag = m.group(0)
+        if not frag.strip():
+            continue
+        if m.start() > pos:
+            out.append(Segment("text", text[pos:m.start()]))
+        # SID_LIKE_RE may swallow text after a well-formed SID up to the next space; split it off.
+        well = SID_RE.match(frag)
+        if well and is_valid_sid(well.group(0)):
+            sid = well.group(0)
+            hit = lookup.get(sid)
+            out.append(Segment("sid", sid, hit.get("item_id"), hit.get("title")) if hit
+                       else Segment("hallucinated", sid))
+            if well.end() < len(frag):
+                out.append(Segment("text", frag[well.end():]))
+        elif is_valid_sid(frag):
+            out.append(Segment("hallucinated", frag))
+        else:
+            out.append(Segment("malformed", frag))
+        pos = m.end()
+    if pos < len(text):
+        out.append(Segment("text", text[pos:]))
+    return out
+
+
+def escape_markdown(text: str, *, line_start: bool = True) -> str:
+    """Make arbitrary text inert in Streamlit Markdown: escape all ASCII punctuation, keep line breaks and
+    leading indentation (as no-break spaces, so 4 spaces don't start a code block). `line_start=False` when
+    the text continues a line begun by an earlier piece."""
+    lines = []
+    for i, line in enumerate(text.split("\n")):
+        stripped = line.lstrip(" \t") if (i > 0 or line_start) else line
+        indent = len(line) - len(stripped)
+        lines.append("\u00a0" * indent + _MD_SPECIAL.sub(r"\\\1", stripped))
+    return "  \n".join(lines)
+
+
+def short_sid(sid: str) -> str:
+    """'<|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>' → 'a1·b2·c3' (only letters/digits/dots: safe markup)."""
+    try:
+        codes = parse_sid(sid)
+    except ValueError:
+        return "?"
+    return "·".join(f"{chr(97 + i)}{c}" for i, c in enumerate(codes))
+
+
+def to_markdown(segs: list[Segment]) -> str:
+    """Readable Markdown: known SIDs as bold titles, hallucinated ones on red, malformed ones on orange.
+    Model text (including titles, which come from data files) is always escaped."""
+    parts: list[str] = []
+    for s in segs:
+        if s.kind == "text":
+            parts.append(escape_markdown(s.text, line_start=not parts or parts[-1].endswith("\n")))
+        elif s.kind == "sid":
+            parts.append(f"**🎬 {escape_markdown(s.title or s.item_id or '?')}** `{short_sid(s.text)}`")
+        elif s.kind == "hallucinated":
+            parts.append(f":red-background[**⚠ hallucinated SID {short_sid(s.text)}**]")
+        else:
+            parts.append(f":orange-background[**⚠ malformed SID**] {escape_markdown(s.text, line_start=False)}")
+    return "".join(parts)
+
+
+def to_plain(segs: list[Segment]) -> str:
+    """The same rendering as plain text (for st.text / tests): [title] / [HALLUCINATED sid] / [MALFORMED …]."""
+    parts = []
+    for s in segs:
+        if s.kind == "text":
+            parts.append(s.text)
+        elif s.kind == "sid":
+            parts.append(f"[{s.title or s.item_id}]")
+        elif s.kind == "hallucinated":
+            parts.append(f"[HALLUCINATED {short_sid(s.text)}]")
+        else:
+            parts.append(f"[MALFORMED {s.text}]")
+    return "".join(parts)

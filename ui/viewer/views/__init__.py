@@ -1,0 +1,1 @@
+"""One module per viewer page; each exposes `render(ctx)`."""

@@ -1,0 +1,70 @@
+"""Overview: what is in the workspace — datasets and versions, the curation funnel, runs with their
+accounting, review progress."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.viewer import data
+from ui.viewer.views.common import Ctx, frame, md
+
+
+def render(ctx: Ctx) -> None:
+    st.header("Overview")
+    counts = data.counts(ctx.root, ctx.stamp)
+    cols = st.columns(6)
+    for col, (label, key) in zip(cols, [("Items", "items"), ("Users", "users"), ("Interactions", "interactions"),
+                                        ("Dataset versions", "dataset_versions"), ("Runs", "runs"),
+                                        ("Reviews", "reviews")]):
+        col.metric(label, f"{counts.get(key, 0):,}")
+
+    st.subheader("Datasets")
+    ds = data.datasets(ctx.root, ctx.stamp)
+    if ds.empty:
+        st.info("No dataset versions yet: synthesize traces with `recot synth run TASK`, then curate them with "
+                "`recot curate run DATASET`.")
+    else:
+        frame(ds.drop(columns=["name", "version"]), key="overview_datasets")
+
+    _funnel(ctx, ds)
+
+    st.subheader("Runs")
+    runs = data.runs(ctx.root, ctx.stamp)
+    frame(runs, key="overview_runs")
+
+    st.subheader("Review progress")
+    rp = data.review_progress(ctx.root, ctx.stamp)
+    if rp.empty:
+        st.caption("No reviews pulled yet (`recot review push`, annotate in Argilla, then `recot review pull`).")
+    else:
+        frame(rp, key="overview_reviews")
+        by_status = rp.groupby("status", as_index=True)["samples"].sum()
+        st.bar_chart(by_status, horizontal=True, x_label="samples", y_label="status")
+
+
+def _funnel(ctx: Ctx, ds) -> None:
+    st.subheader("Curation funnel")
+    curated = ds[ds["curated"]].sort_values(["created_at"], ascending=False)["dataset"].tolist() if not ds.empty else []
+    if not curated:
+        st.caption("No curated version yet (`recot curate run DATASET`).")
+        return
+    ref = st.selectbox("Curated version", curated, key="overview_funnel_version")
+    fn = data.funnel(ctx.root, ctx.stamp, ref)
+    if fn.empty:
+        st.caption(f"{md(ref)} has no funnel report and no verdicts.")
+        return
+    chart = fn.set_index("filter")[["out", "dropped"]].rename(columns={"out": "kept", "dropped": "dropped"})
+    # Keep the chain order on the axis (Streamlit sorts categories unless told not to).
+    st.bar_chart(chart, horizontal=True, stack=True, sort=False, color=["#2e7d32", "#c62828"],
+                 x_label="samples", y_label="filter (chain order)")
+    first_in = fn["in"].dropna().iloc[0] if fn["in"].notna().any() else None
+    last_out = fn["out"].dropna().iloc[-1] if fn["out"].notna().any() else None
+    if first_in:
+        st.caption(f"{int(first_in):,} samples in → {int(last_out or 0):,} kept "
+                   f"({(last_out or 0) / first_in:.1%}) after {len(fn)} filters.")
+    frame(fn.drop(columns=["reasons"]), key="overview_funnel_table")
+    from ui.viewer.queries import funnel_reasons
+
+    reasons = funnel_reasons(fn)
+    if not reasons.empty:
+        st.caption("Drop reasons")
+        frame(reasons, key="overview_funnel_reasons")

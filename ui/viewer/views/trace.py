@@ -1,0 +1,131 @@
+"""Trace detail: one sample in full — the user's history as titles with SIDs and dates, the prompt, the
+reasoning and answer with SIDs rendered as titles (hallucinated ones flagged), target vs answer, each filter's
+verdict, judge score, annotator responses and lineage. All model text is shown as text (see render.py)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from ui.viewer import data
+from ui.viewer.render import segments, short_sid, to_markdown
+from ui.viewer.views.common import Ctx, frame, md, sample_refs
+
+
+def _text_block(label: str, text: str | None, lookup: dict, key: str) -> None:
+    st.markdown(f"**{label}**")
+    if not text:
+        st.caption("(empty)")
+        return
+    segs = segments(text, lookup)
+    if any(s.kind != "text" for s in segs):
+        with st.container(border=True):
+            st.markdown(to_markdown(segs))
+        with st.expander(f"{label}: raw text"):
+            st.code(text, language=None, wrap_lines=True)
+    else:
+        st.code(text, language=None, wrap_lines=True)
+
+
+def render(ctx: Ctx) -> None:
+    st.header("Trace detail")
+    refs = sample_refs(ctx)
+    if not refs:
+        st.info("No sample datasets yet.")
+        return
+    if st.session_state.get("trace_dataset") not in refs:
+        st.session_state["trace_dataset"] = refs[0]
+    c = st.columns([1, 2])
+    with c[0]:
+        ref = st.selectbox("Dataset version", refs, key="trace_dataset")
+    with c[1]:
+        sample_id = st.text_input("Sample id", key="trace_sample",
+                                  help="Pick one on the Traces page, or paste an id.").strip()
+    if not sample_id:
+        st.info("Open a trace from the **Traces** page, or paste a sample id above.")
+        return
+    d = data.trace_detail(ctx.root, ctx.stamp, ref, sample_id)
+    if d is None:
+        st.warning(f"Sample {md(sample_id)} is not in {md(ref)}.")
+        return
+    row, lookup = d["row"], d["lookup"]
+
+    # ---- header
+    st.subheader(f"{md(row.get('task'))} · {md(row.get('level'))} · mode {md(row.get('mode'))}")
+    meta = {k: row.get(k) for k in ("sample_id", "prompt_id", "user_id", "teacher", "template_version", "think",
+                                    "run_id", "sid_version", "created_at", "error") if k in row}
+    frame(pd.DataFrame([{"field": k, "value": "" if v is None else str(v)} for k, v in meta.items()]),
+          key="trace_meta")
+    if "keep" in row:
+        verdict = "kept" if row.get("keep") else f"dropped by {row.get('rejected_by') or '?'}"
+        st.markdown(f"**Verdict:** {md(verdict)}")
+        if row.get("reject_reason"):
+            st.text(f"reason: {row['reject_reason']}")
+
+    # ---- history
+    st.subheader("User history")
+    hist = d["history"]
+    if hist is None or hist.empty:
+        st.caption("no history for this sample")
+    else:
+        cols = [c for c in ("position", "ts", "title", "sid", "item_id", "split", "role") if c in hist]
+        frame(hist[cols], key="trace_history",
+              column_config={"ts": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD"),
+                             "sid": st.column_config.TextColumn("SID")})
+
+    # ---- prompt
+    st.subheader("Prompt")
+    msgs = row.get("messages") or []
+    prompt_msgs = msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
+    for i, m in enumerate(prompt_msgs):
+        st.text(f"[{m.get('role')}]")
+        st.code(m.get("content") or "", language=None, wrap_lines=True)
+    if not prompt_msgs:
+        st.caption("no prompt messages")
+
+    # ---- reasoning and answer
+    st.subheader("Reasoning and answer")
+    _text_block("Reasoning", row.get("reasoning"), lookup, "reasoning")
+    _text_block("Answer", row.get("answer"), lookup, "answer")
+    if d["malformed"]:
+        st.warning(f"{len(d['malformed'])} malformed SID fragment(s) — see the raw text.")
+
+    # ---- answer vs target
+    st.subheader("Answer vs target")
+    targets = list(row.get("target_sids") or [])
+    answer = d["answer_sids"]
+    c = st.columns(2)
+    with c[0]:
+        st.markdown("**Target**")
+        tgt = [{"sid": s, "title": (lookup.get(s) or {}).get("title"), "item_id": (lookup.get(s) or {}).get("item_id")}
+               for s in targets] or [{"sid": None, "title": None, "item_id": it} for it in row.get("target_item_ids") or []]
+        frame(pd.DataFrame(tgt), key="trace_target")
+    with c[1]:
+        st.markdown("**Answer SIDs**")
+        ans = pd.DataFrame([{"sid": a["sid"], "code": short_sid(a["sid"]),
+                             "title": a["title"] if a["known"] else "⚠ hallucinated (not in the catalog)",
+                             "hit": a["sid"] in targets} for a in answer])
+        frame(ans, key="trace_answer_sids")
+    if targets and answer:
+        hit = any(a["sid"] in targets for a in answer)
+        st.markdown("**Target found in the answer.**" if hit else "**Target not in the answer.**")
+
+    # ---- verdicts, scores, reviews
+    st.subheader("Filter verdicts")
+    frame(d["verdicts"], key="trace_verdicts")
+    if d["judge"]:
+        c = st.columns(max(1, len(d["judge"])))
+        for col, (k, v) in zip(c, d["judge"].items()):
+            col.metric(f"Judge score ({md(k)})", "—" if v is None else f"{float(v):.2f}")
+    if d["scores"]:
+        with st.expander("All scores"):
+            st.code(json.dumps(d["scores"], indent=2, default=str), language="json")
+    st.subheader("Annotator responses")
+    frame(d["reviews"], key="trace_reviews")
+
+    st.subheader("Lineage")
+    lin = data.lineage(ctx.root, ctx.stamp, sample_id)
+    frame(pd.DataFrame([{"dataset": x["dataset"], "step": x["step"], "run_id": x["run_id"],
+                         "parents": ", ".join(f"{p.get('name')}@v{p.get('version')}" for p in x.get("parents") or []),
+                         "created_at": x["created_at"]} for x in lin]), key="trace_lineage")
