@@ -1,0 +1,109 @@
+"""Any OpenAI-compatible chat server (vLLM serve, llama.cpp server, SGLang, hosted APIs) through the
+`openai` async client. The client's own retries are off (`max_retries=0`): recot retries in one place,
+the engine, so accounting sees every attempt. The key is read from `config.api_key_env` when a run starts."""
+from __future__ import annotations
+
+import json
+import logging
+
+from synth.teacher.backends.base import Backend, Completion
+from synth.teacher.config import TeacherConfig
+from synth.teacher.errors import BackendUnavailable, TeacherAttemptError
+from synth.teacher.types import ChatRequest, Usage
+
+log = logging.getLogger(__name__)
+
+
+def _retry_after(exc) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, when the server sent one."""
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None) or {}
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000.0
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except (TypeError, ValueError):   # an HTTP date: fall back to our own backoff
+        return None
+    return None
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+    network = True
+
+    def __init__(self, config: TeacherConfig):
+        self.config = config
+        self.client = None
+
+    async def start(self) -> None:
+        import openai
+
+        key = self.config.api_key()
+        if key is None:
+            if self.config.base_url is None:
+                raise BackendUnavailable(
+                    f"no API key: set the environment variable {self.config.api_key_env} (or point base_url at "
+                    f"a local OpenAI-compatible server)")
+            key = "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
+        self.client = openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key, max_retries=0,
+                                         timeout=self.config.timeout_s)
+
+    def request_kwargs(self, request: ChatRequest) -> dict:
+        p = request.params
+        kw: dict = {"model": self.config.model, "messages": request.message_dicts(), "temperature": p.temperature,
+                    "top_p": p.top_p, "max_tokens": p.max_tokens}
+        if p.n != 1:
+            kw["n"] = p.n
+        if p.seed is not None:
+            kw["seed"] = p.seed
+        if p.stop:
+            kw["stop"] = list(p.stop)
+        if request.json_schema is not None:
+            kw["response_format"] = {"type": "json_schema",
+                                     "json_schema": {"name": "answer", "schema": json.loads(request.json_schema)}}
+        return kw
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        import openai
+
+        assert self.client is not None, "backend not started"
+        try:
+            resp = await self.client.chat.completions.create(**self.request_kwargs(request))
+        except openai.RateLimitError as exc:
+            raise TeacherAttemptError("rate_limit", f"429: {_msg(exc)}", retry_after=_retry_after(exc)) from None
+        except openai.APITimeoutError:
+            raise TeacherAttemptError("timeout", f"no answer within timeout_s={self.config.timeout_s}") from None
+        except openai.APIConnectionError as exc:
+            raise TeacherAttemptError("connection", f"connection failed: {exc}") from None
+        except openai.APIStatusError as exc:
+            code = exc.status_code
+            if code >= 500 or code in (408, 409):
+                raise TeacherAttemptError("server_error", f"{code}: {_msg(exc)}",
+                                          retry_after=_retry_after(exc)) from None
+            raise TeacherAttemptError("other", f"{code}: {_msg(exc)}") from None   # 400/401/404: not retried
+        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as exc:
+            raise TeacherAttemptError("malformed", f"unreadable response body: {exc}") from None
+        try:
+            choices = sorted(resp.choices, key=lambda c: c.index or 0)
+            texts = [(c.message.content or "") if c.message is not None else "" for c in choices]
+            reasons = [c.finish_reason or "stop" for c in choices]
+        except (AttributeError, TypeError) as exc:
+            raise TeacherAttemptError("malformed", f"unexpected response shape: {exc}") from None
+        u = resp.usage
+        usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+        return Completion(texts, reasons, usage)
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+
+def _msg(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(exc, "message", exc))
