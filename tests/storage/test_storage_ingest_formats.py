@@ -1,0 +1,96 @@
+"""Each ingest path on small real-format fixture files: Amazon 2014 (gz, Python-literal meta), 2023 JSONL (ms),
+generic CSV + JSONL/Parquet with a column mapping, GroupLens 1M (.dat, latin-1) and 20M (.csv) folders."""
+from __future__ import annotations
+
+import json
+
+from storage.ingest.amazon import ingest_amazon
+from storage.ingest.catalog import IngestOptions
+from storage.ingest.generic import ingest_generic
+from storage.ingest.movielens import ingest_movielens
+
+MAP = "user=uid,item=iid,ts=time,title=name,categories=genre,rating=stars"
+
+
+def _split_of(ws, user):
+    return ws.query("SELECT item_id, split FROM splits WHERE user_id = ? ORDER BY position", [user])
+
+
+def test_amazon_2014_gz_with_python_literal_meta(tmp_ws, amazon2014):
+    reviews, meta = amazon2014
+    rep = ingest_amazon(tmp_ws, reviews, meta, opts=IngestOptions(domain="beauty"))
+    assert (rep.users, rep.items, rep.interactions) == (4, 4, 10)
+    assert rep.splits == {"train": 3, "valid": 3, "test": 4}
+    title, desc, cats, brand = tmp_ws.query(
+        "SELECT title, description, categories, json_extract_string(attributes, '$.brand') FROM items "
+        "WHERE item_id = 'B001'")[0]
+    assert (title, desc, cats, brand) == ("Red lipstick", "Red lipstick, a fine product",
+                                          ["Beauty", "Makeup", "Skin Care"], "Acme")
+    assert _split_of(tmp_ws, "u1") == [("B001", "train"), ("B002", "train"), ("B003", "valid"), ("B004", "test")]
+    # u3's two reviews share a timestamp: the tie is broken by item id, deterministically
+    assert _split_of(tmp_ws, "u3") == [("B001", "valid"), ("B004", "test")]
+    assert tmp_ws.query("SELECT DISTINCT domain FROM interactions") == [("beauty",)]
+
+
+def test_amazon_2023_jsonl_ms_timestamps(tmp_ws, amazon2023):
+    reviews, meta = amazon2023
+    rep = ingest_amazon(tmp_ws, reviews, meta)
+    assert (rep.users, rep.items, rep.interactions) == (4, 4, 10)
+    ts = tmp_ws.query("SELECT epoch(ts)::BIGINT FROM interactions WHERE user_id = 'u1' AND item_id = 'B001'")[0][0]
+    assert ts == 1_300_000_000  # milliseconds recognised
+    desc, details = tmp_ws.query("SELECT description, json_extract_string(attributes, '$.details.Color') "
+                                 "FROM items WHERE item_id = 'B002'")[0]
+    assert desc == "Face cream.\nGreat." and details == "Red"
+
+
+def test_amazon_reviews_only_derives_items(tmp_ws, amazon2014):
+    rep = ingest_amazon(tmp_ws, amazon2014[0], None)
+    assert rep.items == 4 and rep.interactions == 10
+    assert tmp_ws.query("SELECT count(*) FROM items WHERE title IS NULL")[0][0] == 4
+
+
+def test_generic_csv_items_jsonl_and_parquet_interactions(tmp_ws, generic_files):
+    rep = ingest_generic(tmp_ws, items=generic_files["items"], interactions=generic_files["jsonl"], mapping=MAP,
+                         opts=IngestOptions(domain="shop"))
+    assert (rep.users, rep.items, rep.interactions) == (4, 4, 10)
+    row = tmp_ws.query("SELECT title, categories, json_extract_string(attributes, '$.price') FROM items "
+                       "WHERE item_id = 'B002'")[0]
+    assert row == ("Face cream", ["Beauty", "Makeup"], "2.5")
+    iso = tmp_ws.query("SELECT epoch(ts)::BIGINT, rating FROM interactions WHERE user_id='u2' AND item_id='B002'")[0]
+    assert iso == (1_300_000_250, 1.0)
+    jsonl_rows = tmp_ws.query("SELECT user_id, item_id, ts, rating FROM interactions ORDER BY ALL")
+    # same data as Parquet with epoch milliseconds: identical catalog rows, domain replaced not duplicated
+    ingest_generic(tmp_ws, items=generic_files["items"], interactions=generic_files["parquet"], mapping=MAP,
+                   opts=IngestOptions(domain="shop"))
+    assert tmp_ws.query("SELECT user_id, item_id, ts, rating FROM interactions ORDER BY ALL") == jsonl_rows
+
+
+def test_generic_kcore_and_min_history(tmp_ws, generic_files):
+    rep = ingest_generic(tmp_ws, items=generic_files["items"], interactions=generic_files["jsonl"], mapping=MAP,
+                         opts=IngestOptions(kcore=2))
+    # u4 has one interaction -> dropped; then every remaining user and item has >= 2
+    assert tmp_ws.query("SELECT min(c) FROM (SELECT count(*) c FROM interactions GROUP BY user_id)")[0][0] >= 2
+    assert tmp_ws.query("SELECT min(c) FROM (SELECT count(*) c FROM interactions GROUP BY item_id)")[0][0] >= 2
+    assert "u4" not in {u for (u,) in tmp_ws.query("SELECT user_id FROM users")}
+    assert rep.filtered_interactions == 10 - rep.interactions > 0
+    rep = ingest_generic(tmp_ws, items=generic_files["items"], interactions=generic_files["jsonl"], mapping=MAP,
+                         opts=IngestOptions(min_history=4))
+    assert rep.users == 1 and rep.interactions == 4
+
+
+def test_movielens_1m_dat_folder(tmp_ws, ml1m_folder):
+    rep = ingest_movielens(tmp_ws, ml1m_folder)
+    assert (rep.users, rep.items, rep.interactions) == (2, 3, 5)
+    assert tmp_ws.query("SELECT title FROM items WHERE item_id = '2'")[0][0] == "Cité des enfants perdus, La (1995)"
+    attrs = json.loads(tmp_ws.query("SELECT attributes FROM users WHERE user_id = '2'")[0][0])
+    assert attrs["zip"] == "70072" and attrs["gender"] == "M"
+    assert _split_of(tmp_ws, "1") == [("1", "train"), ("3", "valid"), ("2", "test")]
+
+
+def test_movielens_20m_csv_folder(tmp_ws, ml20m_folder):
+    rep = ingest_movielens(tmp_ws, ml20m_folder)
+    assert (rep.users, rep.items, rep.interactions) == (2, 3, 5)
+    assert tmp_ws.query("SELECT title, categories FROM items WHERE item_id = '2'")[0] == (
+        "American President, The (1995)", ["Comedy", "Drama", "Romance"])
+    assert tmp_ws.query("SELECT categories FROM items WHERE item_id = '3'")[0][0] == []
+    assert tmp_ws.query("SELECT rating FROM interactions WHERE user_id='2' AND item_id='3'")[0][0] == 0.5
