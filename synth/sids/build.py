@@ -47,6 +47,7 @@ class SidConfig(BaseModel):
     batch_size: int = Field(128, ge=1)
     niter: int = Field(20, ge=1, description="k-means iterations per level")
     max_points_per_centroid: int = Field(256, ge=1, description="k-means trains on at most this × K points")
+    threads: int | None = Field(None, ge=1, description="faiss threads (None: 1 for small catalogs, else default)")
 
     def model_post_init(self, __context: Any) -> None:
         bad = [f for f in self.text_fields if f not in TEXT_FIELDS]
@@ -77,7 +78,8 @@ def quantize_items(item_ids: list[str], vectors: np.ndarray, config: SidConfig) 
     """Residual K-means + collision level + quality report on given vectors (no catalog access)."""
     t0 = time.perf_counter()
     q = residual_kmeans(vectors, config.levels, config.codebook_size, seed=config.seed, niter=config.niter,
-                        max_points_per_centroid=config.max_points_per_centroid, balanced=config.balanced)
+                        max_points_per_centroid=config.max_points_per_centroid, balanced=config.balanced,
+                        threads=config.threads)
     extra, coll = collision_level(q.codes, item_ids)
     base = q.codes.tolist()
     full = [tuple(b) + ((int(e),) if e >= 0 else ()) for b, e in zip(base, extra.tolist())]

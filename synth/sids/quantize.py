@@ -16,9 +16,11 @@ of a larger reconstruction error.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -79,13 +81,44 @@ def _assign(x: np.ndarray, centroids: np.ndarray, *, balanced: bool) -> np.ndarr
         m = min(k, m * 4)
 
 
+# Below this many points OpenMP start-up and spin-waiting cost more than the parallel work saves
+# (measured: 1,682 × 384-d, 3 × 256 takes 0.2 s on one thread and 1.7 s on two busy cores).
+SMALL_PROBLEM = 20_000
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int | None) -> Iterator[None]:
+    """Run faiss with `n` OpenMP threads (None: leave faiss' default), restoring the setting afterwards."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, *, seed: int = 0, niter: int = 20,
-                    max_points_per_centroid: int = 256, balanced: bool = False) -> QuantizeResult:
-    """Quantize rows of x into `levels` codes each (residual K-means, `codebook_size` codes per level)."""
+                    max_points_per_centroid: int = 256, balanced: bool = False,
+                    threads: int | None = None) -> QuantizeResult:
+    """Quantize rows of x into `levels` codes each (residual K-means, `codebook_size` codes per level).
+
+    threads: faiss OpenMP threads; None → 1 for small inputs (< SMALL_PROBLEM rows), faiss' default else."""
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"need a non-empty 2-d array of vectors, got shape {x.shape}")
     if levels < 1 or codebook_size < 1:
         raise ValueError("levels and codebook_size must be ≥ 1")
+    if threads is None and len(x) < SMALL_PROBLEM:
+        threads = 1
+    with faiss_threads(threads):
+        return _residual_kmeans(x, levels, codebook_size, seed=seed, niter=niter,
+                                max_points_per_centroid=max_points_per_centroid, balanced=balanced)
+
+
+def _residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, *, seed: int, niter: int,
+                     max_points_per_centroid: int, balanced: bool) -> QuantizeResult:
     residual = np.ascontiguousarray(x, dtype=np.float32).copy()
     codes = np.zeros((len(x), levels), dtype=np.int32)
     cents: list[np.ndarray] = []

@@ -103,17 +103,17 @@ def show(
     if item is None and sid is None:
         render_report(cat.report, f"SID version {cat.version}")
         return
-    t = Table(title=f"SID version {cat.version}", title_justify="left")
-    for c in ("item_id", "sid", "codes", "title"):
-        t.add_column(c)
+    # Plain lines, not a table: a SID must print whole (copy-pasteable), never folded or ellipsised.
+    def line(iid: str, s: str) -> None:
+        console.print(f"item {iid}  {s}  codes={list(cat.codes[iid])}  title={cat.titles.get(iid, '')!r}",
+                      soft_wrap=True, markup=False, highlight=False)
+
+    console.print(f"SID version {cat.version}", style="bold")
     if item is not None:
-        s = cat.sid_of(item)
-        t.add_row(str(item), s, str(list(cat.codes[str(item)])), cat.titles.get(str(item), ""))
+        line(str(item), cat.sid_of(item))
     if sid is not None:
         try:
             parse_sid(sid)
         except ValueError as exc:
             raise InputError(str(exc), field="--sid") from None
-        iid = cat.item_of(sid)
-        t.add_row(iid, sid.strip(), str(list(cat.codes[iid])), cat.titles.get(iid, ""))
-    console.print(t, soft_wrap=True)
+        line(cat.item_of(sid), sid.strip())
