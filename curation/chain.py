@@ -1,0 +1,230 @@
+"""Run a filter chain over a sample dataset version and write the curated version.
+
+Every sample is kept in the output (CURATED_SCHEMA: `keep`, `rejected_by` = the first filter that dropped
+it, `reject_reason`, `scores` JSON), every verdict goes to the `verdicts` table keyed by the new version,
+and the funnel report (per-filter in/out counts, reasons, examples, score distributions) goes into the
+manifest, where `recot curate report` and the viewer read it. The input is never modified, so a chain —
+or the same chain with other thresholds — can be re-run on an existing dataset without regenerating
+anything.
+
+Determinism: filters are pure functions of the input rows and their parameters (ties are broken by
+sample_id, MinHash uses a fixed seed, the judge is served from the teacher cache), rows keep the input
+order, so the same input and chain give a byte-identical output (same content hash).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.base import Filter, FilterContext, Verdicts, reason_category
+from curation.config import ChainConfig, load_chain
+from curation.text import completion_column
+from storage.datasets import DatasetVersion, read_dv, resolve, write_version
+from storage.errors import InputError, RecotError
+from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
+from storage.runs import finish_run, start_run
+from storage.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 3
+
+
+def load_samples(dv: DatasetVersion) -> pa.Table:
+    """The input version as SAMPLE_SCHEMA (curated columns of a previous pass are dropped: a chain always
+    starts from the samples, not from an earlier chain's decisions)."""
+    table = read_dv(dv)
+    missing = [f for f in SAMPLE_SCHEMA.names if f not in table.column_names]
+    if missing:
+        raise InputError(f"dataset {dv.ref} is not a sample dataset: missing column(s) {missing}",
+                         file=str(dv.path), field=missing[0])
+    table = table.select(SAMPLE_SCHEMA.names)
+    try:
+        return table.cast(SAMPLE_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"dataset {dv.ref} does not match the sample schema: {exc}", file=str(dv.path)) from None
+
+
+def _score_stats(s: np.ndarray) -> dict | None:
+    s = s[~np.isnan(s)]
+    if len(s) == 0:
+        return None
+    lo, hi = float(s.min()), float(s.max())
+    counts, edges = np.histogram(s, bins=10, range=(lo, hi if hi > lo else lo + 1e-9))
+    q = np.quantile(s, [0.1, 0.25, 0.5, 0.75, 0.9])
+    return {"count": int(len(s)), "mean": round(float(s.mean()), 4), "min": round(lo, 4),
+            "p10": round(float(q[0]), 4), "p25": round(float(q[1]), 4), "p50": round(float(q[2]), 4),
+            "p75": round(float(q[3]), 4), "p90": round(float(q[4]), 4), "max": round(hi, 4),
+            "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}}
+
+
+def _reason_stats(ids: list[str], reasons: list[str | None], rows: np.ndarray) -> tuple[dict, dict]:
+    hist: dict[str, int] = {}
+    examples: dict[str, list[dict]] = {}
+    for r in rows:
+        cat = reason_category(reasons[r]) or "(no reason)"
+        hist[cat] = hist.get(cat, 0) + 1
+        ex = examples.setdefault(cat, [])
+        if len(ex) < MAX_EXAMPLES:
+            ex.append({"sample_id": ids[r], "reason": reasons[r]})
+    hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+    return hist, {k: examples[k] for k in hist}
+
+
+def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None = None,
+                sid_version: int | None = None, run_id: str | None = None,
+                progress: bool = False) -> tuple[pa.Table, pa.Table, dict]:
+    """Apply `filters` in order to a SAMPLE_SCHEMA table. Returns (curated table, verdicts, funnel).
+
+    Pure apart from catalog reads (and the judge's teacher cache), so benchmarks and tests can call it
+    without writing a version."""
+    n = table.num_rows
+    work = table.append_column("_completion", completion_column(table))
+    ids = table.column("sample_id").to_pylist()
+    if len(set(ids)) != n:
+        seen, dup = set(), None
+        for i, s in enumerate(ids):
+            if s in seen:
+                dup = (i, s)
+                break
+            seen.add(s)
+        raise InputError(f"duplicate sample_id {dup[1]!r}: sample ids must be unique within a dataset",
+                         line=dup[0], field="sample_id")
+    kept = np.ones(n, bool)
+    rejected_by: list[str | None] = [None] * n
+    reject_reason: list[str | None] = [None] * n
+    rank = np.zeros(n)
+    scores: dict[str, np.ndarray] = {}
+    shared: dict[str, Any] = {}
+    verdict_parts: list[pa.Table] = []
+    stages = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("curating", total=len(filters))
+    try:
+        for f in filters:
+            t0 = time.perf_counter()
+            idx = np.flatnonzero(kept) if f.only_kept else np.arange(n)
+            sub = work if len(idx) == n else work.take(pa.array(idx, pa.int64()))
+            ctx = FilterContext(ws=ws, rank_score=rank[idx].copy(),
+                                earlier_scores={k: v[idx] for k, v in scores.items()}, run_id=run_id,
+                                progress=progress, sid_version=sid_version, cache=shared)
+            if bar is not None:
+                bar.update(task, description=f"{f.label} ({len(idx):,} samples)")
+            v: Verdicts = f.apply(sub, ctx) if len(idx) else Verdicts.all_kept(0)
+            if len(v.keep) != len(idx):
+                raise RecotError(f"filter {f.label!r} returned {len(v.keep)} verdicts for {len(idx)} samples")
+            before = int(kept.sum())
+            flagged = idx[~v.keep]
+            newly = flagged[kept[flagged]]
+            full_reasons: list[str | None] = [None] * n
+            for j, r in enumerate(idx):
+                full_reasons[r] = v.reason[j]
+            for r in newly:
+                rejected_by[r] = f.label
+                reject_reason[r] = full_reasons[r]
+            kept[flagged] = False
+            s_full = np.full(n, np.nan)
+            s_full[idx] = v.score
+            scores[f.label] = s_full
+            rank = rank + f.rank_weight * np.nan_to_num(s_full, nan=0.0)
+            verdict_parts.append(pa.table({
+                "sample_id": pa.array([ids[r] for r in idx], pa.string()),
+                "filter": pa.array([f.label] * len(idx), pa.string()),
+                "keep": pa.array(v.keep, pa.bool_()),
+                "reason": pa.array(v.reason, pa.string()),
+                "score": pa.array(v.score, pa.float64(), mask=np.isnan(v.score)),
+            }, schema=VERDICT_SCHEMA))
+            reasons_new, examples = _reason_stats(ids, full_reasons, newly)
+            reasons_all, _ = _reason_stats(ids, full_reasons, flagged)
+            notes, _ = _reason_stats(ids, full_reasons, idx[v.keep & np.array([x is not None for x in v.reason],
+                                                                                dtype=bool)])
+            stages.append({
+                "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
+                "params": f.params.model_dump(mode="json"),
+                "evaluated": int(len(idx)), "in": before, "out": int(kept.sum()),
+                "dropped": before - int(kept.sum()), "flagged": int(len(flagged)),
+                "reasons": reasons_new, "flagged_reasons": reasons_all, "notes": notes, "examples": examples,
+                "scores": _score_stats(v.score.copy()), "seconds": round(time.perf_counter() - t0, 4),
+            })
+            if bar is not None:
+                bar.advance(task)
+            log.info("filter %s: %d → %d", f.label, before, int(kept.sum()))
+    finally:
+        if bar is not None:
+            bar.stop()
+    score_json = []
+    labels = list(scores)
+    cols = [scores[k] for k in labels]
+    for r in range(n):
+        d = {lab: round(float(c[r]), 6) for lab, c in zip(labels, cols) if not np.isnan(c[r])}
+        score_json.append(json.dumps(d, sort_keys=True) if d else None)
+    curated = table.append_column("keep", pa.array(kept, pa.bool_())) \
+        .append_column("rejected_by", pa.array(rejected_by, pa.string())) \
+        .append_column("reject_reason", pa.array(reject_reason, pa.string())) \
+        .append_column("scores", pa.array(score_json, pa.string()))
+    verdicts = pa.concat_tables(verdict_parts) if verdict_parts else VERDICT_SCHEMA.empty_table()
+    rej: dict[str, int] = {}
+    for s in rejected_by:
+        if s is not None:
+            rej[s] = rej.get(s, 0) + 1
+    funnel = {"rows": n, "kept": int(kept.sum()), "rejected": n - int(kept.sum()),
+              "rejected_by": rej, "filters": stages}
+    if "teacher_stats" in shared:
+        funnel["teacher_stats"] = shared["teacher_stats"]
+    return curated.cast(CURATED_SCHEMA), verdicts, funnel
+
+
+def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Path | ChainConfig | dict = "default",
+              *, out: str | None = None, progress: bool = False,
+              overrides: list[str] | None = None) -> DatasetVersion:
+    """Curate `dataset_ref` with `chain` into a new version of dataset `out` (default '<input>-curated')."""
+    cfg, source = load_chain(chain, overrides)
+    filters = cfg.build(source)
+    src = dataset_ref if isinstance(dataset_ref, DatasetVersion) else resolve(ws, dataset_ref)
+    out = out or f"{src.name}-curated"
+    table = load_samples(src)
+    config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref}
+    with ws.writer("curate"):
+        run_id = start_run(ws, "curate", config)
+        try:
+            curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version,
+                                                    run_id=run_id, progress=progress)
+            funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
+            dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],
+                               run_id=run_id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel})
+            try:
+                with ws.transaction("curate") as con:
+                    con.register("v", verdicts)
+                    con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
+                                [dv.name, dv.version, run_id])
+            except BaseException:
+                _remove_version(ws, dv)
+                raise
+        except BaseException as exc:
+            finish_run(ws, run_id, {"input": src.ref}, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
+                 "rejected_by": funnel["rejected_by"]}
+        if "teacher_stats" in funnel:
+            stats["teacher"] = funnel["teacher_stats"]
+        finish_run(ws, run_id, stats)
+    return dv
+
+
+def _remove_version(ws: Workspace, dv: DatasetVersion) -> None:
+    """Undo a just-written version when its verdicts could not be stored (nothing half-written)."""
+    with ws.transaction("curate") as con:
+        con.execute("DELETE FROM dataset_versions WHERE name = ? AND version = ?", [dv.name, dv.version])
+    shutil.rmtree(dv.path, ignore_errors=True)

@@ -1,0 +1,163 @@
+"""Format: `<think>…</think>` then a non-empty answer; generation errors; the R2 evolution-chain JSON schema.
+
+Structure checks are Arrow kernels over the whole column (tag counts, one anchored regex); only R2 answers are
+parsed in Python, because validating JSON needs a parser. The R2 schema is a pydantic model so the reason can
+say exactly which key is missing (`logic_chain.events[1].date`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+
+_STRUCT_RE = r"(?s)^\s*<think>(?P<reasoning>.*?)</think>(?P<answer>.*)$"
+
+
+class R2Event(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    action: str
+    logic: str
+    date: str
+
+
+class R2Chain(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    events: list[R2Event]
+
+
+class R2Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    logic_chain: R2Chain
+
+
+_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def extract_json_text(answer: str) -> str:
+    """The JSON object inside an answer: a ```json fence if present, else from the first '{' to the last '}'."""
+    m = _FENCE_RE.search(answer)
+    if m:
+        return m.group(1).strip()
+    i, j = answer.find("{"), answer.rfind("}")
+    return answer[i:j + 1] if i >= 0 and j > i else answer.strip()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def parse_r2(answer: str | None) -> tuple[dict | None, str | None]:
+    """(parsed chain dict, None) or (None, reason) for an R2 answer."""
+    if not answer or not answer.strip():
+        return None, "invalid R2 JSON: empty answer"
+    text = extract_json_text(answer)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid R2 JSON: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    try:
+        R2Answer.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors():
+            where = _loc(e["loc"])
+            if e["type"] == "missing":
+                parts.append(f"missing key '{where}'")
+            else:
+                parts.append(f"'{where}': {e['msg'].lower()}")
+        return None, "invalid R2 JSON: " + "; ".join(parts[:4])
+    return data, None
+
+
+class FormatParams(FilterParams):
+    require_think: Literal["auto", "always", "never"] = "auto"
+    """auto: samples with think=True need a non-empty <think> block, think=False ones may have none or an
+    empty one; always/never force one behaviour for every sample."""
+    drop_errors: bool = True
+    allow_text_before_think: bool = False
+    r2_levels: list[str] = ["R2"]
+    r2_tasks: list[str] = []
+    """Samples whose level is in r2_levels, or whose task is in r2_tasks, must answer with the R2 JSON."""
+
+
+@register
+class FormatFilter(Filter):
+    type_name = "format"
+    Params = FormatParams
+
+    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        p: FormatParams = self.params
+        n = table.num_rows
+        if n == 0:
+            return Verdicts.all_kept(0)
+        comp = table.column("_completion")
+        comp = comp.combine_chunks() if isinstance(comp, pa.ChunkedArray) else comp
+        text = pc.fill_null(comp, "")
+        n_open = pc.count_substring(text, "<think>").to_numpy(zero_copy_only=False)
+        n_close = pc.count_substring(text, "</think>").to_numpy(zero_copy_only=False)
+        parts = pc.extract_regex(text, _STRUCT_RE)
+        matched = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+        reasoning = pc.fill_null(pc.struct_field(parts, [0]), "")
+        answer_in = pc.fill_null(pc.struct_field(parts, [1]), "")
+        reasoning_len = pc.utf8_length(pc.utf8_trim_whitespace(reasoning)).to_numpy(zero_copy_only=False)
+        # Without a think block the whole completion is the answer.
+        answer = pc.if_else(pa.array((n_open == 0) & (n_close == 0)), text, answer_in)
+        answer_len = pc.utf8_length(pc.utf8_trim_whitespace(answer)).to_numpy(zero_copy_only=False)
+        empty = pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) == 0
+        if p.allow_text_before_think:
+            lead = pc.match_substring_regex(text, r"(?s)<think>.*</think>").to_numpy(zero_copy_only=False)
+            matched = matched | lead
+        think_col = pc.fill_null(table.column("think"), False).to_numpy(zero_copy_only=False)
+        want = {"auto": think_col, "always": np.ones(n, bool), "never": np.zeros(n, bool)}[p.require_think]
+        err_col = table.column("error")
+
+        has_error = (pc.fill_null(pc.greater(pc.utf8_length(err_col), 0), False).to_numpy(zero_copy_only=False)
+                     if p.drop_errors else np.zeros(n, bool))
+        no_tags = (n_open == 0) & (n_close == 0)
+        conds = [
+            has_error,
+            empty,
+            no_tags & want,
+            ~no_tags & ((n_open != 1) | (n_close != 1)),
+            ~no_tags & ~matched,
+            ~no_tags & want & (reasoning_len == 0),
+            ~no_tags & ~want & (reasoning_len > 0),
+            answer_len == 0,
+        ]
+        code = np.select(conds, np.arange(1, len(conds) + 1), 0)
+        reasons: list[str | None] = [None] * n
+        for i in np.flatnonzero(code):
+            c = code[i]
+            reasons[i] = (
+                f"generation error: {err_col[int(i)].as_py()}" if c == 1 else
+                "empty completion: no assistant text" if c == 2 else
+                "missing think block: expected <think>…</think> before the answer" if c == 3 else
+                f"broken think tags: {n_open[i]} <think> and {n_close[i]} </think> (expected one of each)" if c == 4 else
+                "broken think tags: </think> before <think> or text before <think>" if c == 5 else
+                "empty reasoning: nothing inside <think>…</think>" if c == 6 else
+                "unexpected reasoning: a /no_think sample has text inside <think>…</think>" if c == 7 else
+                "empty answer: nothing after </think>")
+        # R2 answers (only rows that passed the structure checks) must hold the evolution-chain JSON.
+        is_r2 = (pc.fill_null(pc.is_in(table.column("level"), pa.array(p.r2_levels, pa.string())), False).to_numpy(
+            zero_copy_only=False) | pc.fill_null(pc.is_in(table.column("task"), pa.array(p.r2_tasks, pa.string())),
+                                                 False).to_numpy(zero_copy_only=False))
+        check = np.flatnonzero(is_r2 & (code == 0))
+        if len(check):
+            answers = pc.take(answer, pa.array(check)).to_pylist()
+            for i, a in zip(check, answers):
+                _, why = parse_r2(a)
+                if why:
+                    reasons[i] = why
+        keep = np.array([r is None for r in reasons])
+        return Verdicts(keep, reasons, np.full(n, np.nan))

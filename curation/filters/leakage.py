@@ -1,0 +1,100 @@
+"""Hint leakage: in hint mode the teacher saw the target and must reason *toward* it without naming it, so
+the target SID or the target title inside the reasoning is a leak (the student would learn to copy, not to
+reason). One DuckDB query: a case-insensitive substring test for SIDs, a whole-word test on
+punctuation-normalized text for titles (with and without the year, 'Usual Suspects, The' → 'The Usual
+Suspects')."""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.catalog import normalize_title
+
+
+class LeakageParams(FilterParams):
+    modes: list[str] = ["hint"]
+    check_sids: bool = True
+    check_titles: bool = True
+    min_title_chars: int = 4
+    """Shorter normalized titles are not checked (a film called 'Heat' would match ordinary words)."""
+
+
+def _titles(ctx: FilterContext, item_ids: list[str]) -> dict[str, str]:
+    if not item_ids or ctx.ws is None:
+        return {}
+    ids = pa.table({"item_id": pa.array(sorted(set(item_ids)), pa.string())})
+    with ctx.ws.reader() as con:
+        con.register("ids", ids)
+        rows = con.execute("SELECT i.item_id, i.title FROM items i JOIN ids USING (item_id)").fetchall()
+    return {r[0]: r[1] for r in rows if r[1]}
+
+
+@register
+class LeakageFilter(Filter):
+    type_name = "hint_leakage"
+    Params = LeakageParams
+
+    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        p: LeakageParams = self.params
+        n = table.num_rows
+        in_mode = pc.fill_null(pc.is_in(table.column("mode"), pa.array(p.modes, pa.string())), False)
+        rows = np.flatnonzero(in_mode.to_numpy(zero_copy_only=False))
+        reasons: list[str | None] = [None] * n
+        if len(rows) == 0:
+            return Verdicts.all_kept(n)
+        sub = table.take(pa.array(rows))
+        needles: list[tuple[int, str, str, str]] = []  # (row, kind, needle, shown)
+        tids = sub.column("target_item_ids").to_pylist()
+        tsids = sub.column("target_sids").to_pylist()
+        titles = _titles(ctx, [i for ids in tids if ids for i in ids]) if p.check_titles else {}
+        for j, r in enumerate(rows):
+            if p.check_sids:
+                for s in tsids[j] or []:
+                    needles.append((int(r), "sid", s.lower(), s))
+            if p.check_titles:
+                for it in tids[j] or []:
+                    title = titles.get(it)
+                    if not title:
+                        continue
+                    for variant in {normalize_title(title), _plain(title)}:
+                        if len(variant) >= p.min_title_chars:
+                            needles.append((int(r), "title", variant, title))
+        if not needles:
+            return Verdicts.all_kept(n)
+        nd = pa.table({"_row": pa.array([x[0] for x in needles], pa.int64()),
+                       "kind": [x[1] for x in needles], "needle": [x[2] for x in needles],
+                       "shown": [x[3] for x in needles]})
+        rt = pa.table({"_row": pa.array(np.arange(n), pa.int64()), "reasoning": table.column("reasoning"),
+                       "comp": table.column("_completion")}).take(pa.array(rows))
+        con = duckdb.connect()
+        try:
+            con.register("nd", nd)
+            con.register("rt", rt)
+            hits = con.execute(r"""
+                WITH r AS (
+                    SELECT _row, lower(coalesce(reasoning, regexp_extract(comp, '<think>([\s\S]*?)</think>', 1), ''))
+                           AS txt FROM rt),
+                     rn AS (SELECT _row, txt, ' ' || trim(regexp_replace(txt, '[^a-z0-9]+', ' ', 'g')) || ' ' AS norm
+                            FROM r)
+                SELECT nd._row, nd.kind, min(nd.shown)
+                FROM nd JOIN rn USING (_row)
+                WHERE (nd.kind = 'sid' AND contains(rn.txt, nd.needle))
+                   OR (nd.kind = 'title' AND contains(rn.norm, ' ' || nd.needle || ' '))
+                GROUP BY ALL ORDER BY 1, 2""").fetchall()
+        finally:
+            con.close()
+        for row, kind, shown in hits:
+            msg = f"target {'SID' if kind == 'sid' else 'title'} {shown!r} appears in the reasoning"
+            reasons[row] = f"hint leakage: {msg}" if reasons[row] is None else reasons[row] + f"; {msg}"
+        keep = np.array([r is None for r in reasons])
+        return Verdicts(keep, reasons, np.full(n, np.nan))
+
+
+def _plain(title: str) -> str:
+    """Normalized title keeping the year digits (e.g. 'toy story 1995')."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", " ", title.lower()).strip()

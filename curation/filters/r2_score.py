@@ -1,0 +1,130 @@
+"""R2 evolution chains scored against a reference chain: score = 0.5·action-F1 + 0.5·logic-F1.
+
+Matching (documented in docs/curation.md):
+- text → tokens: lower-case; SIDs count as one token each; other text split on non-alphanumerics; English
+  stopwords dropped;
+- similarity of two event fields = token F1 (bag of tokens, as in SQuAD);
+- events are matched one-to-one greedily by descending similarity; a pair counts when its similarity is
+  ≥ `match_threshold` (default 0.5);
+- action-F1 = F1 of matched actions (precision = matches / predicted events, recall = matches / reference
+  events); logic-F1 likewise over the `logic` fields, matched independently.
+Samples without a reference are kept unscored; an unparsable answer scores 0.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.filters.format import extract_json_text
+from curation.filters.quality import STOPWORDS_EN
+from storage.sid import SID_RE
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def tokens(text: str | None) -> list[str]:
+    if not text:
+        return []
+    sids = [m.group(0) for m in SID_RE.finditer(text)]
+    rest = SID_RE.sub(" ", text).lower()
+    return sids + [w for w in _WORD_RE.findall(rest) if w not in STOPWORDS_EN]
+
+
+def token_f1(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return 1.0 if not a and not b else 0.0
+    common = sum((Counter(a) & Counter(b)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(a), common / len(b)
+    return 2 * p * r / (p + r)
+
+
+def matched_f1(pred: list[str], ref: list[str], threshold: float) -> float:
+    """F1 of a greedy one-to-one matching of predicted to reference strings by token F1 ≥ threshold."""
+    if not pred and not ref:
+        return 1.0
+    if not pred or not ref:
+        return 0.0
+    pt, rt = [tokens(x) for x in pred], [tokens(x) for x in ref]
+    cands = sorted(((token_f1(a, b), i, j) for i, a in enumerate(pt) for j, b in enumerate(rt)),
+                   key=lambda x: (-x[0], x[1], x[2]))
+    used_p, used_r, matches = set(), set(), 0
+    for s, i, j in cands:
+        if s < threshold:
+            break
+        if i in used_p or j in used_r:
+            continue
+        used_p.add(i)
+        used_r.add(j)
+        matches += 1
+    if matches == 0:
+        return 0.0
+    p, r = matches / len(pred), matches / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def events_of(obj) -> list[dict] | None:
+    """Events from an R2 answer/reference: {"logic_chain": {"events": [...]}}, {"events": [...]} or a list."""
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(extract_json_text(obj))
+        except json.JSONDecodeError:
+            return None
+    if isinstance(obj, dict) and isinstance(obj.get("logic_chain"), dict):
+        obj = obj["logic_chain"]
+    if isinstance(obj, dict):
+        obj = obj.get("events")
+    if isinstance(obj, list) and all(isinstance(e, dict) for e in obj):
+        return obj
+    return None
+
+
+def r2_chain_score(pred, ref, threshold: float = 0.5) -> tuple[float, float, float]:
+    """(score, action-F1, logic-F1) of a predicted chain against a reference chain."""
+    pe, re_ = events_of(pred), events_of(ref)
+    if re_ is None:
+        raise ValueError("reference is not an R2 chain")
+    if pe is None:
+        return 0.0, 0.0, 0.0
+    a = matched_f1([str(e.get("action", "")) for e in pe], [str(e.get("action", "")) for e in re_], threshold)
+    lg = matched_f1([str(e.get("logic", "")) for e in pe], [str(e.get("logic", "")) for e in re_], threshold)
+    return 0.5 * a + 0.5 * lg, a, lg
+
+
+class R2ScoreParams(FilterParams):
+    levels: list[str] = ["R2"]
+    match_threshold: float = 0.5
+    min_score: float = 0.0
+    """Samples scoring below this are dropped (0 = score only)."""
+
+
+@register
+class R2ScoreFilter(Filter):
+    type_name = "r2_score"
+    Params = R2ScoreParams
+
+    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        p: R2ScoreParams = self.params
+        n = table.num_rows
+        levels = table.column("level").to_pylist()
+        refs = table.column("reference").to_pylist()
+        answers = table.column("answer").to_pylist()
+        keep = np.ones(n, bool)
+        reasons: list[str | None] = [None] * n
+        score = np.full(n, np.nan)
+        for i in range(n):
+            if levels[i] not in p.levels or not refs[i] or events_of(refs[i]) is None:
+                continue
+            s, a, lg = r2_chain_score(answers[i] or "", refs[i], p.match_threshold)
+            score[i] = s
+            if s < p.min_score:
+                keep[i] = False
+                reasons[i] = (f"low R2 score: {s:.2f} = 0.5·action-F1 {a:.2f} + 0.5·logic-F1 {lg:.2f} "
+                              f"(min {p.min_score:.2f})")
+        return Verdicts(keep, reasons, score)

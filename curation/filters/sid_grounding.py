@@ -1,0 +1,134 @@
+"""SID validity and grounding: every SID in the completion parses, exists in the SID version used, and a
+title written next to a SID is that SID's item.
+
+All SID occurrences are extracted and joined against the catalog in one DuckDB query (no Python loop over
+samples); Python only names malformed fragments (rows whose text still holds SID-like tokens after the
+well-formed SIDs are removed) and compares the few titles written next to SIDs.
+
+Title mentions recognized (SID = a well-formed SID): `SID (Title)`, `SID [Title]`, `SID "Title"`,
+`SID: "Title"`, `"Title" SID`, `"Title" (SID)`. A mention is a *mismatch* when it does not resemble the SID's
+own title and (by default, `title_mismatch: other_title`) it is the exact normalized title of another
+catalog item — so free text such as `SID (a 90s comedy)` is not flagged; `title_mismatch: any` flags every
+mention that does not resemble the SID's own title.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.catalog import catalog_table, normalize_title, sample_sid_versions
+from storage.sid import SID_RE, find_malformed_sids
+
+_SID = SID_RE.pattern  # RE2-compatible (no look-around)
+_AFTER = _SID + r"""\s*(?:\(\s*"?([^()\n"]{2,200}?)"?\s*\)|\[\s*"?([^\[\]\n"]{2,200}?)"?\s*\]|:?\s*"([^"\n]{2,200})")"""
+_BEFORE = r'"([^"\n]{2,200})"\s*\(?\s*' + _SID
+_SID_LIKE_LEFT = r"<\|sid_begin\|>|<s_[a-z]_\d+>"
+
+
+class SidGroundingParams(FilterParams):
+    check_titles: bool = True
+    title_mismatch: Literal["other_title", "any"] = "other_title"
+    title_similarity: float = 0.8
+    """difflib ratio at or above which a mention counts as the SID's own title (after normalization)."""
+    max_named: int = 5
+    """At most this many offending SIDs are written into one reason (the count is always given)."""
+
+
+def _names(items: list[str], k: int) -> str:
+    shown = ", ".join(items[:k])
+    return shown + (f" (+{len(items) - k} more)" if len(items) > k else "")
+
+
+@register
+class SidGroundingFilter(Filter):
+    type_name = "sid_grounding"
+    Params = SidGroundingParams
+
+    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        p: SidGroundingParams = self.params
+        n = table.num_rows
+        if n == 0:
+            return Verdicts.all_kept(0)
+        versions = sample_sid_versions(table, ctx)
+        cat = catalog_table(ctx, np.unique(versions))
+        text = table.column("_completion")
+        t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
+        con = duckdb.connect()
+        try:
+            con.register("t", t)
+            con.register("cat", cat)
+            occ = con.execute(f"""
+                WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{_SID}')) AS sid FROM t)
+                SELECT _row, count(*) AS n_sids,
+                       count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
+                       list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
+                FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
+                GROUP BY _row ORDER BY _row""").fetchall()
+            mentions = []
+            if p.check_titles:
+                mentions = con.execute(f"""
+                    WITH m AS (
+                        SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
+                               unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
+                               unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
+                               unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c FROM t
+                        UNION ALL
+                        SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
+                               unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL FROM t)
+                    SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, '')) AS mention,
+                           cat.title
+                    FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = '<|sid_begin|>' || m.sid || '<|sid_end|>'
+                    ORDER BY m._row""").fetchall()
+        finally:
+            con.close()
+
+        n_sids = np.zeros(n, np.int64)
+        n_bad = np.zeros(n, np.int64)
+        issues: list[list[str]] = [[] for _ in range(n)]
+        # malformed SIDs: only rows where SID-like tokens survive removal of the well-formed SIDs
+        left = pc.replace_substring_regex(pc.fill_null(text, ""), _SID, "")
+        cand = np.flatnonzero(pc.match_substring_regex(left, _SID_LIKE_LEFT).to_numpy(zero_copy_only=False))
+        if len(cand):
+            for i, s in zip(cand, pc.take(text, pa.array(cand)).to_pylist()):
+                bad = find_malformed_sids(s)
+                if bad:
+                    n_sids[i] += len(bad)
+                    n_bad[i] += len(bad)
+                    issues[i].append(f"malformed SID: {_names([repr(b) for b in bad], p.max_named)}")
+        for row, total, unknown_n, unknown in occ:
+            n_sids[row] += total
+            if unknown_n:
+                n_bad[row] += unknown_n
+                issues[row].append(f"hallucinated SID: {_names(unknown, p.max_named)} not in SID version "
+                                   f"{versions[row]} ({unknown_n} of {total} SIDs unknown)")
+        if mentions:
+            other_titles = ctx.cache.get("normalized_titles")
+            if other_titles is None:
+                other_titles = ctx.cache["normalized_titles"] = {
+                    normalize_title(x) for x in cat.column("title").to_pylist() if x}
+            seen = set()
+            for row, sid, mention, own in mentions:
+                if not mention or (row, sid, mention) in seen:
+                    continue
+                seen.add((row, sid, mention))
+                m_n, o_n = normalize_title(mention), normalize_title(own)
+                if not m_n:
+                    continue
+                same = (m_n == o_n or (o_n and (m_n in o_n or o_n in m_n)) or
+                        difflib.SequenceMatcher(None, m_n, o_n).ratio() >= p.title_similarity)
+                if same or (p.title_mismatch == "other_title" and m_n not in other_titles):
+                    continue
+                full = f"<|sid_begin|>{sid}<|sid_end|>"
+                issues[row].append(f"title mismatch: {full} is {own!r} but the text calls it {mention!r}")
+                n_bad[row] += 1
+        reasons = ["; ".join(x) if x else None for x in issues]
+        keep = np.array([r is None for r in reasons])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
+        return Verdicts(keep, reasons, score)

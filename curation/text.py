@@ -1,0 +1,145 @@
+"""Vectorized text helpers shared by the filters: the completion of a sample, word tokens, word n-gram hashes.
+
+Why not a Python loop per document: a corpus of 100k chains of thought is ~100 MB of text. Lower-casing and
+whitespace splitting run in Arrow's C++ kernels; words are hashed once per *distinct* word (a corpus has far
+fewer distinct words than words); n-gram hashes are combined with numpy over one flat array. The result
+(`flat hashes + row offsets`) feeds rensa's MinHash directly and the repetition filter's counting.
+"""
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_PUNCT = str.maketrans("", "", string.punctuation.replace("<", "").replace(">", "").replace("|", "").replace("_", "")
+                       + "“”‘’«»–—…")
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Odd 64-bit multipliers for position-dependent n-gram combination (fixed: hashes must be stable across runs).
+_MULTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                   0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
+                   0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63], dtype=np.uint64)
+
+
+def completion_column(table: pa.Table) -> pa.Array:
+    """The assistant's last message per sample (the raw completion, think block included).
+
+    Falls back to `<think>reasoning</think>answer` rebuilt from the parsed columns when a sample has no
+    assistant message (e.g. a row written by a tool that only filled reasoning/answer)."""
+    n = table.num_rows
+    if n == 0:
+        return pa.array([], pa.string())
+    msgs = table.column("messages").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(msgs), 0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(msgs)
+    off = msgs.offsets.to_numpy()
+    last = np.where(lengths > 0, off[:-1] - off[0] + lengths - 1, 0)
+    if len(flat):
+        roles = flat.field("role").to_numpy(zero_copy_only=False)
+        ok = (lengths > 0) & (roles[last] == "assistant")
+        comp = pc.if_else(pa.array(ok), pc.take(flat.field("content"), pa.array(last)), pa.nulls(n, pa.string()))
+    else:
+        comp = pa.nulls(n, pa.string())
+    if comp.null_count:
+        reasoning = table.column("reasoning").to_pylist()
+        answer = table.column("answer").to_pylist()
+        out = comp.to_pylist()
+        for i, c in enumerate(out):
+            if c is None and (reasoning[i] is not None or answer[i] is not None):
+                out[i] = (f"<think>{reasoning[i]}</think>" if reasoning[i] is not None else "") + (answer[i] or "")
+        comp = pa.array(out, pa.string())
+    return comp
+
+
+@dataclass
+class Tokens:
+    """Word-token hashes of n documents as one flat uint64 array plus row offsets (len n + 1)."""
+
+    hashes: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row_ids(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1), self.counts)
+
+
+def normalize_token(tok: str) -> str:
+    """Lower-cased word without surrounding punctuation (SID tokens keep their `<…>` shape)."""
+    return tok.translate(_PUNCT)
+
+
+def word_tokens(texts: pa.Array | pa.ChunkedArray) -> Tokens:
+    """Tokenize: lower-case, split on whitespace, strip punctuation (per distinct word), hash with 64-bit BLAKE2b (stable across runs and machines).
+
+    Tokens that are only punctuation disappear. Null texts have no tokens."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    n = len(texts)
+    if n == 0:
+        return Tokens(np.zeros(0, np.uint64), np.zeros(1, np.int64))
+    words = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts, "")))
+    offsets = words.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    flat = pc.list_flatten(words)
+    if len(flat) == 0:
+        return Tokens(np.zeros(0, np.uint64), offsets)
+    enc = pc.dictionary_encode(flat)
+    vocab = enc.dictionary.to_pylist()
+    normed = [normalize_token(w) for w in vocab]
+    vocab_hash = np.fromiter((int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+                             for w in normed), dtype=np.uint64, count=len(vocab))
+    vocab_keep = np.fromiter((bool(w) for w in normed), dtype=bool, count=len(vocab))
+    idx = enc.indices.to_numpy()
+    hashes = vocab_hash[idx]
+    keep = vocab_keep[idx]
+    if not keep.all():
+        rows = np.repeat(np.arange(n), np.diff(offsets))
+        hashes = hashes[keep]
+        counts = np.bincount(rows[keep], minlength=n)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Tokens(hashes, offsets)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads combined n-gram hashes over all 64 bits."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint64(30))
+        h = h * np.uint64(0xBF58476D1CE4E5B9)
+        h = h ^ (h >> np.uint64(27))
+        h = h * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    return h
+
+
+def ngram_hashes(tok: Tokens, n: int) -> Tokens:
+    """Hashes of word n-grams (shingles) per document. A document shorter than n words yields one shingle of
+    all its words, so short texts still compare; empty documents yield none."""
+    if n < 1 or n > len(_MULTS):
+        raise ValueError(f"n-gram size must be 1..{len(_MULTS)}, got {n}")
+    counts = tok.counts
+    rows = len(counts)
+    if len(tok.hashes) == 0:
+        return Tokens(np.zeros(0, np.uint64), np.zeros(rows + 1, np.int64))
+    m = len(tok.hashes)
+    starts = tok.offsets[:-1]
+    # shingle j of a document starts at word offsets[d] + j, for j < max(count - n + 1, 1) when count > 0
+    per_doc = np.where(counts >= n, counts - n + 1, np.where(counts > 0, 1, 0))
+    out_offsets = np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64)
+    total = int(out_offsets[-1])
+    doc_of = np.repeat(np.arange(rows), per_doc)
+    pos = np.arange(total) - out_offsets[:-1][doc_of] + starts[doc_of]
+    end = tok.offsets[1:][doc_of]
+    acc = np.zeros(total, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            p = pos + j
+            valid = p < end
+            vals = tok.hashes[np.minimum(p, m - 1)]
+            acc = acc + np.where(valid, vals * _MULTS[j], np.uint64(0))
+    return Tokens(_mix(acc), out_offsets)
