@@ -50,6 +50,8 @@ class TeacherConfig(BaseModel):
     # --- backend-specific
     local_batch_size: int = Field(4, ge=1)         # local: requests generated together (same sampling params)
     local_model_path: str | None = None            # local: HF folder; None = the embedded SmolLM2
+    local_threads: int | None = Field(None, ge=1)  # local: torch CPU threads (None = torch's default); 1 is
+                                                   # much faster on an oversubscribed machine
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # vllm: extra vllm.LLM(...) args (dtype, tp, ...)
 
     # --- cache durability (see cache.py for the trade-off)

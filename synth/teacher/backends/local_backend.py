@@ -28,34 +28,24 @@ class LocalBackend(BatchingBackend):
         self.max_batch = config.local_batch_size
         self._model = None
         self._tok = None
-        self._load_lock = threading.Lock()
 
     def can_share_batch(self, a: ChatRequest, b: ChatRequest) -> bool:
         return same_sampling(a, b)
 
     def _load(self):
-        with self._load_lock:
-            if self._model is None:
-                import torch
-                from transformers import AutoModelForCausalLM, AutoTokenizer
+        if self._model is None:
+            from synth.teacher.local_model import ensure_local_model
 
-                from synth.teacher.local_model import ensure_local_model
-
-                path = Path(self.config.local_model_path) if self.config.local_model_path else ensure_local_model()
-                log.info("loading the local teacher from %s", path)
-                tok = AutoTokenizer.from_pretrained(path)
-                tok.padding_side = "left"
-                if tok.pad_token is None:
-                    tok.pad_token = tok.eos_token
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-                model.eval()
-                self._tok, self._model = tok, model
+            path = Path(self.config.local_model_path) if self.config.local_model_path else ensure_local_model()
+            self._tok, self._model = _load_model(str(path))
         return self._tok, self._model
 
     def generate_batch(self, requests: list[ChatRequest]) -> list[Completion]:
         import torch
 
         tok, model = self._load()
+        if self.config.local_threads:
+            torch.set_num_threads(self.config.local_threads)
         p = requests[0].params
         prompts = [tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True)
                    for r in requests]
@@ -95,6 +85,29 @@ class LocalBackend(BatchingBackend):
                 completion_tokens += len(body) + (0 if end is None else 1)
             results.append(Completion(choices, reasons, Usage(prompt_tokens, completion_tokens)))
         return results
+
+
+_LOADED: dict[str, tuple] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _load_model(path: str) -> tuple:
+    """(tokenizer, model) for a model folder, loaded once per process: tasks and the judge each make an
+    engine, and they should share one copy of the weights rather than each hold their own."""
+    with _LOADED_LOCK:
+        if path not in _LOADED:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            log.info("loading the local teacher from %s", path)
+            tok = AutoTokenizer.from_pretrained(path)
+            tok.padding_side = "left"
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model.eval()
+            _LOADED[path] = (tok, model)
+        return _LOADED[path]
 
 
 def _as_list(x) -> list[int]:
