@@ -1,6 +1,119 @@
-"""`recot runs` commands."""
+"""`recot runs` commands: list jobs and show one job's config and accounting (teacher requests, cache
+hits, retries, failures by kind, tokens, latency percentiles, cost)."""
 from __future__ import annotations
 
-import typer
+import json
+from typing import Annotated, Any
 
-app = typer.Typer(no_args_is_help=True, help="runs")
+import typer
+from rich.table import Column, Table
+
+from storage.errors import NotFound
+from storage.runs import get_run, list_runs
+from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+
+app = typer.Typer(no_args_is_help=True, help="List jobs (ingest, sids, synth, curate, train, eval, teacher) "
+                                             "and show their config and accounting.")
+
+
+def _stats(raw: Any) -> dict:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return {}
+    return raw or {}
+
+
+def _teacher_stats(stats: dict) -> dict | None:
+    """The teacher accounting inside a run's stats (the whole stats of a 'teacher' run, or stats['teacher'])."""
+    if "sent" in stats and "cached" in stats:
+        return stats
+    t = stats.get("teacher")
+    return t if isinstance(t, dict) and "sent" in t else None
+
+
+def _summary(stats: dict) -> str:
+    t = _teacher_stats(stats)
+    if t:
+        fails = sum((t.get("failures") or {}).values())
+        return f"{t.get('requests', 0)} req, {t.get('cached', 0)} hit, {t.get('sent', 0)} sent, {fails} err"
+    items = [f"{k}={v}" for k, v in stats.items() if isinstance(v, (int, float, str)) and len(str(v)) < 24]
+    return ", ".join(items[:4])
+
+
+@app.command("list")
+def list_cmd(workspace: WorkspaceOpt = DEFAULT_WS,
+             kind: Annotated[str | None, typer.Option(help="only runs of this kind (e.g. teacher, synth)")] = None,
+             limit: Annotated[int, typer.Option(min=1, help="most recent N")] = 50,
+             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Recent runs, newest first."""
+    ws = open_ws(workspace, create=False)
+    rows = list_runs(ws, kind=kind, limit=limit)
+    if as_json:
+        console.print_json(json.dumps([{**r, "stats": _stats(r["stats"])} for r in rows], default=str))
+        return
+    if not rows:
+        console.print("no runs yet")
+        return
+    table = Table("kind", "status", "started", "took", "summary")
+    table.columns.insert(0, Column("run_id", no_wrap=True))
+    for r in rows:
+        took = ""
+        if r["finished_at"] is not None and r["started_at"] is not None:
+            took = f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}s"
+        table.add_row(r["run_id"], r["kind"], r["status"], str(r["started_at"])[5:16], took,
+                      _summary(_stats(r["stats"])))
+    console.print(table)
+
+
+def _teacher_table(t: dict) -> Table:
+    table = Table("teacher accounting", "value", show_header=True)
+    lat = t.get("latency_s") or {}
+    fails = t.get("failures") or {}
+    rows = [
+        ("teacher", t.get("teacher")),
+        ("requests (unique)", f"{t.get('requests')} ({t.get('unique')})"),
+        ("cache hits", t.get("cached")),
+        ("sent to backend", t.get("sent")),
+        ("completed / failed", f"{t.get('completed')} / {t.get('failed')}"),
+        ("retries", t.get("retries")),
+        ("failures by kind", ", ".join(f"{k}={v}" for k, v in sorted(fails.items())) or "none"),
+        ("failed attempts by kind",
+         ", ".join(f"{k}={v}" for k, v in sorted((t.get("attempt_errors") or {}).items())) or "none"),
+        ("prompt / completion tokens", f"{t.get('prompt_tokens')} / {t.get('completion_tokens')}"),
+        ("latency p50 / p90 / p99 (s)", f"{lat.get('p50')} / {lat.get('p90')} / {lat.get('p99')}"),
+        ("cost (USD)", "no price table" if t.get("cost_usd") is None else f"{t['cost_usd']:.6f}"),
+        ("wall time (s)", t.get("wall_s")),
+    ]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    return table
+
+
+@app.command("show")
+def show_cmd(run_id: Annotated[str, typer.Argument(help="a run id from `recot runs list`")],
+             workspace: WorkspaceOpt = DEFAULT_WS,
+             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """One run: status, config (secrets redacted) and accounting."""
+    ws = open_ws(workspace, create=False)
+    row = get_run(ws, run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id!r} in {ws.root} (see `recot runs list`)")
+    stats = _stats(row.get("stats"))
+    if as_json:
+        console.print_json(json.dumps({**row, "stats": stats}, default=str))
+        return
+    console.print(f"[bold]{row['run_id']}[/bold]  kind={row['kind']}  status={row['status']}")
+    console.print(f"started {row['started_at']}  finished {row['finished_at']}")
+    if row.get("error"):
+        console.print(f"[red]error:[/red] {row['error']}")
+    t = _teacher_stats(stats)
+    if t:
+        console.print(_teacher_table(t))
+    other = {k: v for k, v in stats.items() if t is None or (k != "teacher" and t is not stats)}
+    if other:
+        console.print("stats:")
+        console.print_json(json.dumps(other, default=str))
+    console.print("config:")
+    console.print_json(json.dumps(row.get("config") or {}, default=str))
