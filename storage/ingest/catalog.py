@@ -60,6 +60,7 @@ class IngestOptions:
     on_error: OnError = "raise"
     progress: bool = False
     batch_rows: int = 50_000  # rows per streamed batch
+    item_prefix: str = ""     # prepended to every item id (keeps ids unique when two domains share them)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
@@ -199,14 +200,18 @@ class Normalizer:
     `names` maps canonical fields (user, item, ts, rating, title, …) to the names the user's files use, so
     messages say "field 'unixReviewTime'" rather than an internal name."""
 
-    def __init__(self, rejects: Rejects, names: dict[str, str] | None = None):
+    def __init__(self, rejects: Rejects, names: dict[str, str] | None = None, item_prefix: str = ""):
         self.rejects = rejects
+        self.item_prefix = item_prefix.replace("'", "''")
         self.names = names or {}
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
 
     def close(self) -> None:
         self.con.close()
+
+    def _item_sql(self) -> str:
+        return f"('{self.item_prefix}' || {_id_sql('item')})" if self.item_prefix else _id_sql("item")
 
     def _name(self, canonical: str) -> str:
         return self.names.get(canonical, canonical)
@@ -234,7 +239,7 @@ class Normalizer:
         ts_name, rating_name = self._name("ts"), self._name("rating")
         out = self.con.sql(f"""
             WITH n AS (
-              SELECT {_id_sql('"user"')} AS user_id, {_id_sql('item')} AS item_id,
+              SELECT {_id_sql('"user"')} AS user_id, {self._item_sql()} AS item_id,
                      {_ts_sql('ts', raw.schema.field('ts').type)} AS ts, {rating} AS rating,
                      CAST(ts AS VARCHAR) AS ts_raw, {rating_raw} AS rating_raw, _file, _line, _row
               FROM raw_b)
@@ -265,7 +270,7 @@ class Normalizer:
         cats = "CAST(categories AS VARCHAR[])" if "categories" in cols else "CAST([] AS VARCHAR[])"
         attrs = "CAST(attributes AS VARCHAR)" if "attributes" in cols else "CAST(NULL AS VARCHAR)"
         out = self.con.sql(f"""
-            SELECT {_id_sql('item')} AS item_id, {title} AS title, {desc} AS description,
+            SELECT {self._item_sql()} AS item_id, {title} AS title, {desc} AS description,
                    coalesce({cats}, CAST([] AS VARCHAR[])) AS categories, {attrs} AS attributes, _file, _line, _row,
                    CASE WHEN {_id_sql('item')} IS NULL THEN 'item' END AS _err_field,
                    CASE WHEN {_id_sql('item')} IS NULL THEN 'missing item id' END AS _err_reason
@@ -317,7 +322,7 @@ class IngestSession:
         try:
             self.run_id = start_run(self.ws, "ingest", self.config)
             self.rejects = Rejects(self.ws, self.opts.on_error)
-            self.norm = Normalizer(self.rejects, self.names)
+            self.norm = Normalizer(self.rejects, self.names, self.opts.item_prefix)
             self.items = Stage(self.ws, ITEMS_SCHEMA, spill=self.spill)
             self.interactions = Stage(self.ws, INTERACTIONS_SCHEMA, spill=self.spill)
             self.users = Stage(self.ws, USERS_SCHEMA, spill=self.spill)

@@ -16,11 +16,15 @@ KcoreOpt = Annotated[int, typer.Option("--kcore", help="Keep only users and item
 MinHistOpt = Annotated[int, typer.Option("--min-history", help="Then drop users with fewer interactions than this.")]
 OnErrorOpt = Annotated[str, typer.Option("--on-error", help="raise: stop at the first bad row; skip: count bad rows, "
                                                              "write them to <workspace>/rejects/<run>.jsonl.")]
+PrefixOpt = Annotated[str, typer.Option("--item-prefix", help="Prepend to every item id (e.g. 'az:') so two domains "
+                                                             "that share ids can live in one workspace.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars while reading files.")]
 
 
-def _opts(domain: str, kcore: int, min_history: int, on_error: str, progress: bool) -> IngestOptions:
-    return IngestOptions(domain=domain, kcore=kcore, min_history=min_history, on_error=on_error, progress=progress)
+def _opts(domain: str, kcore: int, min_history: int, on_error: str, progress: bool, item_prefix: str = ""
+          ) -> IngestOptions:
+    return IngestOptions(domain=domain, kcore=kcore, min_history=min_history, on_error=on_error, progress=progress,
+                         item_prefix=item_prefix)
 
 
 def print_report(r: IngestReport) -> None:
@@ -55,12 +59,13 @@ def movielens_100k(workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "movielen
 def movielens(folder: Annotated[Path, typer.Argument(help="GroupLens folder: ml-1m (ratings.dat, movies.dat, users.dat) "
                                                            "or ml-20m / ml-32m (ratings.csv, movies.csv).")],
               workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "movielens", kcore: KcoreOpt = 0,
-              min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True) -> None:
+              min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True,
+        item_prefix: PrefixOpt = "") -> None:
     """MovieLens-1M/20M/25M/32M from a folder you downloaded from GroupLens."""
     from storage.ingest.movielens import ingest_movielens
 
     ws = open_ws(workspace)
-    print_report(ingest_movielens(ws, folder, opts=_opts(domain, kcore, min_history, on_error, progress)))
+    print_report(ingest_movielens(ws, folder, opts=_opts(domain, kcore, min_history, on_error, progress, item_prefix)))
 
 
 @app.command("amazon")
@@ -69,12 +74,13 @@ def amazon(reviews: Annotated[Path, typer.Argument(help="reviews_<Cat>.json(.gz)
            meta: Annotated[Optional[Path], typer.Option("--meta", help="meta_<Cat>.json(.gz) / .jsonl(.gz)")] = None,
            version: Annotated[str, typer.Option(help="auto, 2014, 2018 or 2023")] = "auto",
            workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "amazon", kcore: KcoreOpt = 0,
-           min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True) -> None:
+           min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True,
+        item_prefix: PrefixOpt = "") -> None:
     """Amazon review dumps (2014/2018/2023), streamed line by line."""
     from storage.ingest.amazon import ingest_amazon
 
     ws = open_ws(workspace)
-    print_report(ingest_amazon(ws, reviews, meta, opts=_opts(domain, kcore, min_history, on_error, progress),
+    print_report(ingest_amazon(ws, reviews, meta, opts=_opts(domain, kcore, min_history, on_error, progress, item_prefix),
                                version=version))
 
 
@@ -88,11 +94,12 @@ def generic(items: Annotated[Path, typer.Option("--items", help="items file: .cs
             categories_sep: Annotated[str, typer.Option("--categories-sep", help="separator of a string categories "
                                                                                   "column")] = "|",
             workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "default", kcore: KcoreOpt = 0,
-            min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True) -> None:
+            min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True,
+        item_prefix: PrefixOpt = "") -> None:
     """Any CSV / Parquet / JSONL files with a column mapping."""
     from storage.ingest.generic import ingest_generic
 
     ws = open_ws(workspace)
     print_report(ingest_generic(ws, items=items, interactions=interactions, users=users, mapping=mapping,
-                                opts=_opts(domain, kcore, min_history, on_error, progress),
+                                opts=_opts(domain, kcore, min_history, on_error, progress, item_prefix),
                                 categories_sep=categories_sep))

@@ -1,0 +1,110 @@
+"""Export to HF datasets / Parquet / OpenOneRec and import back; the split export; atomic, no overwrite."""
+from __future__ import annotations
+
+import json
+
+import datasets
+import duckdb
+import pytest
+
+from storage.datasets import read_dv, write_version
+from storage.errors import InputError, RecotError
+from storage.export import export, import_chat
+from storage.ingest.generic import ingest_generic
+from storage.records import CURATED_SCHEMA, samples_from_pylist
+
+SID = "<|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>"
+
+
+def _samples(n=6):
+    return samples_from_pylist([{
+        "sample_id": f"s{i}", "prompt_id": f"p{i // 2}", "task": "r3_recommend", "level": "R3", "mode": "blind",
+        "think": True, "domain": "shop", "user_id": f"u{i}", "target_sids": [SID],
+        "messages": [{"role": "user", "content": f"history {i}"},
+                     {"role": "assistant", "content": f"<think>reason {i}</think>I pick {SID}"}],
+        "reasoning": f"reason {i}", "answer": f"I pick {SID}", "answer_sids": [SID], "reference": json.dumps({"i": i}),
+        "teacher": "local:smol"} for i in range(n)])
+
+
+@pytest.fixture
+def shop_ws(tmp_ws, generic_files):
+    ingest_generic(tmp_ws, items=generic_files["items"], interactions=generic_files["jsonl"],
+                   mapping="user=uid,item=iid,ts=time,title=name,rating=stars", )
+    return tmp_ws
+
+
+def test_export_dataset_hf_and_parquet(shop_ws, tmp_path):
+    dv = write_version(shop_ws, "cot", _samples(), step="synth")
+    r = export(shop_ws, "cot@v1", "hf", tmp_path / "hf")
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert r.rows == len(ds) == 6 and ds[2]["messages"][1]["content"].startswith("<think>reason 2")
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/hf/parquet/*.parquet')").fetchall()[0][0] == 6
+    export(shop_ws, "cot", "parquet", tmp_path / "pq")
+    got = duckdb.sql(f"SELECT sample_id, answer FROM read_parquet('{tmp_path}/pq/*.parquet') ORDER BY 1").fetchall()
+    assert got == [(f"s{i}", f"I pick {SID}") for i in range(6)]
+    manifest = json.loads((tmp_path / "pq" / "manifest.json").read_text())
+    assert manifest["source"] == "cot@v1" and manifest["content_hash"] == dv.content_hash
+    # never overwrite silently; nothing half-written left next to --out
+    with pytest.raises(RecotError, match="not empty"):
+        export(shop_ws, "cot", "parquet", tmp_path / "pq")
+    assert not list(tmp_path.glob(".tmp-export-*"))
+
+
+def test_export_curated_kept_only(shop_ws, tmp_path):
+    t = _samples(4)
+    import pyarrow as pa
+
+    t = t.append_column("keep", pa.array([True, False, True, False])) \
+        .append_column("rejected_by", pa.array([None, "judge", None, "format"])) \
+        .append_column("reject_reason", pa.array([None, "low", None, "bad"])) \
+        .append_column("scores", pa.array(["{}"] * 4))
+    write_version(shop_ws, "cur", t.cast(CURATED_SCHEMA), step="curate")
+    assert export(shop_ws, "cur", "parquet", tmp_path / "a").rows == 2
+    assert export(shop_ws, "cur", "parquet", tmp_path / "b", include_rejected=True).rows == 4
+
+
+def test_openonerec_roundtrip(shop_ws, tmp_path):
+    write_version(shop_ws, "cot", _samples(), step="synth")
+    export(shop_ws, "cot", "openonerec", tmp_path / "oor")
+    rows = duckdb.sql(f"SELECT uuid, source, metadata, messages FROM read_parquet('{tmp_path}/oor/*.parquet') "
+                      "ORDER BY uuid").fetchall()
+    assert [c for c in duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/oor/*.parquet')").columns] == \
+        ["uuid", "source", "metadata", "messages"]
+    uuid, source, metadata, messages = rows[0]
+    md = json.loads(metadata)
+    assert (uuid, source) == ("s0", "cot@v1:r3_recommend")
+    assert md["level"] == "R3" and md["reference"] == {"i": 0} and md["target_sids"] == [SID]
+    assert messages[0] == {"role": "user", "content": "history 0"}
+    dv = import_chat(shop_ws, tmp_path / "oor", "imported")
+    back = {r["sample_id"]: r for r in read_dv(dv).to_pylist()}
+    assert len(back) == 6 and back["s3"]["reasoning"] == "reason 3" and back["s3"]["answer_sids"] == [SID]
+    assert back["s3"]["level"] == "R3" and back["s3"]["task"] == "r3_recommend"
+    # HF folder import as well
+    export(shop_ws, "cot", "hf", tmp_path / "hf")
+    assert import_chat(shop_ws, tmp_path / "hf", "imported").version == 2
+
+
+def test_import_rejects_bad_messages(shop_ws, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["hi"]}), tmp_path / "no_msgs.parquet")
+    with pytest.raises(InputError, match="no 'messages' column; found text"):
+        import_chat(shop_ws, tmp_path / "no_msgs.parquet", "x")
+    pq.write_table(pa.table({"messages": [[{"role": "user", "content": "a"}], []]}), tmp_path / "empty.parquet")
+    with pytest.raises(InputError) as e:
+        import_chat(shop_ws, tmp_path / "empty.parquet", "x")
+    assert (e.value.line, e.value.field) == (2, "messages")
+
+
+def test_export_split_loads_with_hf_and_duckdb(shop_ws, tmp_path):
+    r = export(shop_ws, "catalog:split", "hf", tmp_path / "split")
+    dd = datasets.load_from_disk(str(tmp_path / "split"))
+    assert {k: len(v) for k, v in dd.items()} == {"train": 3, "validation": 3, "test": 4} == \
+        {"train": r.splits["train"], "validation": r.splits["valid"], "test": r.splits["test"]}
+    assert dd["test"].filter(lambda x: x["user_id"] == "u1")[0]["title"] == "Hair dryer"
+    export(shop_ws, "split", "parquet", tmp_path / "split_pq")
+    assert duckdb.sql(f"SELECT split, count(*) FROM read_parquet('{tmp_path}/split_pq/*.parquet') GROUP BY 1 "
+                      "ORDER BY 1").fetchall() == [("test", 4), ("train", 3), ("valid", 3)]
+    with pytest.raises(RecotError, match="OpenOneRec"):
+        export(shop_ws, "catalog:split", "openonerec", tmp_path / "x")
