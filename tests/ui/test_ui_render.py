@@ -42,5 +42,5 @@ def test_to_markdown_escapes_titles_and_only_adds_its_own_markup():
     md = to_markdown(segments(f"<b>hi</b> {KNOWN} {format_sid([9, 9, 9])}", evil_title))
     assert "\\<b\\>hi\\</b\\>" in md.replace("\\/", "/")
     assert "\\<img src\\=x onerror\\=alert\\(1\\)\\>" in md
-    assert ":red-background[**⚠ hallucinated SID a9·b9·c9**]" in md
+    assert ":red-background[**hallucinated SID a9·b9·c9**]" in md
     assert short_sid("not a sid") == "?"

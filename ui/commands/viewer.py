@@ -19,6 +19,7 @@ def streamlit_command(workspace: Path, port: int, host: str) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP_PATH),
             "--server.headless", "true", "--server.address", host, "--server.port", str(port),
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal",
             "--", "--workspace", str(workspace)]
 
 

@@ -81,18 +81,19 @@ def short_sid(sid: str) -> str:
 
 
 def to_markdown(segs: list[Segment]) -> str:
-    """Readable Markdown: known SIDs as bold titles, hallucinated ones on red, malformed ones on orange.
+    """Readable Markdown: known SIDs as bold titles (with their codes), hallucinated ones on red, malformed ones
+    on orange (plain glyphs only: headless browsers often lack emoji fonts).
     Model text (including titles, which come from data files) is always escaped."""
     parts: list[str] = []
     for s in segs:
         if s.kind == "text":
             parts.append(escape_markdown(s.text, line_start=not parts or parts[-1].endswith("\n")))
         elif s.kind == "sid":
-            parts.append(f"**🎬 {escape_markdown(s.title or s.item_id or '?')}** `{short_sid(s.text)}`")
+            parts.append(f"**{escape_markdown(s.title or s.item_id or '?')}** `{short_sid(s.text)}`")
         elif s.kind == "hallucinated":
-            parts.append(f":red-background[**⚠ hallucinated SID {short_sid(s.text)}**]")
+            parts.append(f":red-background[**hallucinated SID {short_sid(s.text)}**]")
         else:
-            parts.append(f":orange-background[**⚠ malformed SID**] {escape_markdown(s.text, line_start=False)}")
+            parts.append(f":orange-background[**malformed SID**] {escape_markdown(s.text, line_start=False)}")
     return "".join(parts)
 
 

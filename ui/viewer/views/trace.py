@@ -79,8 +79,7 @@ def render(ctx: Ctx) -> None:
     msgs = row.get("messages") or []
     prompt_msgs = msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
     for i, m in enumerate(prompt_msgs):
-        st.text(f"[{m.get('role')}]")
-        st.code(m.get("content") or "", language=None, wrap_lines=True)
+        _text_block(md(m.get("role") or "?"), m.get("content"), lookup, f"prompt_{i}")
     if not prompt_msgs:
         st.caption("no prompt messages")
 
@@ -104,7 +103,7 @@ def render(ctx: Ctx) -> None:
     with c[1]:
         st.markdown("**Answer SIDs**")
         ans = pd.DataFrame([{"sid": a["sid"], "code": short_sid(a["sid"]),
-                             "title": a["title"] if a["known"] else "⚠ hallucinated (not in the catalog)",
+                             "title": a["title"] if a["known"] else "HALLUCINATED (not in the catalog)",
                              "hit": a["sid"] in targets} for a in answer])
         frame(ans, key="trace_answer_sids")
     if targets and answer:
