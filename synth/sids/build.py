@@ -25,7 +25,7 @@ from storage.sid import LETTERS, format_sid
 from storage.workspace import Workspace
 from synth.sids.embed import embed_texts, item_text, load_user_vectors
 from synth.sids.quantize import collision_level, residual_kmeans
-from synth.sids.report import quality_report
+from synth.sids.report import collision_rate, quality_report
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class SidConfig(BaseModel):
     text_fields: tuple[str, ...] = TEXT_FIELDS
     vectors_path: str | None = Field(None, description="Parquet with item_id, vector; replaces the embedder")
     balanced: bool = False
+    collision_aware: bool = Field(True, description="move colliding items to free last-level codes before "
+                                                    "falling back to the extra level")
     batch_size: int = Field(128, ge=1)
     niter: int = Field(20, ge=1, description="k-means iterations per level")
     max_points_per_centroid: int = Field(256, ge=1, description="k-means trains on at most this × K points")
@@ -79,7 +81,7 @@ def quantize_items(item_ids: list[str], vectors: np.ndarray, config: SidConfig) 
     t0 = time.perf_counter()
     q = residual_kmeans(vectors, config.levels, config.codebook_size, seed=config.seed, niter=config.niter,
                         max_points_per_centroid=config.max_points_per_centroid, balanced=config.balanced,
-                        threads=config.threads)
+                        collision_aware=config.collision_aware, item_ids=item_ids, threads=config.threads)
     extra, coll = collision_level(q.codes, item_ids)
     base = q.codes.tolist()
     full = [tuple(b) + ((int(e),) if e >= 0 else ()) for b, e in zip(base, extra.tolist())]
@@ -87,6 +89,9 @@ def quantize_items(item_ids: list[str], vectors: np.ndarray, config: SidConfig) 
     if len(set(sids)) != len(sids):  # guaranteed by collision_level; a failure here is a bug, never data
         raise AssertionError("SIDs are not unique after the collision level")
     report = quality_report(vectors, q.codes, q.residual, full, config.codebook_size, q.k_per_level, coll)
+    report["collision_rate_nearest"] = round(collision_rate(q.nearest_codes), 6)
+    report["reassigned_last_level"] = int(q.reassigned)
+    report["collision_aware"] = config.collision_aware
     report["quantize_s"] = round(time.perf_counter() - t0, 4)
     return Quantized(codes=full, sids=sids, report=report)
 

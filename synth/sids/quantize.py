@@ -34,6 +34,8 @@ class QuantizeResult:
     centroids: list[np.ndarray]       # per level [k_l, d]
     residual: np.ndarray              # float32 [n, d], what the L levels leave unexplained
     k_per_level: list[int] = field(default_factory=list)  # effective codebook size per level (≤ K)
+    nearest_codes: np.ndarray | None = None  # codes with plain nearest-centroid assignment at every level
+    reassigned: int = 0                      # items the collision-aware last level moved
 
 
 def _kmeans(x: np.ndarray, k: int, *, seed: int, niter: int, max_points_per_centroid: int) -> np.ndarray:
@@ -101,10 +103,12 @@ def faiss_threads(n: int | None) -> Iterator[None]:
 
 
 def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, *, seed: int = 0, niter: int = 20,
-                    max_points_per_centroid: int = 256, balanced: bool = False,
-                    threads: int | None = None) -> QuantizeResult:
+                    max_points_per_centroid: int = 256, balanced: bool = False, collision_aware: bool = False,
+                    item_ids: list[str] | None = None, threads: int | None = None) -> QuantizeResult:
     """Quantize rows of x into `levels` codes each (residual K-means, `codebook_size` codes per level).
 
+    collision_aware: spread colliding items over free last-level codes (see spread_last_level); ties are
+    broken by `item_ids` order (row order when None).
     threads: faiss OpenMP threads; None → 1 for small inputs (< SMALL_PROBLEM rows), faiss' default else."""
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"need a non-empty 2-d array of vectors, got shape {x.shape}")
@@ -112,27 +116,107 @@ def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, *, seed: int
         raise ValueError("levels and codebook_size must be ≥ 1")
     if threads is None and len(x) < SMALL_PROBLEM:
         threads = 1
+    rank = np.arange(len(x), dtype=np.int64)
+    if item_ids is not None:
+        rank[np.argsort(np.asarray(item_ids, dtype=object), kind="stable")] = np.arange(len(x))
     with faiss_threads(threads):
         return _residual_kmeans(x, levels, codebook_size, seed=seed, niter=niter,
-                                max_points_per_centroid=max_points_per_centroid, balanced=balanced)
+                                max_points_per_centroid=max_points_per_centroid, balanced=balanced,
+                                collision_aware=collision_aware, rank=rank)
 
 
 def _residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, *, seed: int, niter: int,
-                     max_points_per_centroid: int, balanced: bool) -> QuantizeResult:
+                     max_points_per_centroid: int, balanced: bool, collision_aware: bool,
+                     rank: np.ndarray) -> QuantizeResult:
     residual = np.ascontiguousarray(x, dtype=np.float32).copy()
     codes = np.zeros((len(x), levels), dtype=np.int32)
     cents: list[np.ndarray] = []
     ks: list[int] = []
+    nearest_last = None
+    moved = 0
     for lv in range(levels):
         c = _kmeans(residual, codebook_size, seed=seed + lv, niter=niter,
                     max_points_per_centroid=max_points_per_centroid)
         a = _assign(residual, c, balanced=balanced)
+        if lv == levels - 1:
+            nearest_last = a.copy()
+            if collision_aware:
+                a, moved = spread_last_level(codes[:, :lv], a, residual, c, rank)
         codes[:, lv] = a
         residual -= c[a]
         cents.append(c)
         ks.append(len(c))
         log.debug("level %d: k=%d, mean sq residual %.5f", lv, len(c), float((residual ** 2).sum(1).mean()))
-    return QuantizeResult(codes=codes, centroids=cents, residual=residual, k_per_level=ks)
+    plain = codes.copy()
+    plain[:, -1] = nearest_last
+    return QuantizeResult(codes=codes, centroids=cents, residual=residual, k_per_level=ks,
+                          nearest_codes=plain, reassigned=moved)
+
+
+def tuple_keys(codes: np.ndarray) -> np.ndarray:
+    """One int64 id per distinct row of `codes` (equal rows ↔ equal ids)."""
+    if codes.shape[1] == 0:
+        return np.zeros(len(codes), dtype=np.int64)
+    base = int(codes.max()) + 1 if codes.size else 1
+    if base ** codes.shape[1] < 2 ** 62:
+        key = np.zeros(len(codes), dtype=np.int64)
+        for lv in range(codes.shape[1]):
+            key = key * base + codes[:, lv].astype(np.int64)
+        return key
+    return np.unique(codes, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
+
+
+def spread_last_level(prefix_codes: np.ndarray, last: np.ndarray, residual: np.ndarray, centroids: np.ndarray,
+                      rank: np.ndarray, *, candidates: int = 32) -> tuple[np.ndarray, int]:
+    """Collision-aware last level: within each group of items sharing all L codes, the item nearest the
+    shared centroid keeps it and the others move to their nearest last-level code that no item with the
+    same first L-1 codes uses. Only colliding items move, each by as little as possible, so the
+    reconstruction barely changes while most collisions disappear before the extra level is needed
+    (identical vectors included). Items that find no free code keep theirs and get the extra level.
+
+    Deterministic: movers are processed in order of (distance to their centroid, rank = item-id order).
+    Returns (new last codes, number of items moved)."""
+    k = len(centroids)
+    prefix = tuple_keys(prefix_codes)
+    full = prefix * k + last.astype(np.int64)
+    _, inv, counts = np.unique(full, return_inverse=True, return_counts=True)
+    coll = np.flatnonzero(counts[inv.ravel()] > 1)
+    if len(coll) == 0 or k == 1:
+        return last, 0
+    d = ((residual[coll] - centroids[last[coll]]) ** 2).sum(1)
+    order = np.lexsort((rank[coll], d, full[coll]))
+    sorted_idx = coll[order]
+    keep = np.ones(len(order), dtype=bool)
+    keep[1:] = full[sorted_idx][1:] != full[sorted_idx][:-1]
+    movers = sorted_idx[~keep]
+    mover_d = d[order][~keep]
+    movers = movers[np.lexsort((rank[movers], mover_d))]
+    # Codes already taken in every prefix group a mover belongs to (by everyone who is not moving).
+    affected = np.isin(prefix, np.unique(prefix[movers]))
+    affected[movers] = False
+    used: dict[int, set[int]] = {}
+    for p, c in zip(prefix[affected].tolist(), last[affected].tolist()):
+        used.setdefault(p, set()).add(c)
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(centroids)
+    m = min(k, candidates)
+    _, cand = index.search(np.ascontiguousarray(residual[movers]), m)
+    out = last.copy()
+    moved = 0
+    for row, i in enumerate(movers.tolist()):
+        taken = used.setdefault(int(prefix[i]), set())
+        options = cand[row]
+        choice = next((int(c) for c in options if c >= 0 and int(c) not in taken), None)
+        if choice is None and m < k and len(taken) < k:
+            _, wide = index.search(np.ascontiguousarray(residual[i:i + 1]), k)
+            choice = next((int(c) for c in wide[0] if c >= 0 and int(c) not in taken), None)
+        if choice is None:  # every code of this prefix is taken: the extra level will separate it
+            choice = int(last[i])
+        elif choice != last[i]:
+            moved += 1
+        out[i] = choice
+        taken.add(choice)
+    return out, moved
 
 
 def collision_level(codes: np.ndarray, item_ids: list[str]) -> tuple[np.ndarray, dict]:

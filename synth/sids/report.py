@@ -2,7 +2,10 @@
 codebooks. Stored as JSON with the SID version, printed by `recot sids build` / `recot sids show`.
 
 Definitions (all over the n items of the build):
-- collision_rate_before: fraction of items whose L-code tuple is shared with at least one other item.
+- collision_rate_nearest: fraction of items whose L-code tuple is shared with at least one other item when
+  every level uses its nearest centroid (plain residual K-means — what a reference quantizer gives).
+- collision_rate_before: the same for the codes actually stored, i.e. after the collision-aware last level
+  moved colliding items to free codes, before the extra level.
 - collision_rate_after: the same over full SIDs (with the extra level) — 0 by construction.
 - per level: utilisation = distinct codes used / K; entropy (bits) of the code distribution and its
   normalised value entropy / log2(K); items per used code (min/max/mean).

@@ -65,7 +65,7 @@ def test_collision_level_makes_every_sid_unique():
     base = np.eye(4, dtype=np.float32)[:3]
     x = np.repeat(base, 10, axis=0)
     ids = [f"x{i:02d}" for i in range(30)][::-1]  # reversed: the extra code must follow item_id order
-    q = quantize_items(ids, x, SidConfig(levels=2, codebook_size=256))
+    q = quantize_items(ids, x, SidConfig(levels=2, codebook_size=256, collision_aware=False))
     assert len(set(q.sids)) == 30
     assert all(len(c) == 3 for c in q.codes)
     assert q.report["collision_rate_before"] == 1.0
@@ -82,11 +82,37 @@ def test_collision_level_makes_every_sid_unique():
 
 def test_items_without_collision_get_no_extra_level():
     x = np.array([[0, 0], [0, 0], [5, 5], [9, 0]], dtype=np.float32)
-    q = quantize_items(["a", "b", "c", "d"], x, SidConfig(levels=1, codebook_size=3))
+    q = quantize_items(["a", "b", "c", "d"], x, SidConfig(levels=1, codebook_size=3, collision_aware=False))
     lens = dict(zip("abcd", (len(c) for c in q.codes)))
     assert lens == {"a": 2, "b": 2, "c": 1, "d": 1}
     assert q.report["collision_rate_before"] == 0.5
     assert q.report["items_with_extra_level"] == 2
+
+
+def test_collision_aware_last_level_moves_only_colliding_items():
+    # 4 tight blobs of 6 near-identical points, 2 levels x 8 codes: level 2 cannot tell blob members
+    # apart by nearest centroid, the collision-aware last level gives each a free code instead.
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 8)).astype(np.float32) * 10
+    x = np.repeat(centers, 6, axis=0) + rng.standard_normal((24, 8)).astype(np.float32) * 0.01
+    x[:6] = centers[0]  # blob 0: six exactly identical vectors
+    ids = [f"q{i:02d}" for i in range(24)]
+    plain = quantize_items(ids, x, SidConfig(levels=2, codebook_size=8, collision_aware=False))
+    aware = quantize_items(ids, x, SidConfig(levels=2, codebook_size=8))
+    assert plain.report["collision_rate_before"] > 0
+    assert aware.report["collision_rate_nearest"] == plain.report["collision_rate_before"]
+    assert aware.report["collision_rate_before"] < plain.report["collision_rate_before"]
+    assert aware.report["collision_rate_after"] == 0 and len(set(aware.sids)) == 24
+    # First level untouched; only items of colliding tuples changed their last code.
+    colliding = {i for i, c in zip(ids, plain.codes) if sum(o[:2] == c[:2] for o in plain.codes) > 1}
+    for i, p, a in zip(ids, plain.codes, aware.codes):
+        assert p[0] == a[0]
+        if i not in colliding:
+            assert p[:2] == a[:2]
+    assert aware.report["reassigned_last_level"] > 0
+    # Identical vectors got distinct codes; ties broken by item id, so the result is reproducible.
+    assert len({c for c in aware.codes[:6]}) == 6
+    assert quantize_items(ids, x, SidConfig(levels=2, codebook_size=8)).codes == aware.codes
 
 
 def test_codebook_larger_than_distinct_points_works():
