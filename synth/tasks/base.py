@@ -1,0 +1,173 @@
+"""What a task is: a versioned prompt template + a builder + a parser + a validator (curator's shape).
+
+Two kinds:
+- *deterministic* tasks (`generate(ctx) -> SQL`) write samples straight from the catalog and the splits
+  with one DuckDB query; no teacher, millions of rows in seconds;
+- *teacher* tasks (`build(ctx) -> [Prompt]`, `parse(prompt, text, finish_reason) -> Parsed`) turn catalog rows
+  into teacher requests and each answer into sample rows; `run.py` owns everything in between (engine,
+  cache, attribution, think/no_think variants, writing the version).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from storage.errors import ConfigError
+from storage.workspace import Workspace
+from synth.tasks.templates import Template
+
+DETERMINISTIC = "deterministic"
+TEACHER = "teacher"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One task option: name, default and a one-line help (shown by `recot synth list`)."""
+
+    name: str
+    default: Any
+    help: str
+
+    def coerce(self, value: Any) -> Any:
+        """Options arrive as strings from the CLI (`--option k=v`); convert them to the default's type."""
+        d = self.default
+        if value is None or isinstance(d, str) and isinstance(value, str):
+            return value
+        try:
+            if isinstance(d, bool):
+                if isinstance(value, bool):
+                    return value
+                s = str(value).strip().lower()
+                if s in ("1", "true", "yes", "on"):
+                    return True
+                if s in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(d, int):
+                return int(value)
+            if isinstance(d, float):
+                return float(value)
+            if isinstance(d, list):
+                if isinstance(value, (list, tuple)):
+                    return list(value)
+                return [v.strip() for v in str(value).split(",") if v.strip()]
+        except (TypeError, ValueError):
+            raise ConfigError(f"option '{self.name}': expected {type(d).__name__}, got {value!r}") from None
+        return value
+
+
+# Options every task understands (run.py applies them).
+COMMON_OPTIONS = (
+    Option("seed", 0, "seed for every sampling decision (user order, pair sampling, noise, teacher seed)"),
+    Option("limit", 0, "at most this many prompts / samples (0 = no limit)"),
+    Option("sid_version", 0, "SID version to use (0 = latest)"),
+    Option("language", "en", "prompt language (a translated template file if present, else English prompts "
+                             "asking the teacher to answer in this language)"),
+    Option("template_version", 0, "prompt template version (0 = latest file)"),
+)
+
+TEACHER_OPTIONS = (
+    Option("n", 1, "samples per prompt (grouped by prompt_id, for rejection sampling)"),
+    Option("temperature", 0.7, "teacher sampling temperature"),
+    Option("max_tokens", 200, "teacher max new tokens"),
+)
+
+COT_OPTIONS = (
+    Option("mode", "hint", "hint: the teacher sees the held-out target and reasons toward it; blind: it predicts"),
+    Option("think", "think", "think | no_think | both: which chat variants to emit (/think, /no_think)"),
+    Option("users", 0, "at most this many users (seeded order; 0 = all)"),
+    Option("max_history", 20, "history length shown (most recent kept)"),
+    Option("min_history", 3, "users need at least this many history items before the target"),
+    Option("target_split", "train", "train: target = last TRAIN item, history = train items before it (no "
+                                    "leakage); valid / test: evaluation prompts (history = everything before)"),
+)
+
+
+@dataclass
+class Prompt:
+    """One teacher prompt: what the teacher sees (`teacher_messages`) and what the training sample will show
+    the student (`student_user`, never the hint). Everything else becomes sample columns."""
+
+    prompt_id: str
+    teacher_messages: list[dict[str, str]]
+    student_user: str
+    user_id: str | None = None
+    domain: str | None = None
+    history_item_ids: list[str] = field(default_factory=list)
+    target_item_ids: list[str] = field(default_factory=list)
+    target_sids: list[str] = field(default_factory=list)
+    target_titles: list[str] = field(default_factory=list)
+    mode: str = "none"
+    reference: Any = None                  # JSON-able, stored in the `reference` column
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Parsed:
+    """A parsed teacher answer. `error` set = malformed/partial (the row is still written)."""
+
+    reasoning: str | None
+    answer: str | None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskContext:
+    """Everything a builder needs: the workspace, resolved options, SID version, template, run id."""
+
+    ws: Workspace
+    task: "Task"
+    options: dict[str, Any]
+    sid_version: int
+    template: Template
+    run_id: str
+    created_at: datetime
+
+    @property
+    def seed(self) -> int:
+        return int(self.options.get("seed", 0))
+
+    def opt(self, name: str) -> Any:
+        return self.options[name]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    level: str                                   # alignment | R0 | R1 | R2 | R3
+    kind: str                                    # deterministic | teacher
+    description: str
+    options: tuple[Option, ...] = ()
+    default_dataset: str = "alignment"
+    template: str | None = None                  # template file stem (defaults to name)
+    cot: bool = False                            # answers are <think>…</think> + answer (think/no_think variants)
+    generate: Callable[[TaskContext], str] | None = None                 # deterministic: SQL producing samples
+    build: Callable[[TaskContext], list[Prompt]] | None = None           # teacher: prompts
+    parse: Callable[[Prompt, str, str | None], Parsed] | None = None     # teacher: (prompt, text, finish) → Parsed
+    validate: Callable[[Prompt, Parsed], str | None] | None = None       # extra checks → error or None
+
+    @property
+    def template_name(self) -> str:
+        return self.template or self.name
+
+    def all_options(self) -> tuple[Option, ...]:
+        base = COMMON_OPTIONS + (TEACHER_OPTIONS if self.kind == TEACHER else ())
+        names = {o.name for o in self.options}
+        return tuple(o for o in base if o.name not in names) + self.options
+
+    def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with `given`; unknown names are a ConfigError listing the known ones."""
+        opts = {o.name: o for o in self.all_options()}
+        out = {name: o.default for name, o in opts.items()}
+        for k, v in (given or {}).items():
+            if k not in opts:
+                raise ConfigError(f"task '{self.name}' has no option '{k}' (options: {', '.join(sorted(opts))})")
+            out[k] = opts[k].coerce(v)
+        return out
+
+
+def dumps(obj: Any) -> str | None:
+    return None if obj is None else json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)

@@ -1,0 +1,285 @@
+"""Running a task end to end: resolve options → build → (teacher engine) → parse → ONE new dataset version.
+
+Resume is "run the same command again": the teacher engine's durable cache answers every request that
+already completed (zero new requests), and sample ids are deterministic — `stable_id(request_key,
+choice_index, variant)` for teacher samples, a hash of (task, template, SID version, variant, key) for
+deterministic ones — so a re-run reproduces the same ids and never duplicates a sample.
+
+Several teachers (`teacher=[cfg_a, cfg_b]`) answer the same prompts; every sample names its teacher, and
+`prompt_id` does not depend on the teacher, so rejection sampling can compare teachers on one prompt.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.datasets import DatasetVersion, write_version
+from storage.errors import ConfigError, NotFound
+from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
+from storage.runs import finish_run, start_run
+from storage.sid import extract_sids
+from storage.workspace import Workspace
+from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, Task, TaskContext, dumps
+from synth.tasks.registry import get_task
+from synth.tasks.templates import load_template
+from synth.teacher.types import ChatRequest, ChatResponse, SamplingParams
+
+log = logging.getLogger(__name__)
+
+THINK_VARIANTS = {"think": ("think",), "no_think": ("no_think",), "both": ("think", "no_think")}
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+                  "pt": "Portuguese", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "ru": "Russian"}
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | None = None,
+             dataset: str | None = None, progress: bool = False) -> DatasetVersion:
+    """Run task `name` and write one new version of `dataset` (default: the task's default dataset,
+    'alignment' or 'cot'). `teacher`: a TeacherConfig / dict / YAML path / 'backend:model', or a list of
+    them (None = the embedded local model); ignored by deterministic tasks."""
+    task = get_task(name)
+    opts = task.resolve_options(options)
+    sid_version = _resolve_sid_version(ws, int(opts.get("sid_version") or 0))
+    template = load_template(task.template_name, int(opts.get("template_version") or 0) or None,
+                             opts.get("language") or "en")
+    teachers = _teacher_configs(teacher) if task.kind != DETERMINISTIC else []
+    dataset = dataset or task.default_dataset
+    config = {"task": task.name, "level": task.level, "kind": task.kind, "options": opts,
+              "sid_version": sid_version, "template_version": template.ref, "dataset": dataset,
+              "teachers": [t.public_dict() for t in teachers]}
+    run_id = start_run(ws, "synth", config)
+    ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template, run_id=run_id,
+                      created_at=datetime.now(timezone.utc))
+    stats: dict[str, Any] = {"task": task.name}
+    try:
+        with ws.writer("synth"):
+            if task.kind == DETERMINISTIC:
+                data, counter = _deterministic_batches(ctx, progress)
+            else:
+                rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress)
+                stats["teachers"] = engine_stats
+                data = samples_from_pylist(rows)
+            extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
+                     "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
+                     "options": opts}
+            dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
+                               schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})
+            stats.update(_summary(dv))
+            # keep the engine accounting it stored under stats['teacher'] while running
+            finish_run(ws, run_id, stats)
+    except KeyboardInterrupt:
+        finish_run(ws, run_id, stats, status="interrupted", error="interrupted")
+        raise
+    except BaseException as exc:
+        finish_run(ws, run_id, stats, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return dv
+
+
+def _resolve_sid_version(ws: Workspace, requested: int) -> int:
+    from storage.sid_catalog import latest_sid_version
+
+    if requested:
+        if not ws.query("SELECT 1 FROM sid_versions WHERE sid_version = ?", [requested]):
+            raise NotFound(f"SID version {requested} does not exist in {ws.root}; see `recot sids list`")
+        return requested
+    v = latest_sid_version(ws)
+    if v is None:
+        raise NotFound(f"no semantic IDs in workspace {ws.root}; run `recot sids build` before `recot synth`")
+    return v
+
+
+def _teacher_configs(teacher: Any) -> list:
+    from synth.teacher.config import TeacherConfig
+
+    items = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    cfgs = [TeacherConfig.coerce(t) for t in items] or [TeacherConfig()]
+    ids = [c.teacher_id for c in cfgs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"the same teacher is given twice ({', '.join(ids)}); give each teacher once")
+    return cfgs
+
+
+def _summary(dv: DatasetVersion) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"""SELECT teacher, coalesce(json_extract_string(extra, '$.variant'), '') AS variant,
+                                      count(*) AS n, count(error) AS errors
+                               FROM read_parquet('{dv.glob}') GROUP BY ALL ORDER BY ALL""").fetchall()
+    finally:
+        con.close()
+    return {"dataset": dv.ref, "rows": dv.rows, "errors": sum(r[3] for r in rows),
+            "by": [{"teacher": r[0], "variant": r[1], "rows": r[2], "errors": r[3]} for r in rows]}
+
+
+# ---------------------------------------------------------------------------------------------- deterministic
+def _deterministic_batches(ctx: TaskContext, progress: bool) -> tuple[Iterator[pa.RecordBatch], Counter]:
+    """Run the task's SQL into a temp Parquet file (DuckDB streams it; millions of rows are fine), then
+    stream that file's batches, cast to SAMPLE_SCHEMA, into the new version."""
+    sql = ctx.task.generate(ctx)
+    tmp = Path(ctx.ws.tmp_dir) / f"{ctx.run_id}.parquet"
+    with ctx.ws.reader() as con:
+        if progress:
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"{ctx.task.name}: running SQL"):
+                con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET)")
+        else:
+            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET)")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            pf = pq.ParquetFile(tmp)
+            for b in pf.iter_batches(batch_size=65536):
+                yield pa.Table.from_batches([b]).cast(SAMPLE_SCHEMA).to_batches()[0] if b.num_rows else b
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    return batches(), Counter()
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+def _language_note(ctx: TaskContext) -> str | None:
+    lang = (ctx.options.get("language") or "en").lower()
+    if lang == "en" or ctx.template.language == lang:
+        return None
+    return f"Write your reasoning and your answer in {LANGUAGE_NAMES.get(lang, lang)}."
+
+
+def make_requests(ctx: TaskContext, prompts: list[Prompt]) -> list[ChatRequest]:
+    """One ChatRequest per prompt with the task's sampling options and template version (part of the cache
+    key, so a new template version never reuses old answers)."""
+    o = ctx.options
+    params = SamplingParams(temperature=float(o["temperature"]), max_tokens=int(o["max_tokens"]), n=int(o["n"]),
+                            seed=int(o["seed"]))
+    note = _language_note(ctx)
+    out = []
+    for p in prompts:
+        msgs = [dict(m) for m in p.teacher_messages]
+        if note:
+            if msgs and msgs[0]["role"] == "system":
+                msgs[0]["content"] = msgs[0]["content"] + " " + note
+            else:
+                msgs.insert(0, {"role": "system", "content": note})
+        out.append(ChatRequest.from_messages(msgs, params, template_version=ctx.template.ref,
+                                             meta={"prompt_id": p.prompt_id}))
+    return out
+
+
+def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool) -> tuple[list[dict], Counter, list[dict]]:
+    from synth.teacher.engine import make_engine
+
+    prompts = ctx.task.build(ctx)
+    limit = int(ctx.options.get("limit") or 0)
+    if limit:
+        prompts = prompts[:limit]
+    requests = make_requests(ctx, prompts)
+    rows: list[dict] = []
+    counter: Counter = Counter()
+    engine_stats = []
+    for cfg in teachers:
+        engine = make_engine(cfg, ctx.ws, ctx.run_id)
+        try:
+            responses = engine.run(requests, progress=progress) if requests else []
+            engine_stats.append(engine.stats)
+        finally:
+            engine.close()
+        for p, resp in zip(prompts, responses):
+            for r in response_rows(ctx, p, resp):
+                counter["errors" if r["error"] else "ok"] += 1
+                rows.append(r)
+    return rows, counter, engine_stats
+
+
+def _variants(ctx: TaskContext) -> tuple[str, ...]:
+    if not ctx.task.cot:
+        return ("plain",)
+    v = ctx.options.get("think", "think")
+    if v not in THINK_VARIANTS:
+        raise ConfigError(f"option think must be one of {', '.join(THINK_VARIANTS)}, got {v!r}")
+    return THINK_VARIANTS[v]
+
+
+def student_messages(user: str, variant: str, parsed: Parsed | None, raw: str | None) -> list[dict[str, str]]:
+    """The stored chat. Qwen3 convention: the user turn ends with the soft switch ' /think' or ' /no_think';
+    the assistant turn is '<think>\\n{reasoning}\\n</think>\\n\\n{answer}' for /think and
+    '<think>\\n\\n</think>\\n\\n{answer}' (an empty think block) for /no_think. Unparseable answers keep the
+    raw teacher text as the assistant turn so reviewers see what came back."""
+    if variant == "think":
+        u = user + " /think"
+    elif variant == "no_think":
+        u = user + " /no_think"
+    else:
+        u = user
+    msgs = [{"role": "user", "content": u}]
+    if parsed is None:                               # teacher error: no completion at all
+        return msgs
+    if parsed.error or parsed.answer is None:
+        if raw is not None:
+            msgs.append({"role": "assistant", "content": raw})
+        return msgs
+    if variant == "think":
+        a = f"<think>\n{parsed.reasoning or ''}\n</think>\n\n{parsed.answer}"
+    elif variant == "no_think":
+        a = f"<think>\n\n</think>\n\n{parsed.answer}"
+    else:
+        a = parsed.answer
+    msgs.append({"role": "assistant", "content": a})
+    return msgs
+
+
+def response_rows(ctx: TaskContext, p: Prompt, resp: ChatResponse) -> list[dict]:
+    """Sample rows for one teacher response: one per choice and chat variant; an engine error (retries
+    exhausted) becomes one row with `error` set, never a lost prompt."""
+    task = ctx.task
+    variants = _variants(ctx)
+    base = {
+        "prompt_id": p.prompt_id, "task": task.name, "level": task.level, "mode": p.mode, "domain": p.domain,
+        "user_id": p.user_id, "history_item_ids": p.history_item_ids, "target_item_ids": p.target_item_ids,
+        "target_sids": p.target_sids, "reference": dumps(p.reference), "teacher": resp.teacher,
+        "template_version": ctx.template.ref, "request_key": resp.key, "run_id": ctx.run_id,
+        "sid_version": ctx.sid_version, "created_at": ctx.created_at,
+    }
+    rows = []
+    if not resp.ok:
+        v = variants[0]
+        rows.append({**base, "sample_id": stable_id(resp.key, 0, v), "think": v == "think",
+                     "messages": student_messages(p.student_user, v, None, None),
+                     "answer_sids": [], "extra": dumps({**p.extra, "variant": v, "choice": 0,
+                                                        "error_kind": resp.error_kind}),
+                     "error": f"teacher error ({resp.error_kind}): {resp.error}"})
+        return rows
+    reasons = list(resp.finish_reasons) + ["stop"] * (len(resp.choices) - len(resp.finish_reasons))
+    for i, (text, fin) in enumerate(zip(resp.choices, reasons)):
+        try:
+            parsed = task.parse(p, text, fin)
+            if task.validate is not None and parsed.error is None:
+                parsed.error = task.validate(p, parsed)
+        except Exception as exc:  # noqa: BLE001 — a parser bug must not lose the run; keep the row
+            log.warning("parser of %s failed on one answer", task.name, exc_info=True)
+            parsed = Parsed(None, None, error=f"parser failed: {type(exc).__name__}: {exc}")
+        for v in variants:
+            extra = {**p.extra, **parsed.extra, "variant": v, "choice": i, "finish_reason": fin}
+            if parsed.error:
+                extra["raw"] = text
+            rows.append({**base, "sample_id": stable_id(resp.key, i, v), "think": v == "think",
+                         "messages": student_messages(p.student_user, v, parsed, text),
+                         "reasoning": parsed.reasoning if v == "think" else None,
+                         "answer": parsed.answer, "answer_sids": extract_sids(parsed.answer),
+                         "extra": dumps(extra), "error": parsed.error})
+    return rows
+
+
+def prompt_id_of(ctx: TaskContext, teacher_messages: list[dict], student_user: str, *keys: Any) -> str:
+    """Teacher-independent id of a prompt (what the teacher sees + what the student sees + keys)."""
+    return stable_id(ctx.task.name, ctx.template.ref, ctx.sid_version,
+                     [[m["role"], m["content"]] for m in teacher_messages], student_user, *keys)
