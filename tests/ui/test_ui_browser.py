@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import pyarrow as pa
+
+from storage.datasets import write_version
 from ui_workspace import SCRIPT
 
 pytestmark = pytest.mark.browser
@@ -52,13 +55,13 @@ def _settle(page, timeout_ms: int = 30_000) -> None:
 
 
 @pytest.fixture
-def viewer_server(viewer_ws_path, tmp_path):
+def viewer_server(viewer_ws_copy, tmp_path):
     """`recot ui` as a subprocess in its own process group; always killed at the end."""
     port = _free_port()
     log = open(tmp_path / "recot-ui.log", "w+")
     recot = Path(sys.executable).with_name("recot")
     cmd = [str(recot)] if recot.exists() else [sys.executable, "-m", "ui.cli"]
-    proc = subprocess.Popen(cmd + ["ui", "--workspace", str(viewer_ws_path), "--port", str(port)],
+    proc = subprocess.Popen(cmd + ["ui", "--workspace", str(viewer_ws_copy.root), "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"))
     url = f"http://127.0.0.1:{port}"
@@ -68,7 +71,7 @@ def viewer_server(viewer_ws_path, tmp_path):
         except Exception:
             log.seek(0)
             raise RuntimeError(log.read())
-        yield url
+        yield url, viewer_ws_copy
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -98,8 +101,9 @@ def browser_page():
 
 
 def test_recot_ui_in_a_real_browser(viewer_server, browser_page, tmp_path):
+    url, ws = viewer_server
     page = browser_page
-    page.goto(viewer_server, wait_until="domcontentloaded")
+    page.goto(url, wait_until="domcontentloaded")
     page.get_by_text("Review progress").wait_for(timeout=60_000)  # the last section: the run is complete
     body = page.inner_text("body")
     for want in ("recot viewer", "Overview", "Datasets", "Runs", "Review progress"):
@@ -107,6 +111,11 @@ def test_recot_ui_in_a_real_browser(viewer_server, browser_page, tmp_path):
     # grid cells live in a hidden accessibility table behind the canvas
     page.get_by_text("r3_recommend-curated@v1").first.wait_for(state="attached", timeout=30_000)
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+    # A job lands a new version while the page is open: the write is not blocked by the viewer, and the
+    # overview shows it without a click (auto-refresh).
+    write_version(ws, "late-arrival", pa.table({"x": [1, 2, 3]}), step="test")
+    page.get_by_text("late-arrival@v1").first.wait_for(state="attached", timeout=30_000)
 
     # Traces: search for the injected script, open that trace.
     _settle(page)

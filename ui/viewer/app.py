@@ -39,6 +39,17 @@ def _apply_deep_link() -> None:
         st.session_state["page"] = _DEEP_LINK[qp.get("page")]
 
 
+AUTO_REFRESH_S = 5
+
+
+@st.fragment(run_every=AUTO_REFRESH_S)
+def _watch(root: str, shown: tuple | None) -> None:
+    """Every few seconds, re-check the catalog stamp; when a job has landed something new (a version, a
+    finished run, pulled reviews), rerun the whole page so it shows up without a click."""
+    if st.session_state.get("auto_refresh", True) and data.stamp(root) != shown:
+        st.rerun(scope="app")
+
+
 def main() -> None:
     st.set_page_config(page_title="recot viewer", page_icon="🎬", layout="wide")
     root = data.workspace_root()
@@ -50,7 +61,11 @@ def main() -> None:
         st.text(root)
         if st.button("Refresh", help="Re-read the catalog now (it is also re-checked every few seconds)."):
             st.cache_data.clear()
+        st.toggle("Auto-refresh", value=True, key="auto_refresh",
+                  help=f"Re-check the catalog every {AUTO_REFRESH_S} s and show new versions, runs and reviews.")
     stamp = data.stamp(root)
+    with st.sidebar:
+        _watch(root, stamp)
     if stamp is None:
         common.guidance_no_workspace(root)
         return
