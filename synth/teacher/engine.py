@@ -306,45 +306,40 @@ class TeacherEngine:
         done: asyncio.Queue = asyncio.Queue()
 
         async def worker() -> None:
-            while True:
-                try:
-                    k = todo.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    resp = await self._attempt_loop(requests[groups[k][0]], k)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 — never let one request stop the run
-                    resp = ChatResponse(request=requests[groups[k][0]], key=k, teacher=self.teacher_id,
-                                        error=f"{type(exc).__name__}: {exc}", error_kind="other")
-                self.cache.put(self._record(resp))     # durable before anyone sees it
-                if resp.ok:
-                    acc.completed += 1
-                    acc.latencies.append(resp.latency_s)
-                else:
-                    acc.failed += 1
-                    acc.failures[resp.error_kind] += 1
-                done.put_nowait((k, resp))
+            try:
+                while True:
+                    try:
+                        k = todo.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    try:
+                        resp = await self._attempt_loop(requests[groups[k][0]], k)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 — never let one request stop the run
+                        resp = ChatResponse(request=requests[groups[k][0]], key=k, teacher=self.teacher_id,
+                                            error=f"{type(exc).__name__}: {exc}", error_kind="other")
+                    self.cache.put(self._record(resp))     # durable before anyone sees it
+                    if resp.ok:
+                        acc.completed += 1
+                        acc.latencies.append(resp.latency_s)
+                    else:
+                        acc.failed += 1
+                        acc.failures[resp.error_kind] += 1
+                    done.put_nowait((k, resp))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # e.g. the cache disk is full: stop the run, loudly
+                done.put_nowait((None, exc))
 
         await self.backend.start()
         workers = [asyncio.create_task(worker()) for _ in range(min(cfg.max_concurrency, len(misses)))]
         try:
             for _ in range(len(misses)):
-                getter = asyncio.ensure_future(done.get())
-                while True:
-                    finished, _ = await asyncio.wait({getter, *[w for w in workers if not w.done()]},
-                                                     return_when=asyncio.FIRST_COMPLETED)
-                    if getter in finished:
-                        break
-                    for w in finished:           # a worker crashed outside the guarded block: surface it
-                        if w.exception() is not None:
-                            getter.cancel()
-                            raise w.exception()
-                    if all(w.done() for w in workers) and done.empty():
-                        getter.cancel()
-                        raise RuntimeError("teacher workers stopped before every request finished")
-                yield getter.result()
+                k, resp = await done.get()
+                if k is None:
+                    raise resp
+                yield k, resp
         finally:
             for w in workers:
                 w.cancel()
