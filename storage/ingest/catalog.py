@@ -391,12 +391,13 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
         s.interactions.register(con, "stg_inter")
         s.users.register(con, "stg_users")
 
+        limit = " LIMIT 1" if opts.on_error == "raise" else ""  # raising needs only the first offender
         # duplicate item ids: the first definition wins when skipping
         dups = con.execute("""
             SELECT item_id, _file, _line, first_line FROM (
               SELECT item_id, _file, _line, row_number() OVER w AS rn, min(_line) OVER w AS first_line
               FROM stg_items WINDOW w AS (PARTITION BY item_id ORDER BY _file, _line))
-            WHERE rn > 1 ORDER BY _file, _line""").fetchall()
+            WHERE rn > 1 ORDER BY _file, _line""" + limit).fetchall()
         for item_id, f, line, first in dups:
             s.rejects.reject(f"duplicate item id {item_id!r} (first defined at line {first})", file=f, line=line,
                              field=s.names.get("item", "item_id"), raw={"item_id": item_id})
@@ -407,7 +408,7 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
         # interactions that reference unknown items
         unknown = con.execute("""
             SELECT i.item_id, i.user_id, i._file, i._line FROM stg_inter i
-            ANTI JOIN t_items t ON i.item_id = t.item_id ORDER BY i._file, i._line""").fetchall()
+            ANTI JOIN t_items t ON i.item_id = t.item_id ORDER BY i._file, i._line""" + limit).fetchall()
         for item_id, user_id, f, line in unknown:
             s.rejects.reject(f"interaction references unknown item id {item_id!r} (not in the items file)",
                              file=f, line=line, field=s.names.get("item", "item_id"),
@@ -433,7 +434,10 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
                              field="item_id")
 
         keep_items = "WHERE item_id IN (SELECT item_id FROM t_inter)" if (opts.kcore or opts.min_history) else ""
-        for table in ("splits", "interactions", "items", "users"):
+        # users are shared across domains (cross-domain data): keep those another domain still references
+        con.execute("""DELETE FROM users WHERE domain = ? AND user_id NOT IN
+                         (SELECT user_id FROM interactions WHERE domain <> ?)""", [domain, domain])
+        for table in ("splits", "interactions", "items"):
             con.execute(f"DELETE FROM {table} WHERE domain = ?", [domain])
         con.execute(f"""INSERT INTO items (item_id, title, description, categories, attributes, domain)
                         SELECT item_id, title, description, categories, CAST(attributes AS JSON), ?
@@ -445,7 +449,8 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
                        FROM (SELECT DISTINCT user_id FROM t_inter) k
                        LEFT JOIN (SELECT user_id, first(attributes ORDER BY _line) AS attributes
                                   FROM stg_users GROUP BY user_id) u ON k.user_id = u.user_id
-                       ON CONFLICT DO NOTHING""", [domain])
+                       ON CONFLICT (user_id) DO UPDATE
+                         SET attributes = COALESCE(EXCLUDED.attributes, users.attributes)""", [domain])
         con.execute("""INSERT INTO splits (user_id, item_id, ts, position, split, domain)
                        SELECT user_id, item_id, ts, CAST(pos AS INTEGER),
                               CASE WHEN pos = n - 1 THEN 'test' WHEN pos = n - 2 THEN 'valid' ELSE 'train' END, ?
@@ -454,7 +459,7 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
                                     count(*) OVER (PARTITION BY user_id) AS n
                              FROM t_inter)""", [domain])
         report.items = _first(con, "SELECT count(*) FROM items WHERE domain = ?", [domain])[0]
-        report.users = _first(con, "SELECT count(*) FROM users WHERE domain = ?", [domain])[0]
+        report.users = _first(con, "SELECT count(DISTINCT user_id) FROM interactions WHERE domain = ?", [domain])[0]
         report.interactions = _first(con, "SELECT count(*) FROM interactions WHERE domain = ?", [domain])[0]
         report.splits = {k: v for k, v in con.execute(
             "SELECT split, count(*) FROM splits WHERE domain = ? GROUP BY split", [domain]).fetchall()}

@@ -164,21 +164,30 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool
         return "skip" if rejects.on_error == "skip" else "error"
 
     stream = pa.input_stream(str(path), compression="detect")
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(block_size=8 << 20),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in header},
-                                             include_columns=columns, strings_can_be_null=True),
-    )
-    line = 1  # the header
-    n_seen = 0
+    skipped_lines: set[int] = set()  # physical lines of rows the parser skipped (keeps later numbering exact)
 
     def flush_bad():
         while bad_rows:
             num, text = bad_rows.pop(0)
+            if num is not None:
+                skipped_lines.add(num)
             rejects.reject(f"wrong number of fields (expected {len(header)}: {', '.join(header)})",
                            file=str(path), line=num, field=None, raw=text)
+
+    try:
+        # use_threads=False: the parser then knows the physical line number of an invalid row
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=8 << 20, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in header},
+                                                 include_columns=columns, strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as e:
+        flush_bad()
+        raise InputError(f"cannot parse CSV: {e}", file=str(path)) from None
+    line = 1  # the header
+    n_seen = 0
 
     with file_progress(path, progress) as update:
         while True:
@@ -192,8 +201,16 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool
                 raise InputError(f"cannot parse CSV: {e}", file=str(path)) from None
             flush_bad()
             n = batch.num_rows
-            lines = pa.array(range(line + 1, line + 1 + n), pa.int64())
-            line += n
+            if skipped_lines:
+                nums = []
+                while len(nums) < n:
+                    line += 1
+                    if line not in skipped_lines:
+                        nums.append(line)
+                lines = pa.array(nums, pa.int64())
+            else:
+                lines = pa.array(range(line + 1, line + 1 + n), pa.int64())
+                line += n
             n_seen += n
             cols = {}
             keep = None

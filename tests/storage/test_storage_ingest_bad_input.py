@@ -205,3 +205,25 @@ def test_busy_workspace_via_cli(tmp_ws, generic_files, tmp_path):
         holder.kill()
         holder.wait()
     assert tmp_ws.query("SELECT count(*) FROM items")[0][0] == 0
+
+
+def test_csv_wrong_field_count_and_exact_lines_when_skipping(tmp_ws, generic_files, tmp_path):
+    ev = tmp_path / "ev.csv"
+    ev.write_text("uid,iid,time\nu1,B001,1\nu1,B004\nu2,B001,3\nu2,B004,zz\n")
+    with pytest.raises(InputError) as e:
+        ingest_generic(tmp_ws, items=generic_files["items"], interactions=ev, mapping="user=uid,item=iid,ts=time")
+    assert e.value.line == 3 and "wrong number of fields (expected 3: uid, iid, time)" in str(e.value)
+    rep = ingest_generic(tmp_ws, items=generic_files["items"], interactions=ev, mapping="user=uid,item=iid,ts=time",
+                         opts=IngestOptions(on_error="skip"))
+    rejects = [json.loads(x) for x in Path(rep.rejects_path).read_text().splitlines()]
+    # the row after the skipped one keeps its physical line number (5), not a shifted one
+    assert [(r["line"], r["field"]) for r in rejects] == [(3, None), (5, "time")]
+    assert rep.interactions == 2
+
+
+def test_corrupt_gzip_is_an_input_error(tmp_ws, tmp_path):
+    data = gzip.compress(b'{"reviewerID": "u", "asin": "a", "overall": 1, "unixReviewTime": 1}\n' * 50)
+    bad = tmp_path / "reviews_cut.json.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cannot read file"):
+        ingest_amazon(tmp_ws, bad)

@@ -94,3 +94,36 @@ def test_movielens_20m_csv_folder(tmp_ws, ml20m_folder):
         "American President, The (1995)", ["Comedy", "Drama", "Romance"])
     assert tmp_ws.query("SELECT categories FROM items WHERE item_id = '3'")[0][0] == []
     assert tmp_ws.query("SELECT rating FROM interactions WHERE user_id='2' AND item_id='3'")[0][0] == 0.5
+
+
+def test_amazon_2018_json_meta_and_generic_users_file(tmp_ws, tmp_path):
+    from conftest import REVIEWS, write_lines
+
+    reviews = write_lines(tmp_path / "Beauty_5.json.gz", [json.dumps(
+        {"overall": r, "verified": True, "reviewTime": "x", "reviewerID": u, "asin": a, "unixReviewTime": t})
+        for u, a, r, t in REVIEWS])
+    meta = write_lines(tmp_path / "meta_Beauty.json.gz", [json.dumps(
+        {"asin": a, "title": f"T{a}", "description": ["line one", "line two"], "category": ["Beauty", "Skin"],
+         "brand": "B", "main_cat": "Beauty", "also_buy": ["x"]}) for a in ("B001", "B002", "B003", "B004")])
+    rep = ingest_amazon(tmp_ws, reviews, meta, version="2018")
+    assert (rep.items, rep.interactions) == (4, 10)
+    row = tmp_ws.query("SELECT description, categories, json_extract_string(attributes, '$.main_category'), "
+                       "json_extract(attributes, '$.also_buy') FROM items WHERE item_id = 'B003'")[0]
+    assert row == ("line one\nline two", ["Beauty", "Skin"], "Beauty", None)
+
+    items = tmp_path / "items.jsonl"
+    write_lines(items, [json.dumps({"item_id": a, "title": f"T{a}", "categories": ["x", "y"], "color": "red"})
+                        for a in ("B001", "B002", "B003", "B004")])
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,age\nu1,30\nu2,40\n")
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{a},{t}\n" for u, a, _, t in REVIEWS))
+    rep = ingest_generic(tmp_ws, items=items, interactions=inter, users=users,
+                         opts=IngestOptions(domain="g", item_prefix="g:"))
+    assert (rep.users, rep.items, rep.interactions) == (4, 4, 10)
+    assert tmp_ws.query("SELECT categories, json_extract_string(attributes, '$.color') FROM items "
+                        "WHERE item_id = 'g:B001'")[0] == (["x", "y"], "red")
+    # users are shared across domains: the users file adds attributes to the users the Amazon ingest created
+    ages = tmp_ws.query("SELECT user_id, json_extract_string(attributes, '$.age'), domain FROM users ORDER BY 1")
+    assert ages == [("u1", "30", "amazon"), ("u2", "40", "amazon"), ("u3", None, "amazon"), ("u4", None, "amazon")]
+    assert tmp_ws.query("SELECT rating FROM interactions WHERE domain = 'g' LIMIT 1")[0][0] is None
