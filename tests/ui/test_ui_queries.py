@@ -93,6 +93,10 @@ def test_normalize_funnel_garbage_is_empty_not_an_error():
     (q.TraceFilter(search=NEEDLE.upper()), {"s6"}),
     (q.TraceFilter(search=r"needle-\d+", regex=True), {"s6"}),
     (q.TraceFilter(search="<script>"), {"s2"}),
+    (q.TraceFilter(search="<|sid_begin|><s_a_9>"), {"s1"}),   # literal: '|' is not alternation here
+    (q.TraceFilter(search="title='pwned'"), {"s2"}),
+    (q.TraceFilter(search="([.*"), set()),                      # metacharacters are literal, not an error
+    (q.TraceFilter(search="Careful.*fits", regex=True), {"s2"}),
     (q.TraceFilter(verdict="keep", user="u3", search="fits"), {"s2"}),
 ])
 def test_trace_filters(ws, curated, filt, expected):

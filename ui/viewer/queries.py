@@ -322,14 +322,21 @@ def _where(ws: Workspace, dv: DatasetVersion, f: TraceFilter, con: duckdb.DuckDB
     if f.search:
         text_cols = [c for c in ("reasoning", "answer") if c in cols]
         if text_cols:
-            hay = " || chr(10) || ".join(f"coalesce({c}, '')" for c in text_cols)
-            if f.regex:
-                conds.append(f"regexp_matches({hay}, ?, 'i')")
-                params.append(f.search)
-            else:
-                conds.append(f"contains(lower({hay}), lower(?))")
-                params.append(f.search)
+            # RE2 with the 'i' flag was the fastest case-insensitive scan here (faster than ILIKE or
+            # contains(lower(...))); a plain search is the same regex with its metacharacters escaped.
+            pattern = f.search if f.regex else re2_escape(f.search)
+            conds.append("(" + " OR ".join(f"regexp_matches({c}, ?, 'i')" for c in text_cols) + ")")
+            params.extend([pattern] * len(text_cols))
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+_RE2_META = set("\\.^$|?*+()[]{}-")
+
+
+def re2_escape(text: str) -> str:
+    """Escape RE2 metacharacters so `text` matches literally (Python's re.escape also escapes characters RE2
+    rejects as escapes)."""
+    return "".join("\\" + ch if ch in _RE2_META else ch for ch in text)
 
 
 def count_traces(ws: Workspace, dv: DatasetVersion, f: TraceFilter) -> int:
