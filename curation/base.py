@@ -63,6 +63,23 @@ class FilterContext:
     progress: bool = False
     sid_version: int | None = None              # chain-level override of the samples' own sid_version
     cache: dict[str, Any] = field(default_factory=dict)  # shared across filters of one chain run (catalogs)
+    rows: np.ndarray | None = None              # positions of the evaluated rows in the whole input
+    full: pa.Table | None = None                # the whole input (for artifacts computed once, e.g. word tokens)
+
+    def tokens(self, field: str, table: pa.Table | None = None):
+        """Word-token hashes of column `field` for the evaluated rows. Tokenized once per chain run over the
+        whole input and sliced per filter, so exact dedup, near dedup and repetition share the work."""
+        from curation.text import subset_tokens, word_tokens
+
+        if self.full is None or self.rows is None:
+            if table is None:
+                raise ValueError("tokens() needs the filter's table when the context has no full input")
+            return word_tokens(table.column(field))
+        key = f"tokens:{field}"
+        if key not in self.cache:
+            self.cache[key] = word_tokens(self.full.column(field))
+        tok = self.cache[key]
+        return tok if len(self.rows) == self.full.num_rows else subset_tokens(tok, self.rows)
 
 
 class Filter(ABC):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, Verdicts, reason_category
 from curation.config import ChainConfig, load_chain
@@ -65,17 +66,43 @@ def _score_stats(s: np.ndarray) -> dict | None:
             "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}}
 
 
-def _reason_stats(ids: list[str], reasons: list[str | None], rows: np.ndarray) -> tuple[dict, dict]:
+def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray) -> tuple[dict, dict]:
+    """Histogram of reason categories over `pos` (positions into `reasons`/`ids`) and up to 3 examples each."""
     hist: dict[str, int] = {}
     examples: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in pos:
         cat = reason_category(reasons[r]) or "(no reason)"
         hist[cat] = hist.get(cat, 0) + 1
         ex = examples.setdefault(cat, [])
         if len(ex) < MAX_EXAMPLES:
-            ex.append({"sample_id": ids[r], "reason": reasons[r]})
+            ex.append({"sample_id": ids[int(r)].as_py(), "reason": reasons[r]})
     hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
     return hist, {k: examples[k] for k in hist}
+
+
+def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
+    """Per row '{"label": score, ...}' (sorted keys, rows' NaN scores left out; null when none), built by one
+    DuckDB expression rather than a json.dumps per row."""
+    labels = [k for k in sorted(scores) if not np.isnan(scores[k]).all()]
+    if not labels:
+        return pa.nulls(n, pa.string())
+    import duckdb
+
+    cols = {f"c{i}": pa.array(np.round(scores[k], 6), pa.float64(), mask=np.isnan(scores[k]))
+            for i, k in enumerate(labels)}
+    t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), **cols})
+    quoted = ["'" + k.replace("'", "''") + "'" for k in labels]
+    entries = ", ".join(f"{{'k': {q}, 'v': c{i}}}" for i, q in enumerate(quoted))
+    con = duckdb.connect()
+    try:
+        con.register("t", t)
+        out = con.sql(f"""
+            SELECT CASE WHEN len(e) = 0 THEN NULL ELSE to_json(map_from_entries(e))::VARCHAR END AS j
+            FROM (SELECT _row, list_filter([{entries}], lambda x: x.v IS NOT NULL) AS e FROM t) ORDER BY _row
+            """).to_arrow_table().column("j")
+    finally:
+        con.close()
+    return out.combine_chunks()
 
 
 def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None = None,
@@ -87,19 +114,20 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
     without writing a version."""
     n = table.num_rows
     work = table.append_column("_completion", completion_column(table))
-    ids = table.column("sample_id").to_pylist()
-    if len(set(ids)) != n:
-        seen, dup = set(), None
+    id_col = table.column("sample_id").combine_chunks()
+    if pc.count_distinct(id_col).as_py() != n or id_col.null_count:
+        ids = id_col.to_pylist()
+        seen, dup = set(), (0, None)
         for i, s in enumerate(ids):
-            if s in seen:
+            if s is None or s in seen:
                 dup = (i, s)
                 break
             seen.add(s)
-        raise InputError(f"duplicate sample_id {dup[1]!r}: sample ids must be unique within a dataset",
+        raise InputError(f"duplicate or missing sample_id {dup[1]!r}: sample ids must be unique within a dataset",
                          line=dup[0], field="sample_id")
     kept = np.ones(n, bool)
-    rejected_by: list[str | None] = [None] * n
-    reject_reason: list[str | None] = [None] * n
+    rejected_by = np.full(n, None, dtype=object)
+    reject_reason = np.full(n, None, dtype=object)
     rank = np.zeros(n)
     scores: dict[str, np.ndarray] = {}
     shared: dict[str, Any] = {}
@@ -119,37 +147,36 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
             sub = work if len(idx) == n else work.take(pa.array(idx, pa.int64()))
             ctx = FilterContext(ws=ws, rank_score=rank[idx].copy(),
                                 earlier_scores={k: v[idx] for k, v in scores.items()}, run_id=run_id,
-                                progress=progress, sid_version=sid_version, cache=shared)
+                                progress=progress, sid_version=sid_version, cache=shared, rows=idx, full=work)
             if bar is not None:
                 bar.update(task, description=f"{f.label} ({len(idx):,} samples)")
             v: Verdicts = f.apply(sub, ctx) if len(idx) else Verdicts.all_kept(0)
             if len(v.keep) != len(idx):
                 raise RecotError(f"filter {f.label!r} returned {len(v.keep)} verdicts for {len(idx)} samples")
             before = int(kept.sum())
-            flagged = idx[~v.keep]
-            newly = flagged[kept[flagged]]
-            full_reasons: list[str | None] = [None] * n
-            for j, r in enumerate(idx):
-                full_reasons[r] = v.reason[j]
-            for r in newly:
-                rejected_by[r] = f.label
-                reject_reason[r] = full_reasons[r]
+            reasons = np.array(v.reason, dtype=object)
+            flagged_pos = np.flatnonzero(~v.keep)
+            flagged = idx[flagged_pos]
+            new_pos = flagged_pos[kept[flagged]]
+            newly = idx[new_pos]
+            rejected_by[newly] = f.label
+            reject_reason[newly] = reasons[new_pos]
             kept[flagged] = False
             s_full = np.full(n, np.nan)
             s_full[idx] = v.score
             scores[f.label] = s_full
             rank = rank + f.rank_weight * np.nan_to_num(s_full, nan=0.0)
+            sub_ids = id_col if len(idx) == n else pc.take(id_col, pa.array(idx, pa.int64()))
             verdict_parts.append(pa.table({
-                "sample_id": pa.array([ids[r] for r in idx], pa.string()),
-                "filter": pa.array([f.label] * len(idx), pa.string()),
+                "sample_id": sub_ids,
+                "filter": pa.array(np.full(len(idx), f.label, dtype=object), pa.string()),
                 "keep": pa.array(v.keep, pa.bool_()),
-                "reason": pa.array(v.reason, pa.string()),
+                "reason": pa.array(reasons, pa.string()),
                 "score": pa.array(v.score, pa.float64(), mask=np.isnan(v.score)),
             }, schema=VERDICT_SCHEMA))
-            reasons_new, examples = _reason_stats(ids, full_reasons, newly)
-            reasons_all, _ = _reason_stats(ids, full_reasons, flagged)
-            notes, _ = _reason_stats(ids, full_reasons, idx[v.keep & np.array([x is not None for x in v.reason],
-                                                                                dtype=bool)])
+            reasons_new, examples = _reason_stats(sub_ids, reasons, new_pos)
+            reasons_all, _ = _reason_stats(sub_ids, reasons, flagged_pos)
+            notes, _ = _reason_stats(sub_ids, reasons, np.flatnonzero(v.keep & (reasons != None)))  # noqa: E711
             stages.append({
                 "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
                 "params": f.params.model_dump(mode="json"),
@@ -164,21 +191,16 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
     finally:
         if bar is not None:
             bar.stop()
-    score_json = []
-    labels = list(scores)
-    cols = [scores[k] for k in labels]
-    for r in range(n):
-        d = {lab: round(float(c[r]), 6) for lab, c in zip(labels, cols) if not np.isnan(c[r])}
-        score_json.append(json.dumps(d, sort_keys=True) if d else None)
     curated = table.append_column("keep", pa.array(kept, pa.bool_())) \
         .append_column("rejected_by", pa.array(rejected_by, pa.string())) \
         .append_column("reject_reason", pa.array(reject_reason, pa.string())) \
-        .append_column("scores", pa.array(score_json, pa.string()))
+        .append_column("scores", _scores_json(scores, n))
     verdicts = pa.concat_tables(verdict_parts) if verdict_parts else VERDICT_SCHEMA.empty_table()
     rej: dict[str, int] = {}
-    for s in rejected_by:
-        if s is not None:
-            rej[s] = rej.get(s, 0) + 1
+    for f in filters:
+        c = int((rejected_by == f.label).sum())
+        if c:
+            rej[f.label] = c
     funnel = {"rows": n, "kept": int(kept.sum()), "rejected": n - int(kept.sum()),
               "rejected_by": rej, "filters": stages}
     if "teacher_stats" in shared:

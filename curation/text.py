@@ -124,22 +124,54 @@ def ngram_hashes(tok: Tokens, n: int) -> Tokens:
         raise ValueError(f"n-gram size must be 1..{len(_MULTS)}, got {n}")
     counts = tok.counts
     rows = len(counts)
-    if len(tok.hashes) == 0:
-        return Tokens(np.zeros(0, np.uint64), np.zeros(rows + 1, np.int64))
     m = len(tok.hashes)
-    starts = tok.offsets[:-1]
-    # shingle j of a document starts at word offsets[d] + j, for j < max(count - n + 1, 1) when count > 0
+    if m == 0:
+        return Tokens(np.zeros(0, np.uint64), np.zeros(rows + 1, np.int64))
     per_doc = np.where(counts >= n, counts - n + 1, np.where(counts > 0, 1, 0))
     out_offsets = np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64)
-    total = int(out_offsets[-1])
-    doc_of = np.repeat(np.arange(rows), per_doc)
-    pos = np.arange(total) - out_offsets[:-1][doc_of] + starts[doc_of]
-    end = tok.offsets[1:][doc_of]
-    acc = np.zeros(total, dtype=np.uint64)
+    # window starts: for a normal document every word position whose window stays inside the document;
+    # for a short one (count < n) only its first word, with the words past its end masked out.
+    word_row = tok.row_ids()
+    in_doc = np.arange(m) - tok.offsets[:-1][word_row]
+    starts = np.flatnonzero((in_doc <= counts[word_row] - n) | ((in_doc == 0) & (counts[word_row] < n)))
+    padded = np.concatenate([tok.hashes, np.zeros(n, np.uint64)])
+    start_count = counts[word_row[starts]]
+    any_short = bool((start_count < n).any())
     with np.errstate(over="ignore"):
-        for j in range(n):
-            p = pos + j
-            valid = p < end
-            vals = tok.hashes[np.minimum(p, m - 1)]
-            acc = acc + np.where(valid, vals * _MULTS[j], np.uint64(0))
+        acc = padded[starts] * _MULTS[0]
+        for j in range(1, n):
+            term = padded[starts + j] * _MULTS[j]
+            if any_short:
+                term[j >= start_count] = 0
+            acc += term
     return Tokens(_mix(acc), out_offsets)
+
+
+def subset_tokens(tok: Tokens, rows: np.ndarray) -> Tokens:
+    """The tokens of `rows` (positions), vectorized: one gather over the flat array."""
+    counts = tok.counts[rows]
+    offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if offs[-1] == 0:
+        return Tokens(np.zeros(0, np.uint64), offs)
+    # flat index = start of the row's run + position within the run
+    run_of = np.repeat(np.arange(len(rows)), counts)
+    idx = tok.offsets[rows][run_of] + (np.arange(offs[-1]) - offs[:-1][run_of])
+    return Tokens(tok.hashes[idx], offs)
+
+
+def text_keys(tok: Tokens) -> np.ndarray:
+    """One 64-bit key per document from its token sequence (order-sensitive): equal keys ⇔ equal normalized
+    word sequences (up to 64-bit hash collisions). Empty documents all get key 0."""
+    n = len(tok.offsets) - 1
+    if len(tok.hashes) == 0:
+        return np.zeros(n, np.uint64)
+    rows = tok.row_ids()
+    pos = (np.arange(len(tok.hashes)) - tok.offsets[:-1][rows]).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = _mix(tok.hashes + pos * np.uint64(0x9E3779B97F4A7C15))
+    out = np.zeros(n, np.uint64)
+    nz = tok.counts > 0
+    with np.errstate(over="ignore"):
+        out[nz] = np.add.reduceat(h, tok.offsets[:-1][nz])
+        out[nz] = _mix(out[nz] ^ tok.counts[nz].astype(np.uint64))
+    return out

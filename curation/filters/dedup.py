@@ -2,7 +2,9 @@
 far (the sum of the scores earlier filters gave the sample), ties broken by the smallest sample_id — so the
 result does not depend on row order.
 
-Exact: DuckDB groups rows by a hash of the normalized text (lower-cased, whitespace collapsed).
+Exact: rows are grouped by a 64-bit key of the normalized text — the sequence of lower-cased words with
+punctuation stripped (`curation.text`), so case, whitespace and punctuation do not hide a duplicate — and
+one DuckDB window picks the best of each group (`normalize: false` hashes the raw text instead).
 
 Near (MinHash-LSH, rensa): word 5-gram shingles (`curation.text`, vectorized), 128-permutation MinHash
 signatures computed by rensa over one flat hash buffer, rensa's banded LSH to flag rows that share a band
@@ -24,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
-from curation.text import Tokens, ngram_hashes, word_tokens
+from curation.text import Tokens, ngram_hashes, subset_tokens, text_keys, word_tokens
 
 
 def _best_order(sample_ids: list[str], rank: np.ndarray) -> np.ndarray:
@@ -51,21 +53,21 @@ class ExactDedupFilter(Filter):
         n = table.num_rows
         if n == 0:
             return Verdicts.all_kept(0)
-        expr = "coalesce(txt, '')"
         if p.normalize:
-            expr = f"regexp_replace(lower(trim({expr})), '\\s+', ' ', 'g')"
-        part = "prompt_id, h" if p.per_prompt else "h"
-        t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), "txt": table.column(p.field),
+            keys = text_keys(ctx.tokens(p.field, table))
+        else:
+            keys = np.array([hash_text(x) for x in table.column(p.field).to_pylist()], dtype=np.uint64)
+        t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), "h": pa.array(keys, pa.uint64()),
                       "sample_id": table.column("sample_id"), "prompt_id": table.column("prompt_id"),
                       "rank": pa.array(np.nan_to_num(ctx.rank_score, nan=0.0))})
+        part = "prompt_id, h" if p.per_prompt else "h"
         con = duckdb.connect()
         try:
             con.register("t", t)
             res = con.sql(f"""
-                WITH k AS (SELECT _row, sample_id, prompt_id, rank, md5_number({expr}) AS h FROM t)
                 SELECT _row, first_value(sample_id) OVER w AS best, count(*) OVER (PARTITION BY {part}) AS size,
                        row_number() OVER w AS rn
-                FROM k WINDOW w AS (PARTITION BY {part} ORDER BY rank DESC, sample_id)
+                FROM t WINDOW w AS (PARTITION BY {part} ORDER BY rank DESC, sample_id)
                 QUALIFY size > 1""").to_arrow_table()
         finally:
             con.close()
@@ -75,11 +77,18 @@ class ExactDedupFilter(Filter):
         rn = res.column("rn").to_numpy()
         best = res.column("best").to_pylist()
         size = res.column("size").to_numpy()
+        what = "normalized text" if p.normalize else "text"
         for r, k, b, s in zip(rows, rn, best, size):
             if k > 1:
                 keep[r] = False
-                reasons[r] = f"exact duplicate: same normalized text as {b} (group of {s}, kept {b})"
+                reasons[r] = f"exact duplicate: same {what} as {b} (group of {s}, kept {b})"
         return Verdicts(keep, reasons, np.full(n, np.nan))
+
+
+def hash_text(text: str | None) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b((text or "").encode(), digest_size=8).digest(), "little")
 
 
 class NearDedupParams(FilterParams):
@@ -89,8 +98,6 @@ class NearDedupParams(FilterParams):
     shingle_words: int = 5
     bands: int = 16
     seed: int = 42
-    max_bucket_pairs: int = 64
-    """Buckets larger than this are linked as a chain plus a star to their first member instead of all pairs."""
 
     @model_validator(mode="after")
     def _check(self) -> "NearDedupParams":
@@ -101,35 +108,30 @@ class NearDedupParams(FilterParams):
         return self
 
 
-def _subset(tok: Tokens, rows: np.ndarray) -> Tokens:
-    counts = tok.counts[rows]
-    offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    idx = np.concatenate([np.arange(tok.offsets[r], tok.offsets[r + 1]) for r in rows]) if len(rows) else \
-        np.zeros(0, np.int64)
-    return Tokens(tok.hashes[idx], offs)
-
-
 def minhash_matrix(sh: Tokens, num_perm: int, seed: int):
     return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
         np.ascontiguousarray(sh.hashes, dtype=np.uint64), sh.offsets.astype(np.uint64), num_perm, seed)
 
 
-def near_duplicate_clusters(texts: pa.Array, p: NearDedupParams) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
-    """Cluster label per text (−1: no near duplicate) and the verified pairs' exact Jaccard."""
-    n = len(texts)
+def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
+                            ) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
+    """Cluster label per text (−1: no near duplicate) and the verified pairs' exact Jaccard. `texts` may be
+    the texts or their word tokens (`curation.text.word_tokens`)."""
+    tok = texts if isinstance(texts, Tokens) else word_tokens(texts)
+    n = len(tok.offsets) - 1
     labels = np.full(n, -1, np.int64)
-    sh = ngram_hashes(word_tokens(texts), p.shingle_words)
+    sh = ngram_hashes(tok, p.shingle_words)
     has = np.flatnonzero(sh.counts > 0)
     if len(has) < 2:
         return labels, {}
-    sub = _subset(sh, has) if len(has) < n else sh
+    sub = subset_tokens(sh, has) if len(has) < n else sh
     mat = minhash_matrix(sub, p.num_perm, p.seed)
     lsh = rensa.RMinHashLSH(p.threshold, p.num_perm, p.bands)
     flags = np.asarray(lsh.query_duplicate_flags_matrix_one_shot(mat), dtype=bool)
     cand = has[flags]
     if len(cand) < 2:
         return labels, {}
-    csh = _subset(sh, cand)
+    csh = subset_tokens(sh, cand)
     sig = np.array(minhash_matrix(csh, p.num_perm, p.seed).to_rows(), dtype=np.uint64)
     r = p.num_perm // p.bands
     mult = np.array([((0x9E3779B97F4A7C15 ^ (i * 0x632BE59BD9B4E019)) & 0xFFFFFFFFFFFFFFFF) | 1 for i in range(r)],
@@ -138,24 +140,23 @@ def near_duplicate_clusters(texts: pa.Array, p: NearDedupParams) -> tuple[np.nda
     with np.errstate(over="ignore"):
         for b in range(p.bands):
             key = (sig[:, b * r:(b + 1) * r] * mult).sum(axis=1)
-            order = np.argsort(key, kind="stable")
+            order = np.lexsort((np.arange(len(key)), key))
             k = key[order]
-            starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-            ends = np.r_[starts[1:], len(k)]
-            for s, e in zip(starts, ends):
-                m = e - s
-                if m < 2:
-                    continue
-                mem = np.sort(order[s:e])
-                if m * (m - 1) // 2 <= p.max_bucket_pairs:
-                    ii, jj = np.triu_indices(m, 1)
-                    pairs.append(np.stack([mem[ii], mem[jj]], 1))
-                else:
-                    pairs.append(np.stack([mem[:-1], mem[1:]], 1))
-                    pairs.append(np.stack([np.full(m - 1, mem[0]), mem[1:]], 1))
+            same = np.r_[False, k[1:] == k[:-1]]          # member i shares the bucket of member i-1
+            if not same.any():
+                continue
+            first = np.maximum.accumulate(np.where(~same, np.arange(len(k)), 0))
+            idx = np.flatnonzero(same)
+            # each bucket member is linked to its predecessor (chain) and to the bucket's first member (star):
+            # all pairs for buckets of ≤ 3 members; for larger buckets a subset (the other bands and the
+            # transitive closure of the verified links usually supply the rest)
+            pairs.append(np.stack([order[idx - 1], order[idx]], 1))
+            star = idx[first[idx] != idx - 1]
+            if len(star):
+                pairs.append(np.stack([order[first[star]], order[star]], 1))
     if not pairs:
         return labels, {}
-    pr = np.unique(np.concatenate(pairs), axis=0)
+    pr = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
     sets = [np.unique(csh.hashes[csh.offsets[i]:csh.offsets[i + 1]]) for i in range(len(cand))]
     sims = {}
     keep_edges = []
@@ -188,9 +189,7 @@ class NearDedupFilter(Filter):
         n = table.num_rows
         if n == 0:
             return Verdicts.all_kept(0)
-        col = table.column(p.field)
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        labels, sims = near_duplicate_clusters(col, p)
+        labels, sims = near_duplicate_clusters(ctx.tokens(p.field, table), p)
         reasons: list[str | None] = [None] * n
         keep = np.ones(n, bool)
         score = np.full(n, np.nan)

@@ -2,8 +2,8 @@
 title written next to a SID is that SID's item.
 
 All SID occurrences are extracted and joined against the catalog in one DuckDB query (no Python loop over
-samples); Python only names malformed fragments (rows whose text still holds SID-like tokens after the
-well-formed SIDs are removed) and compares the few titles written next to SIDs.
+samples); Python only names malformed fragments (rows whose counts of `<|sid_begin|>` and `<s_` exceed what
+their well-formed SIDs account for) and compares the few titles written next to SIDs.
 
 Title mentions recognized (SID = a well-formed SID): `SID (Title)`, `SID [Title]`, `SID "Title"`,
 `SID: "Title"`, `"Title" SID`, `"Title" (SID)`. A mention is a *mismatch* when it does not resemble the SID's
@@ -23,12 +23,14 @@ import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
 from curation.catalog import catalog_table, normalize_title, sample_sid_versions
-from storage.sid import SID_RE, find_malformed_sids
+from storage.sid import SID_RE, find_malformed_sids, is_valid_sid
 
 _SID = SID_RE.pattern  # RE2-compatible (no look-around)
-_AFTER = _SID + r"""\s*(?:\(\s*"?([^()\n"]{2,200}?)"?\s*\)|\[\s*"?([^\[\]\n"]{2,200}?)"?\s*\]|:?\s*"([^"\n]{2,200})")"""
+_AFTER = _SID + (r"""(?:\s*\(\s*"([^"\n]{2,200})"\s*\)"""                 # SID ("Title")
+                 r"""|\s*\(((?:[^()\n]|\([^()\n]*\)){2,200}?)\)"""        # SID (Title (1995))
+                 r"""|\s*\[\s*"?([^\[\]\n"]{2,200}?)"?\s*\]"""           # SID [Title]
+                 r"""|:?\s*"([^"\n]{2,200})")""")                          # SID "Title" / SID: "Title"
 _BEFORE = r'"([^"\n]{2,200})"\s*\(?\s*' + _SID
-_SID_LIKE_LEFT = r"<\|sid_begin\|>|<s_[a-z]_\d+>"
 
 
 class SidGroundingParams(FilterParams):
@@ -63,9 +65,16 @@ class SidGroundingFilter(Filter):
         try:
             con.register("t", t)
             con.register("cat", cat)
+            # per row: SIDs by the regex, and raw counts of begin tags and code tokens; a row whose counts
+            # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python below)
+            counts = con.sql("""
+                SELECT (length(text) - length(replace(text, '<|sid_begin|>', ''))) // 13 AS n_begin,
+                       (length(text) - length(replace(text, '<s_', ''))) // 3 AS n_code FROM t ORDER BY _row
+                """).fetchnumpy()
             occ = con.execute(f"""
                 WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{_SID}')) AS sid FROM t)
                 SELECT _row, count(*) AS n_sids,
+                       sum((length(occ.sid) - length(replace(occ.sid, '<s_', ''))) // 3) AS n_codes,
                        count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
                        list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
                 FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
@@ -77,11 +86,12 @@ class SidGroundingFilter(Filter):
                         SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
                                unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
                                unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
-                               unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c FROM t
+                               unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c,
+                               unnest(regexp_extract_all(text, '{_AFTER}', 5)) AS d FROM t
                         UNION ALL
                         SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
-                               unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL FROM t)
-                    SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, '')) AS mention,
+                               unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
+                    SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
                            cat.title
                     FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = '<|sid_begin|>' || m.sid || '<|sid_end|>'
                     ORDER BY m._row""").fetchall()
@@ -91,9 +101,11 @@ class SidGroundingFilter(Filter):
         n_sids = np.zeros(n, np.int64)
         n_bad = np.zeros(n, np.int64)
         issues: list[list[str]] = [[] for _ in range(n)]
-        # malformed SIDs: only rows where SID-like tokens survive removal of the well-formed SIDs
-        left = pc.replace_substring_regex(pc.fill_null(text, ""), _SID, "")
-        cand = np.flatnonzero(pc.match_substring_regex(left, _SID_LIKE_LEFT).to_numpy(zero_copy_only=False))
+        seen_begin = np.zeros(n, np.int64)
+        seen_codes = np.zeros(n, np.int64)
+        for row, total, codes, _, _ in occ:
+            seen_begin[row], seen_codes[row] = total, codes
+        cand = np.flatnonzero((counts["n_begin"] != seen_begin) | (counts["n_code"] != seen_codes))
         if len(cand):
             for i, s in zip(cand, pc.take(text, pa.array(cand)).to_pylist()):
                 bad = find_malformed_sids(s)
@@ -101,12 +113,18 @@ class SidGroundingFilter(Filter):
                     n_sids[i] += len(bad)
                     n_bad[i] += len(bad)
                     issues[i].append(f"malformed SID: {_names([repr(b) for b in bad], p.max_named)}")
-        for row, total, unknown_n, unknown in occ:
+        for row, total, _, unknown_n, unknown in occ:
             n_sids[row] += total
             if unknown_n:
                 n_bad[row] += unknown_n
-                issues[row].append(f"hallucinated SID: {_names(unknown, p.max_named)} not in SID version "
-                                   f"{versions[row]} ({unknown_n} of {total} SIDs unknown)")
+                # SID_RE accepts any level letters; a skipped or repeated level does not parse → malformed
+                bad = [u for u in unknown if not is_valid_sid(u)]
+                unknown = [u for u in unknown if is_valid_sid(u)]
+                if bad:
+                    issues[row].append(f"malformed SID: {_names([repr(b) for b in bad], p.max_named)}")
+                if unknown:
+                    issues[row].append(f"hallucinated SID: {_names(unknown, p.max_named)} not in SID version "
+                                       f"{versions[row]} ({unknown_n - len(bad)} of {total} SIDs unknown)")
         if mentions:
             other_titles = ctx.cache.get("normalized_titles")
             if other_titles is None:

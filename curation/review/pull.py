@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from curation.review.client import ArgillaClient, DatasetGone
 from curation.review.push import ARGILLA_WORKSPACE, pushed_datasets
-from curation.review.stack import Connection, connect
+from curation.review.stack import Connection, connect, ping
 from storage.errors import NotFound
 from storage.runs import finish_run, start_run
 from storage.workspace import Workspace
@@ -86,7 +86,8 @@ def pull(ws: Workspace, dataset_ref: str | None = None, *, conn: Connection | No
                            f"--dataset {ref}` first")
     if not targets:
         raise NotFound("nothing pushed for review from this workspace yet; run `recot review push` first")
-    conn = conn or connect(ws)
+    conn = conn or connect(ws, check=False)
+    ping(conn)  # fail before touching the catalog when the server is down or the key is wrong
     result = PullResult()
     run_id = start_run(ws, "review_pull", {"dataset": dataset_ref, "url": conn.url})
     result.run_id = run_id

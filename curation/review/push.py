@@ -24,7 +24,7 @@ from typing import Any, Callable
 import duckdb
 
 from curation.review.client import ArgillaClient, DatasetGone
-from curation.review.stack import Connection, connect
+from curation.review.stack import Connection, connect, ping
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import ConfigError, NotFound, RecotError
 from storage.runs import finish_run, start_run
@@ -382,7 +382,8 @@ def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "s
                          "`recot curate run` (a curated version)")
     if batch_size < 1 or batch_size > 500:
         raise ConfigError(f"--batch-size must be between 1 and 500 (got {batch_size})")
-    conn = conn or connect(ws)
+    conn = conn or connect(ws, check=False)
+    ping(conn)  # fail before touching the catalog when the server is down or the key is wrong
     ids = select_samples(ws, dv, size, strategy, seed)
     run_id = start_run(ws, "review_push", {"dataset": dv.ref, "argilla_dataset": argilla_dataset_name(dv),
                                            "url": conn.url, "size": size, "strategy": strategy, "seed": seed})

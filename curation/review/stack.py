@@ -343,12 +343,15 @@ def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None)
         server = spawn("server", server_argv, env=env)
         spawn("search", [str(osmem_bin), "--addr", f"127.0.0.1:{ports['search']}", "--no-stdin-watch", "--no-ja",
                          "--parent-pid", str(server.pid)])
-        spawn("worker", [str(py), str(LAUNCHER), "worker"], env=env)
         url = f"http://127.0.0.1:{ports['server']}"
-        st = {"url": url, "ports": ports, "pids": {n: p.pid for n, p in procs.items()},
-              "pgid": procs["redis"].pid, "started_at": time.time(), "watch_pid": watch_pid}
-        _write_private_json(state_path(ws), st)
         conn = Connection(url=url, api_key=creds["api_key"], username=creds["username"])
+
+        def save_state() -> None:
+            _write_private_json(state_path(ws), {
+                "url": url, "ports": ports, "pids": {n: p.pid for n, p in procs.items()},
+                "pgid": procs["redis"].pid, "started_at": time.time(), "watch_pid": watch_pid})
+
+        save_state()
         while True:
             for name, p in procs.items():
                 if p.poll() is not None:
@@ -364,6 +367,10 @@ def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None)
                 raise StackError(f"Argilla server did not answer within {timeout_s:.0f}s; log "
                                  f"{logs / 'server.log'}:\n" + _log_tail(logs / "server.log"))
             time.sleep(0.25)
+        # the job worker is started once the API answers: on 2 cores, importing the server twice at the
+        # same time slows the start-up; jobs enqueued meanwhile wait in Redis
+        spawn("worker", [str(py), str(LAUNCHER), "worker"], env=env)
+        save_state()
     except BaseException:
         _kill_group(procs["redis"].pid if procs else None, [p.pid for p in procs.values()])
         for p in procs.values():
@@ -381,7 +388,7 @@ def _reap(p: subprocess.Popen) -> None:
         pass
 
 
-def _kill_group(pgid: int | None, pids: list[int], grace_s: float = 10.0) -> None:
+def _kill_group(pgid: int | None, pids: list[int], grace_s: float = 4.0) -> None:
     """SIGTERM the stack's process group, wait, then SIGKILL what is left. Only our own group/pids."""
     def signal_all(sig):
         if pgid:
