@@ -73,7 +73,7 @@ def info(workspace: WorkspaceOpt = DEFAULT_WS,
     if recent:
         t = Table(title=f"last {len(recent)} runs")
         for c in ("run", "kind", "status", "started", "stats"):
-            t.add_column(c)
+            t.add_column(c, no_wrap=c in ("run", "started"))
         for r in recent:
             stats = r["stats"]
             if isinstance(stats, str):
@@ -81,9 +81,9 @@ def info(workspace: WorkspaceOpt = DEFAULT_WS,
                     stats = json.loads(stats)
                 except ValueError:
                     pass
-            brief = ", ".join(f"{k}={v}" for k, v in (stats or {}).items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool))[:80] \
-                if isinstance(stats, dict) else str(stats or "")[:80]
+            nums = [f"{k}={v:,}" for k, v in (stats or {}).items() if isinstance(v, int) and not isinstance(v, bool)] \
+                if isinstance(stats, dict) else [str(stats or "")[:60]]
+            brief = ", ".join(nums[:4])
             t.add_row(r["run_id"], r["kind"], r["status"], str(r["started_at"])[:19], brief)
         console.print(t)
 
