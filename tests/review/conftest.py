@@ -22,30 +22,28 @@ N_SAMPLES = 24
 
 
 @pytest.fixture(scope="session")
-def argilla_stack(tmp_path_factory):
-    """The workspace that owns the running stack, and its Connection. Dies with the test session."""
+def argilla_ws(tmp_path_factory):
+    """The workspace that owns the session's running Argilla stack (items + SIDs already in its catalog).
+    Tests call `stack.connect(ws)` themselves: a test may restart the stack (new ports)."""
     from curation.review import stack
     from storage.workspace import Workspace
 
     saved = {k: os.environ.pop(k) for k in ("ARGILLA_API_URL", "ARGILLA_API_KEY") if k in os.environ}
     ws = Workspace.open(tmp_path_factory.mktemp("argilla") / "ws")
+    ensure_catalog(ws)
     st = stack.up(ws, watch_pid=os.getpid())
     assert st.state == "running", st
     try:
-        yield ws, stack.connect(ws)
+        yield ws
     finally:
         stack.down(ws)
         os.environ.update(saved)
 
 
-def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVersion":  # noqa: F821
-    """Items + one SID version + a curated version of `n` samples with per-filter verdicts.
-
-    Sample i: level R1 for even i, R3 for odd; task alternates; filter verdicts follow fixed rules so
-    tests can compute expectations by hand: `format` drops i % 6 == 0, `sid_validity` drops i % 4 == 1,
-    `leakage` keeps all, `llm_judge` scores i/(n-1) and drops score < 0.5. keep = no filter dropped."""
-    from storage.datasets import write_version
-
+def ensure_catalog(ws) -> None:
+    """Items m0..m39 with titles and SID version 1 (3 levels, unique SIDs)."""
+    if ws.query("SELECT 1 FROM items LIMIT 1"):
+        return
     items = [(f"m{k}", f"Movie {k} ({1990 + k})") for k in range(N_ITEMS)]
     with ws.transaction("test") as con:
         con.executemany("INSERT INTO items (item_id, title, domain) VALUES (?, ?, 'movies')", items)
@@ -53,6 +51,18 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
         con.executemany("INSERT INTO item_sids VALUES (1, ?, ?, ?)",
                         [[iid, [k % 8, (k // 8) % 8, k % 3], format_sid([k % 8, (k // 8) % 8, k % 3])]
                          for k, (iid, _) in enumerate(items)])
+
+
+def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVersion":  # noqa: F821
+    """A curated version of `n` samples with per-filter verdicts (items/SIDs from ensure_catalog).
+    Sample ids are `<name>.sNNN` (unique per dataset: reviews attach to sample ids across versions).
+
+    Sample i: level R1 for even i, R3 for odd; task alternates; filter verdicts follow fixed rules so
+    tests can compute expectations by hand: `format` drops i % 6 == 0, `sid_validity` drops i % 4 == 1,
+    `leakage` keeps all, `llm_judge` scores i/(n-1) and drops score < 0.5. keep = no filter dropped."""
+    from storage.datasets import write_version
+
+    ensure_catalog(ws)
     rows, verdicts = [], []
     now = datetime.now(timezone.utc)
     for i in range(n):
@@ -70,7 +80,7 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
                   "leakage": 0.0, "llm_judge": round(i / (n - 1), 4)}
         dropped = [f for f in FILTERS if not v[f]]
         rows.append({
-            "sample_id": f"s{i:03d}", "prompt_id": f"p{i:03d}", "task": "r3_recommend" if i % 3 else "r1_explain",
+            "sample_id": f"{name}.s{i:03d}", "prompt_id": f"{name}.p{i:03d}", "task": "r3_recommend" if i % 3 else "r1_explain",
             "level": "R1" if i % 2 == 0 else "R3", "mode": "none", "think": True, "domain": "movies",
             "user_id": f"u{i}", "history_item_ids": hist, "target_item_ids": [target],
             "target_sids": [format_sid([k_t % 8, (k_t // 8) % 8, k_t % 3])],
@@ -83,7 +93,7 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
             "reject_reason": f"{dropped[0]} said no" if dropped else None, "scores": json.dumps(scores),
         })
         for f in FILTERS:
-            verdicts.append([f"s{i:03d}", f, v[f], None if v[f] else f"{f} said no", scores[f]])
+            verdicts.append([f"{name}.s{i:03d}", f, v[f], None if v[f] else f"{f} said no", scores[f]])
     table = pa.Table.from_pylist([{c: r.get(c) for c in CURATED_SCHEMA.names} for r in rows], schema=CURATED_SCHEMA)
     dv = write_version(ws, name, table, step="curate", schema=CURATED_SCHEMA, config={"chain": "test"})
     with ws.transaction("test") as con:
@@ -94,29 +104,11 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
 
 
 @pytest.fixture
-def curated_ws(argilla_stack):
-    """The stack's workspace with a fresh curated dataset (unique name per test) → (ws, conn, dv)."""
+def curated(argilla_ws):
+    """A fresh curated dataset (unique name per test) in the stack's workspace → (ws, dv)."""
     import uuid
 
-    ws, conn = argilla_stack
-    name = f"cur{uuid.uuid4().hex[:6]}"
-    if not ws.query("SELECT 1 FROM items LIMIT 1"):
-        dv = build_curated(ws, name)
-    else:
-        dv = _curated_only(ws, name)
-    return ws, conn, dv
-
-
-def _curated_only(ws, name):
-    """Items/SIDs exist already in the shared workspace: copy the first curated version under a new name."""
-    from storage.datasets import list_versions, read_dv, write_version
-
-    first = [v for v in list_versions(ws) if v.step == "curate"][0]
-    dv = write_version(ws, name, read_dv(first), step="curate", schema=CURATED_SCHEMA)
-    with ws.transaction("test") as con:
-        con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, run_id FROM verdicts "
-                    "WHERE dataset = ? AND version = ?", [dv.name, dv.version, first.name, first.version])
-    return dv
+    return argilla_ws, build_curated(argilla_ws, f"cur{uuid.uuid4().hex[:6]}")
 
 
 def annotator_post(conn, record_id: str, api_key: str, values: dict, status: str = "submitted"):
@@ -127,3 +119,15 @@ def annotator_post(conn, record_id: str, api_key: str, values: dict, status: str
                    json={"values": {k: {"value": v} for k, v in values.items()}, "status": status}, timeout=30)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+@pytest.fixture
+def post_response():
+    """`post_response(conn, record_id, api_key, values, status)`: answer a record as that user via REST."""
+    return annotator_post
+
+
+@pytest.fixture
+def make_curated(argilla_ws):
+    """`make_curated(name, n)` → a curated DatasetVersion in the stack's workspace."""
+    return lambda name, n=N_SAMPLES: build_curated(argilla_ws, name, n)
