@@ -1,0 +1,169 @@
+"""Export, tokenizer extension, configs and the trainers end to end on the tiny workspace (CPU, few steps)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from storage.errors import ConfigError, InputError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+def _load_and_generate(out_dir: Path) -> str:
+    """Load a saved model back and generate one token (proves the folder is a usable model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    enc = tok("Hello", return_tensors="pt")
+    gen = model.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert gen.shape[1] == enc["input_ids"].shape[1] + 1
+    assert "<|sid_begin|>" in tok.get_vocab() and "<s_a_0>" in tok.get_vocab()
+    return tok.decode(gen[0, -1:])
+
+
+def _finite(metrics: dict, key: str) -> None:
+    assert key in metrics, metrics
+    assert math.isfinite(metrics[key]["first"]) and math.isfinite(metrics[key]["last"])
+
+
+def test_sft_export_mixes_think_ratio_and_drops_rejected(tiny_ws):
+    from trainers.export import to_sft_dataset
+
+    dv, ds = to_sft_dataset(tiny_ws, "r3_curated", think_ratio=None)
+    assert dv.ref == "r3_curated@v1" and len(ds) == 10          # 12 rows, user 5's two rejected
+    assert ds[0]["completion"][0]["role"] == "assistant"
+    assert ds[0]["prompt"][-1]["role"] == "user"
+    _, only_think = to_sft_dataset(tiny_ws, "r3_curated", think_ratio=1.0)
+    assert len(only_think) == 5 and all(only_think["think"])
+    _, mixed = to_sft_dataset(tiny_ws, "r3_curated", think_ratio=0.2)   # 5 non-think rows allow 1 think row
+    assert sum(mixed["think"]) == 1 and len(mixed) == 6
+    with pytest.raises(InputError, match="think_ratio"):
+        to_sft_dataset(tiny_ws, "r3_curated", think_ratio=1.5)
+
+
+def test_grpo_export_one_prompt_per_prompt_id_without_answers(tiny_ws):
+    from trainers.export import to_grpo_dataset
+
+    _, ds = to_grpo_dataset(tiny_ws, "r3_curated")
+    assert len(ds) == 12                                   # rejected answers still give usable prompts
+    assert all(m["role"] != "assistant" for row in ds["prompt"] for m in row)
+    assert all(t.startswith("<|sid_begin|>") for t in ds["target_sid"])
+
+
+def test_tokenizer_extension_mean_inits_and_keeps_sid_tokens_whole(tiny_ws, local_model_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.tokenizer import add_sid_tokens, sid_tokens
+
+    tok = AutoTokenizer.from_pretrained(local_model_path)
+    model = AutoModelForCausalLM.from_pretrained(local_model_path)
+    old = model.get_input_embeddings().weight.shape[0]
+    mean = model.get_input_embeddings().weight.mean(0).clone()
+    toks = sid_tokens(tiny_ws, 1)
+    assert toks[:2] == ["<|sid_begin|>", "<|sid_end|>"] and len(toks) == 2 + 2 + 4 + 2
+    assert add_sid_tokens(model, tok, toks) == len(toks)
+    assert add_sid_tokens(model, tok, toks) == 0                  # idempotent
+    w = model.get_input_embeddings().weight
+    assert w.shape[0] == old + len(toks)
+    assert torch.allclose(w[old:], mean.expand(len(toks), -1), atol=1e-5)
+    sid = "<|sid_begin|><s_a_1><s_b_2><s_c_0><|sid_end|>"
+    ids = tok(sid, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 5 and tok.decode(ids, skip_special_tokens=True) == sid
+
+
+def test_configs_load_and_trl_keys_exist():
+    """Every shipped YAML validates, and every `trl:` key is a real field of the TRL config it feeds."""
+    import dataclasses
+
+    from trl import GRPOConfig, SFTConfig
+
+    from trainers.config import load_config
+    from trainers.registry import TRAINERS, get_trainer
+
+    trl_cls = {"pretrain": SFTConfig, "sft": SFTConfig, "rl": GRPOConfig, "rft": SFTConfig}
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        name = path.name.split(".")[0]
+        assert name in TRAINERS, path
+        cfg_cls, _ = get_trainer(name)
+        cfg = load_config(cfg_cls, path)
+        if name in trl_cls:
+            fields = {f.name for f in dataclasses.fields(trl_cls[name])}
+            assert set(cfg.trl) <= fields, (path, set(cfg.trl) - fields)
+    gpu = yaml.safe_load((CONFIGS / "rl.gpu.yaml").read_text())
+    assert gpu["use_vllm"] is True and gpu["trl"]["vllm_mode"] == "colocate" and gpu["bf16"] is True
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    from trainers.config import load_config
+    from trainers.sft import SFTTrainConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: lots\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'max_steps'"):
+        load_config(SFTTrainConfig, bad)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(SFTTrainConfig, None, ["max_steps"])
+    cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml", ["max_steps=7", "trl.warmup_steps=1"],
+                      dataset="x@v1")
+    assert cfg.max_steps == 7 and cfg.trl == {"warmup_steps": 1} and cfg.dataset == "x@v1"
+
+
+@pytest.mark.slow
+def test_sft_trains_and_saves_loadable_model_with_lineage(tiny_ws):
+    from storage.runs import get_run
+    from trainers.common import model_lineage
+    from trainers.config import load_config
+    from trainers.sft import SFTTrainConfig, train_sft
+
+    cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml", ["max_steps=2", "max_length=192"],
+                      dataset="r3_curated@v1", out=str(tiny_ws.root / "models" / "sft"))
+    res = train_sft(tiny_ws, cfg)
+    _finite(res.metrics, "loss")
+    assert res.metrics["loss"]["n"] == 2
+    lin = model_lineage(res.out_dir)
+    assert lin["datasets"] == ["r3_curated@v1"] and lin["sid_version"] == 1 and lin["kind"] == "sft"
+    run = get_run(tiny_ws, res.run_id)
+    assert run["status"] == "done" and run["stats"]["out_dir"] == str(res.out_dir)
+    _load_and_generate(res.out_dir)
+
+
+@pytest.mark.slow
+def test_pretrain_on_catalog_corpus(tiny_ws):
+    from trainers.config import load_config
+    from trainers.pretrain import PretrainConfig, train_pretrain
+
+    cfg = load_config(PretrainConfig, CONFIGS / "pretrain.cpu.yaml", ["max_steps=2", "max_length=64"])
+    res = train_pretrain(tiny_ws, cfg)
+    _finite(res.metrics, "loss")
+    assert res.out_dir.parent == tiny_ws.root / "models"
+    _load_and_generate(res.out_dir)
+
+
+@pytest.mark.slow
+def test_rl_grpo_logs_finite_rewards(tiny_ws):
+    from trainers.config import load_config
+    from trainers.rl import RLConfig, train_rl
+
+    cfg = load_config(RLConfig, CONFIGS / "rl.cpu.yaml", ["max_steps=2", "max_completion_length=8"],
+                      dataset="r3_curated@v1")
+    res = train_rl(tiny_ws, cfg)
+    _finite(res.metrics, "loss")
+    _finite(res.metrics, "reward")
+    for name in ("format_reward", "sid_validity_reward", "prefix_partial_sid_reward", "ndcg_rank_reward"):
+        _finite(res.metrics, f"rewards/{name}/mean")
+    _load_and_generate(res.out_dir)
+
+
+def test_failed_training_marks_the_run_failed(tiny_ws):
+    from storage.runs import list_runs
+    from trainers.sft import SFTTrainConfig, train_sft
+
+    with pytest.raises(Exception):
+        train_sft(tiny_ws, SFTTrainConfig(dataset="r3_curated@v1", model=str(tiny_ws.root / "no-such-model")))
+    runs = list_runs(tiny_ws, "train-sft")
+    assert runs and runs[0]["status"] == "failed"
