@@ -37,8 +37,8 @@ REVIEW_FIELDS = {
 
 def detect_version(record: dict[str, Any]) -> str:
     """'2014'/'2018' (same review fields) or '2023', from the keys of the first review."""
-    if "reviewerID" in record:
-        return "2018"
+    if "reviewerID" in record:  # 2018 added 'verified' / 'vote'; 2014 has 'helpful'
+        return "2018" if ("verified" in record or "vote" in record) else "2014"
     if "user_id" in record and ("parent_asin" in record or "asin" in record):
         return "2023"
     raise InputError("not an Amazon review line: expected reviewerID/asin/overall/unixReviewTime (2014/2018) or "
@@ -85,18 +85,31 @@ def meta_row(obj: dict[str, Any], line: int, file: str, raw: str) -> dict[str, A
             "_file": file, "_line": line, "_raw": raw}
 
 
-def _review_rows(path: Path, rejects: Rejects, opts: IngestOptions, fields: tuple[str, str, str, str] | None
+def _review_rows(path: Path, rejects: Rejects, opts: IngestOptions, fields: tuple[str, str, str, str]
                  ) -> Iterator[dict[str, Any]]:
-    version_fields = fields
+    u, i, r, t = fields
     for line, obj, raw in json_records(path, rejects=rejects, progress=opts.progress):
-        if version_fields is None:
-            version_fields = REVIEW_FIELDS[detect_version(obj)]
-        u, i, r, t = version_fields
         item = obj.get(i)
         if item is None and i == "parent_asin":
             item = obj.get("asin")
         yield {"user": scalar_str(obj.get(u)), "item": scalar_str(item), "rating": scalar_str(obj.get(r)),
                "ts": scalar_str(obj.get(t)), "_file": str(path), "_line": line, "_raw": raw}
+
+
+def _peek_version(reviews: Path) -> str:
+    """The dump version from the first parseable review line (reads only that line)."""
+    class _Raise:
+        on_error = "raise"
+
+        def reject(self, reason, *, file, line, field, raw=None):
+            raise InputError(reason, file=file, line=line, field=field)
+
+    for _line, obj, _raw in json_records(reviews, rejects=_Raise()):
+        try:
+            return detect_version(obj)
+        except InputError as e:
+            raise InputError(e.detail, file=str(reviews), line=_line) from None
+    raise InputError("file is empty", file=str(reviews), line=0)
 
 
 def ingest_amazon(ws, reviews: str | Path, meta: str | Path | None = None, *, opts: IngestOptions | None = None,
@@ -107,9 +120,11 @@ def ingest_amazon(ws, reviews: str | Path, meta: str | Path | None = None, *, op
     opts = opts or IngestOptions(domain="amazon")
     if version not in ("auto", "2014", "2018", "2023"):
         raise InputError(f"unknown Amazon dump version {version!r}: use auto, 2014, 2018 or 2023")
-    fields = None if version == "auto" else REVIEW_FIELDS[version]
+    if version == "auto":
+        version = _peek_version(reviews)
+    fields = REVIEW_FIELDS[version]
     files = [p for p in (meta, reviews) if p is not None]
-    names = dict(zip(("user", "item", "rating", "ts"), fields or ("user", "item", "rating", "ts")))
+    names = dict(zip(("user", "item", "rating", "ts"), fields))  # errors name the file's own fields
     with IngestSession(ws, f"amazon-{version}", opts, files=files, spill=True, names=names,
                        config={"version": version}) as s:
         if meta is not None:

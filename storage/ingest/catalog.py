@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import duckdb
 import pyarrow as pa
@@ -236,7 +235,6 @@ class Normalizer:
         has_rating = "rating" in raw.column_names
         rating = "TRY_CAST(trim(CAST(rating AS VARCHAR)) AS DOUBLE)" if has_rating else "CAST(NULL AS DOUBLE)"
         rating_raw = "NULLIF(trim(CAST(rating AS VARCHAR)), '')" if has_rating else "NULL"
-        ts_name, rating_name = self._name("ts"), self._name("rating")
         out = self.con.sql(f"""
             WITH n AS (
               SELECT {_id_sql('"user"')} AS user_id, {self._item_sql()} AS item_id,
@@ -256,7 +254,6 @@ class Normalizer:
               END AS _err_reason
             FROM n""").to_arrow_table()
         self.con.unregister("raw_b")
-        del ts_name, rating_name
         return self._route_errors(_as_table(out), raw)
 
     def items(self, raw: pa.Table) -> pa.Table:
@@ -508,15 +505,3 @@ def rows_to_table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
 
 
 _RAW_TYPES: dict[str, pa.DataType] = {"categories": pa.list_(pa.string()), "_line": pa.int64()}
-
-
-def cleanup_tmp(ws: Workspace) -> None:
-    """Remove leftovers of crashed ingests (staging/rejects temp files)."""
-    for p in ws.tmp_dir.glob(".tmp-*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-ProgressFn = Callable[[int], None]

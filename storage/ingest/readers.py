@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import io
 import json
 import logging
 from contextlib import contextmanager
@@ -290,4 +289,4 @@ def scalar_str(v: Any) -> str | None:
 
 
 __all__ = ["check_columns", "csv_batches", "csv_header", "file_progress", "json_records", "parquet_batches",
-           "scalar_str", "text_lines", "io"]
+           "scalar_str", "text_lines"]
