@@ -227,3 +227,15 @@ def test_corrupt_gzip_is_an_input_error(tmp_ws, tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot read file"):
         ingest_amazon(tmp_ws, bad)
+
+
+def test_amazon_errors_name_the_dump_fields(tmp_ws, tmp_path):
+    lines = [json.dumps({"reviewerID": u, "asin": a, "overall": r, "unixReviewTime": t, "helpful": [0, 0]})
+             for u, a, r, t in REVIEWS]
+    lines[2] = json.dumps({"reviewerID": "u1", "asin": "B003", "overall": 3.0, "unixReviewTime": "03 13, 2011"})
+    with pytest.raises(InputError) as e:
+        ingest_amazon(tmp_ws, write_lines(tmp_path / "reviews_X.json.gz", lines))
+    assert (e.value.line, e.value.field) == (3, "unixReviewTime") and "'03 13, 2011'" in str(e.value)
+    not_amazon = write_lines(tmp_path / "other.jsonl", [json.dumps({"a": 1})])
+    with pytest.raises(InputError, match="not an Amazon review line.*found keys a"):
+        ingest_amazon(tmp_ws, not_amazon)
