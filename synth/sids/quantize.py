@@ -170,9 +170,11 @@ def spread_last_level(prefix_codes: np.ndarray, last: np.ndarray, residual: np.n
                       rank: np.ndarray, *, candidates: int = 32) -> tuple[np.ndarray, int]:
     """Collision-aware last level: within each group of items sharing all L codes, the item nearest the
     shared centroid keeps it and the others move to their nearest last-level code that no item with the
-    same first L-1 codes uses. Only colliding items move, each by as little as possible, so the
-    reconstruction barely changes while most collisions disappear before the extra level is needed
-    (identical vectors included). Items that find no free code keep theirs and get the extra level.
+    same first L-1 codes uses. Only colliding items move, each by as little as possible, and only to a
+    code that still explains part of its residual (‖r − c‖² ≤ ‖r‖², i.e. no worse than having no last
+    level at all), so the reconstruction barely changes while most collisions disappear before the extra
+    level is needed (identical vectors included). Items that find no such free code keep theirs and get
+    the extra level.
 
     Deterministic: movers are processed in order of (distance to their centroid, rank = item-id order).
     Returns (new last codes, number of items moved)."""
@@ -200,16 +202,26 @@ def spread_last_level(prefix_codes: np.ndarray, last: np.ndarray, residual: np.n
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(centroids)
     m = min(k, candidates)
-    _, cand = index.search(np.ascontiguousarray(residual[movers]), m)
+    r_movers = np.ascontiguousarray(residual[movers])
+    dist, cand = index.search(r_movers, m)
+    budget = (r_movers.astype(np.float64) ** 2).sum(1) * (1 + 1e-6) + 1e-12  # error with no last level
     out = last.copy()
     moved = 0
+
+    def pick(codes_row: np.ndarray, dist_row: np.ndarray, taken: set[int], limit: float) -> int | None:
+        for c, dc in zip(codes_row.tolist(), dist_row.tolist()):
+            if dc > limit:
+                return None  # candidates come sorted by distance: nothing further qualifies
+            if c >= 0 and c not in taken:
+                return c
+        return None
+
     for row, i in enumerate(movers.tolist()):
         taken = used.setdefault(int(prefix[i]), set())
-        options = cand[row]
-        choice = next((int(c) for c in options if c >= 0 and int(c) not in taken), None)
-        if choice is None and m < k and len(taken) < k:
-            _, wide = index.search(np.ascontiguousarray(residual[i:i + 1]), k)
-            choice = next((int(c) for c in wide[0] if c >= 0 and int(c) not in taken), None)
+        choice = pick(cand[row], dist[row], taken, budget[row])
+        if choice is None and m < k and len(taken) < k and dist[row, -1] <= budget[row]:
+            wd, wide = index.search(r_movers[row:row + 1], k)
+            choice = pick(wide[0], wd[0], taken, budget[row])
         if choice is None:  # every code of this prefix is taken: the extra level will separate it
             choice = int(last[i])
         elif choice != last[i]:
