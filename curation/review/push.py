@@ -43,7 +43,8 @@ GUIDELINES = (
     "Rate the overall quality (1 = useless, 5 = a trace you would train on), say whether the answer is "
     "correct/acceptable, tick the issues you see, and optionally write a corrected answer. The pre-filled "
     "suggestions come from the automatic filters and the LLM judge (agent = filter name): check them, do not "
-    "trust them. Discard a record only when you cannot judge it.")
+    "trust them. Discard a record only when you cannot judge it. Angle brackets are shown as \u2039 \u203a so "
+    "that semantic IDs display exactly as written.")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -66,11 +67,11 @@ def issue_label_for(filter_name: str) -> str:
     n = filter_name.lower()
     if "leak" in n:
         return "leaked_target"
-    if any(k in n for k in ("halluc", "valid_sid", "sid_valid", "unknown_item", "catalog")):
+    if any(k in n for k in ("halluc", "ground", "valid_sid", "sid_valid", "unknown_item", "catalog")):
         return "hallucinated_item"
-    if any(k in n for k in ("format", "parse", "length", "malformed", "empty", "lang")):
+    if any(k in n for k in ("format", "parse", "length", "malformed", "empty", "lang", "repet")):
         return "format"
-    if any(k in n for k in ("judge", "logic", "consisten", "correct", "reason")):
+    if any(k in n for k in ("judge", "logic", "consisten", "correct", "reason", "outcome", "r2")):
         return "wrong_logic"
     return "other"
 
@@ -258,6 +259,13 @@ class _Catalog:
         return f"{sid} → {self.titles().get(item) or 'item ' + item}"
 
 
+def display_text(text: str) -> str:
+    """Argilla's UI drops anything that looks like an HTML tag even in plain-text fields, and SID tokens
+    (`<s_a_12>`) look like tags: show angle brackets as ‹ › so SIDs (and malformed ones) stay visible
+    exactly as written."""
+    return text.replace("<", "\u2039").replace(">", "\u203a")
+
+
 def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
     sv = row.get("sid_version")
     hist = row.get("history_item_ids") or []
@@ -271,7 +279,8 @@ def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
     reasoning = row.get("reasoning") or "(no reasoning)"
     if row.get("error"):
         reasoning += f"\n\n[parse error: {row['error']}]"
-    return {"history": history, "reasoning": reasoning, "answer": answer, "target": "\n".join(targets) or "(none)"}
+    fields = {"history": history, "reasoning": reasoning, "answer": answer, "target": "\n".join(targets) or "(none)"}
+    return {k: display_text(v) for k, v in fields.items()}
 
 
 def build_record(row: dict, verdicts: list[dict], cat: _Catalog, qids: dict[str, str],

@@ -22,8 +22,9 @@ def _kappa_by_hand(tp: int, fp: int, fn: int, tn: int) -> float:
 
 def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
     from curation.review.client import ArgillaClient
-    from curation.review.push import push, select_samples
+    from curation.review.push import display_text, push, select_samples
     from curation.review.stack import connect
+    from storage.sid import format_sid
 
     ws, dv = curated
     res = push(ws, dv.ref, size=10, strategy="stratified", batch_size=4)
@@ -46,7 +47,12 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
     assert dropped, "stratified sample should include a sid_validity drop"
     r = dropped[0]
     i = int(r["external_id"].rsplit(".s", 1)[1])
-    assert r["fields"]["history"].startswith(f"1. Movie {i % 40} ({1990 + i % 40}) <|sid_begin|>")
+    k = i % 40
+    sid = format_sid([k % 8, (k // 8) % 8, k % 3])
+    # SIDs shown with ‹ › (the UI would swallow <s_a_1> as an HTML tag), exactly as written otherwise
+    assert r["fields"]["history"].startswith(f"1. Movie {k} ({1990 + k}) {display_text(sid)}\n")
+    assert display_text(sid) == sid.replace("<", "\u2039").replace(">", "\u203a")
+    assert not any("<" in v or ">" in v for v in r["fields"].values())
     assert "(not in the catalog)" in r["fields"]["answer"]  # the hallucinated SID is flagged for the annotator
     assert r["fields"]["target"].startswith(f"Movie {(i + 7) % 40} ")
     assert r["metadata"]["level"] == ("R1" if i % 2 == 0 else "R3")
