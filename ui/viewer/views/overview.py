@@ -38,7 +38,7 @@ def render(ctx: Ctx) -> None:
     else:
         frame(rp, key="overview_reviews")
         by_status = rp.groupby("status", as_index=True)["samples"].sum()
-        st.bar_chart(by_status, horizontal=True, x_label="samples", y_label="status")
+        st.bar_chart(by_status, horizontal=True, x_label="status", y_label="samples")
 
 
 def _funnel(ctx: Ctx, ds) -> None:
@@ -55,7 +55,7 @@ def _funnel(ctx: Ctx, ds) -> None:
     chart = fn.set_index("filter")[["out", "dropped"]].rename(columns={"out": "kept", "dropped": "dropped"})
     # Keep the chain order on the axis (Streamlit sorts categories unless told not to).
     st.bar_chart(chart, horizontal=True, stack=True, sort=False, color=["#2e7d32", "#c62828"],
-                 x_label="samples", y_label="filter (chain order)")
+                 x_label="filter (chain order)", y_label="samples")
     first_in = fn["in"].dropna().iloc[0] if fn["in"].notna().any() else None
     last_out = fn["out"].dropna().iloc[-1] if fn["out"].notna().any() else None
     if first_in:

@@ -55,8 +55,7 @@ def render(ctx: Ctx) -> None:
     st.subheader(f"{md(row.get('task'))} · {md(row.get('level'))} · mode {md(row.get('mode'))}")
     meta = {k: row.get(k) for k in ("sample_id", "prompt_id", "user_id", "teacher", "template_version", "think",
                                     "run_id", "sid_version", "created_at", "error") if k in row}
-    frame(pd.DataFrame([{"field": k, "value": "" if v is None else str(v)} for k, v in meta.items()]),
-          key="trace_meta")
+    frame(pd.DataFrame([{k: "" if v is None else str(v) for k, v in meta.items()}]), key="trace_meta")
     if "keep" in row:
         verdict = "kept" if row.get("keep") else f"dropped by {row.get('rejected_by') or '?'}"
         st.markdown(f"**Verdict:** {md(verdict)}")
