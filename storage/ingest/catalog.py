@@ -342,7 +342,13 @@ class IngestSession:
         try:
             if exc_type is None:
                 try:
-                    report = commit(self.ws, self, self.opts)
+                    if self.opts.progress:
+                        from rich.console import Console
+
+                        with Console(stderr=True).status("validating, filtering, splitting and writing the catalog"):
+                            report = commit(self.ws, self, self.opts)
+                    else:
+                        report = commit(self.ws, self, self.opts)
                     report.run_id = self.run_id
                     rp = self.rejects.finalize(self.run_id)
                     report.rejects_path = str(rp) if rp else None

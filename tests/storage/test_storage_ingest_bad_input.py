@@ -158,7 +158,7 @@ def test_failure_midway_leaves_no_trace(tmp_ws, generic_files, tmp_path):
     _ingest(tmp_ws, generic_files["items"], generic_files["jsonl"])
     before = _snapshot(tmp_ws)
     # a large file (> several batches) whose bad line is near the end
-    n = 30_000
+    n = 12_000
     items = tmp_path / "big_items.csv"
     items.write_text("iid,name\n" + "".join(f"I{i},item {i}\n" for i in range(1000)))
     rows = [json.dumps({"uid": f"u{i % 500}", "iid": f"I{i % 1000}", "stars": 3, "time": 1_400_000_000 + i})
@@ -167,14 +167,14 @@ def test_failure_midway_leaves_no_trace(tmp_ws, generic_files, tmp_path):
     big = _events(tmp_path, rows, "big.jsonl")
     with pytest.raises(InputError) as e:
         ingest_generic(tmp_ws, items=items, interactions=big, mapping=MAP,
-                       opts=IngestOptions(batch_rows=4000))
+                       opts=IngestOptions(batch_rows=2000))
     assert e.value.line == n - 4
     assert _snapshot(tmp_ws) == before
     # a failure inside the catalog transaction (unknown item found only when all rows are read) rolls back too
     rows[n - 5] = json.dumps({"uid": "u1", "iid": "MISSING", "stars": 3, "time": 1})
     with pytest.raises(InputError, match="unknown item id 'MISSING'"):
         ingest_generic(tmp_ws, items=items, interactions=_events(tmp_path, rows, "big2.jsonl"), mapping=MAP,
-                       opts=IngestOptions(batch_rows=4000))
+                       opts=IngestOptions(batch_rows=2000))
     assert _snapshot(tmp_ws) == before
     assert not [p for p in tmp_ws.tmp_dir.iterdir() if p.name.startswith(".tmp-")]
     assert not (tmp_ws.root / "rejects").exists()
