@@ -125,6 +125,7 @@ class TaskContext:
     template: Template
     run_id: str
     created_at: datetime
+    parents: list[tuple[str, int]] = field(default_factory=list)  # dataset versions read (lineage)
 
     @property
     def seed(self) -> int:

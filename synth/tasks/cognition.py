@@ -1,1 +1,213 @@
-"""placeholder"""
+"""Cognition CoT from each user's TRAIN history (see history.py for the leakage rule):
+
+- r1_derive: latent interest points and item-to-item relations from a noisy history (optionally with injected
+  distractor items, recorded in `reference` so curation can score noise detection);
+- r2_evolve: interest evolution as {"logic_chain": {"name", "events": [{"action", "logic", "date"}]}}; the
+  parsed chain goes to extra["logic_chain"], and a data-derived reference chain (dominant category per
+  period) to `reference`;
+- r3_recommend: the next item as SID + title, single-domain, and cross-domain when the catalog has several
+  domains.
+
+Modes: `hint` puts the held-out target into the TEACHER's instructions only; the stored sample's user turn is
+the `student` template part, built from the history alone, in both modes.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from typing import Any
+
+from storage.errors import ConfigError
+from synth.tasks.base import COT_OPTIONS, TEACHER, Option, Parsed, Prompt, Task, TaskContext
+from synth.tasks.history import Event, UserHistory, load_histories, render_history
+from synth.tasks.parsing import extract_json_object, split_think, validate_logic_chain
+from synth.tasks.registry import register
+
+MODES = ("hint", "blind")
+
+
+def _mode(ctx: TaskContext) -> str:
+    m = ctx.opt("mode")
+    if m not in MODES:
+        raise ConfigError(f"option mode must be hint or blind, got {m!r}")
+    return m
+
+
+def _catalog_domains(ctx: TaskContext) -> int:
+    return ctx.ws.query("SELECT count(DISTINCT i.domain) FROM items i JOIN item_sids s USING (item_id) "
+                        "WHERE s.sid_version = ?", [ctx.sid_version])[0][0]
+
+
+def _noise_pool(ctx: TaskContext) -> list[Event]:
+    rows = ctx.ws.query("SELECT i.item_id, s.sid, i.title, i.domain, i.categories FROM items i JOIN item_sids s "
+                        "USING (item_id) WHERE s.sid_version = ? ORDER BY i.item_id", [ctx.sid_version])
+    return [Event(item_id=r[0], sid=r[1], title=r[2], ts=None, domain=r[3], categories=list(r[4] or [])) for r in rows]
+
+
+def _inject_noise(ctx: TaskContext, uh: UserHistory, events: list[Event], pool: list[Event]) -> tuple[list[Event], list[Event]]:
+    """Insert round(noise * len) random catalog items the user NEVER interacted with (in any split, so no
+    valid/test item can sneak in), each dated like its neighbour. Seeded per user."""
+    frac = float(ctx.opt("noise"))
+    k = int(round(frac * len(events)))
+    if k <= 0:
+        return events, []
+    rng = random.Random(f"{ctx.seed}|noise|{uh.user_id}")
+    cands = [e for e in pool if e.item_id not in uh.known_items]
+    picks = rng.sample(cands, min(k, len(cands)))
+    out = list(events)
+    noise = []
+    for p in picks:
+        pos = rng.randrange(0, len(out) + 1)
+        neighbour = out[pos - 1] if pos > 0 else out[0]
+        ev = Event(item_id=p.item_id, sid=p.sid, title=p.title, ts=neighbour.ts, domain=p.domain,
+                   categories=p.categories)
+        out.insert(pos, ev)
+        noise.append(ev)
+    return out, noise
+
+
+def reference_chain(user_id: str, events: list[Event], phases: int = 3) -> dict | None:
+    """A data-derived evolution chain: the history cut into up to `phases` chronological periods, the
+    dominant category of each, and an event for every period ('prefers X' / 'shifts from X to Y'). Gives
+    curation something real to score a teacher's chain against (action/logic F1)."""
+    evs = [e for e in events if e.categories]
+    if len(evs) < 2:
+        return None
+    n = min(phases, len(evs))
+    size = -(-len(evs) // n)
+    chain, prev = [], None
+    for i in range(0, len(evs), size):
+        part = evs[i:i + size]
+        cnt = Counter(c for e in part for c in e.categories)
+        cat, c = sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        action = f"prefers {cat}" if prev in (None, cat) else f"shifts from {prev} to {cat}"
+        last = part[-1].ts
+        chain.append({"action": action, "logic": f"{c} of {len(part)} items in this period are {cat}",
+                      "date": f"{last:%Y-%m-%d}" if last is not None else ""})
+        prev = cat
+    return {"logic_chain": {"name": f"interest evolution of user {user_id}", "events": chain}}
+
+
+def build_history_prompts(ctx: TaskContext, *, noise: bool = False, reference: str | None = None,
+                          cross_domain: bool = False) -> list[Prompt]:
+    """Prompts for R1/R2/R3 from users' histories. One single-domain prompt per user (history restricted to
+    the target's domain when the catalog has several), plus a cross-domain prompt (history from the OTHER
+    domains) when asked and possible."""
+    from synth.tasks.run import prompt_id_of
+
+    tpl, mode = ctx.template, _mode(ctx)
+    max_h, min_h = int(ctx.opt("max_history")), int(ctx.opt("min_history"))
+    dates = bool(ctx.options.get("dates", True))
+    multi = _catalog_domains(ctx) > 1
+    cross_opt = ctx.options.get("cross_domain", "off") if cross_domain else "off"
+    if cross_opt not in ("auto", "off", "only"):
+        raise ConfigError(f"option cross_domain must be auto, off or only, got {cross_opt!r}")
+    pool = _noise_pool(ctx) if noise else []
+    prompts: list[Prompt] = []
+    for uh in load_histories(ctx):
+        tgt = uh.target
+        variants: list[tuple[str, list[Event]]] = []
+        if cross_opt != "only":
+            same = [e for e in uh.history if e.domain == tgt.domain] if multi else uh.history
+            if len(same) >= min_h:
+                variants.append(("single", same))
+        if multi and cross_opt in ("auto", "only"):
+            other = [e for e in uh.history if e.domain != tgt.domain]
+            if len(other) >= min_h:
+                variants.append(("cross", other))
+        for kind, evs in variants:
+            evs = evs[-max_h:]
+            noise_evs: list[Event] = []
+            if noise:
+                evs, noise_evs = _inject_noise(ctx, uh, evs, pool)
+            history = render_history(evs, dates)
+            domain_note = tpl.render("cross_note", target_domain=tgt.domain) if kind == "cross" else ""
+            values = {"history": history, "target_sid": tgt.sid, "target_title": tgt.title,
+                      "target_domain": tgt.domain, "domain_note": domain_note}
+            values["instruction"] = tpl.render(mode, **values)
+            teacher_msgs = [{"role": "system", "content": tpl.render("system", **values)},
+                            {"role": "user", "content": tpl.render("user", **values)}]
+            student = tpl.render("student", **values)
+            ref: Any = None
+            if reference == "noise":
+                ref = {"noise_item_ids": [e.item_id for e in noise_evs], "noise_sids": [e.sid for e in noise_evs]}
+            elif reference == "chain":
+                ref = reference_chain(uh.user_id, [e for e in evs if e not in noise_evs])
+            extra = {"target_split": ctx.opt("target_split"), "cross_domain": kind == "cross",
+                     "history_len": len(evs)}
+            if kind == "cross":
+                extra["source_domains"] = sorted({e.domain for e in evs})
+            prompts.append(Prompt(
+                prompt_id=prompt_id_of(ctx, teacher_msgs, student, uh.user_id, tgt.item_id, kind),
+                teacher_messages=teacher_msgs, student_user=student, user_id=uh.user_id, domain=tgt.domain,
+                history_item_ids=[e.item_id for e in evs], target_item_ids=[tgt.item_id],
+                target_sids=[tgt.sid], target_titles=[tgt.title], mode=mode, reference=ref, extra=extra))
+    return prompts
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+def _hint_flags(p: Prompt, parsed: Parsed) -> dict[str, Any]:
+    """Facts curation's outcome / leakage filters also check, recorded for the viewer."""
+    if not p.target_sids:
+        return {}
+    sid, title = p.target_sids[0], (p.target_titles[0] if p.target_titles else None)
+    r = parsed.reasoning or ""
+    return {"target_in_answer": sid in (parsed.answer or ""),
+            "target_named_in_reasoning": bool(sid in r or (title and title.lower() in r.lower()))}
+
+
+def parse_r3(p: Prompt, text: str, finish: str | None) -> Parsed:
+    parsed = split_think(text, finish)
+    parsed.extra.update(_hint_flags(p, parsed))
+    return parsed
+
+
+def validate_r3(p: Prompt, parsed: Parsed) -> str | None:
+    from storage.sid import extract_sids, find_malformed_sids
+
+    if not extract_sids(parsed.answer):
+        bad = find_malformed_sids(parsed.answer)
+        return "no SID in the answer" + (f" (malformed: {bad[0]})" if bad else "")
+    return None
+
+
+def parse_r1(p: Prompt, text: str, finish: str | None) -> Parsed:
+    return split_think(text, finish)
+
+
+def parse_r2(p: Prompt, text: str, finish: str | None) -> Parsed:
+    parsed = split_think(text, finish)
+    obj, why = extract_json_object(parsed.answer if parsed.answer is not None else text)
+    if obj is not None:
+        chain_err = validate_logic_chain(obj)
+        if isinstance(obj.get("logic_chain"), dict):
+            parsed.extra["logic_chain"] = obj["logic_chain"]
+        if parsed.error is None and chain_err:
+            parsed.error = chain_err
+    elif parsed.error is None:
+        parsed.error = why
+    return parsed
+
+
+COMMON = COT_OPTIONS + (Option("dates", True, "show interaction dates in histories"),)
+
+R1 = register(Task(
+    name="r1_derive", level="R1", kind=TEACHER, cot=True, default_dataset="cot",
+    description="latent interest points and item-to-item relations from a noisy TRAIN history (teacher CoT)",
+    options=COMMON + (Option("noise", 0.2, "fraction of injected distractor items (never the user's own items); "
+                                           "listed in `reference`"),),
+    build=lambda ctx: build_history_prompts(ctx, noise=True, reference="noise"), parse=parse_r1))
+
+R2 = register(Task(
+    name="r2_evolve", level="R2", kind=TEACHER, cot=True, default_dataset="cot",
+    description="interest evolution (long/short-term, periodic) as a JSON logic_chain (teacher CoT)",
+    options=COMMON,
+    build=lambda ctx: build_history_prompts(ctx, reference="chain"), parse=parse_r2))
+
+R3 = register(Task(
+    name="r3_recommend", level="R3", kind=TEACHER, cot=True, default_dataset="cot",
+    description="next-item recommendation answered as SID + title, single- and cross-domain (teacher CoT)",
+    options=COMMON + (Option("cross_domain", "auto", "auto: add cross-domain prompts when the catalog has "
+                                                     "several domains; off; only"),),
+    build=lambda ctx: build_history_prompts(ctx, cross_domain=True), parse=parse_r3, validate=validate_r3))

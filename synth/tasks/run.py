@@ -70,6 +70,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
                      "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
                      "options": opts}
             dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
+                               parents=list(ctx.parents),
                                schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})
             stats.update(_summary(dv))
             # keep the engine accounting it stored under stats['teacher'] while running

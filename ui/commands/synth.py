@@ -1,6 +1,110 @@
-"""`recot synth` commands."""
+"""`recot synth` commands: list the tasks, run one (resumable: re-run the same command)."""
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated, Optional
 
-app = typer.Typer(no_args_is_help=True, help="synth")
+import typer
+from rich.table import Table
+
+from storage.errors import ConfigError
+from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+
+app = typer.Typer(no_args_is_help=True,
+                  help="Make samples: the alignment corpus and R0–R3 chain-of-thought tasks (see `synth list`).")
+
+
+@app.command("list")
+def list_cmd(verbose: Annotated[bool, typer.Option("--options", "-o", help="Also show every task's options.")] = False):
+    """List the synthesis tasks with their level, kind (deterministic | teacher) and description."""
+    from synth.tasks.registry import list_tasks
+
+    tasks = list_tasks()
+    t = Table(title="synthesis tasks")
+    for c in ("task", "level", "kind", "dataset", "description"):
+        t.add_column(c, overflow="fold")
+    for x in tasks:
+        t.add_row(x["name"], x["level"], x["kind"], x["dataset"], x["description"])
+    console.print(t)
+    if verbose:
+        for x in tasks:
+            console.print(f"\n[bold]{x['name']}[/bold] options:")
+            for o in x["options"]:
+                console.print(f"  {o['name']} = {o['default']!r}: {o['help']}", markup=False, highlight=False)
+    else:
+        console.print("options per task: `recot synth list --options`; pass any with --option NAME=VALUE")
+
+
+def _parse_kv(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"--option expects NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command("run")
+def run_cmd(
+    task: Annotated[str, typer.Argument(help="Task name (see `recot synth list`).")],
+    workspace: WorkspaceOpt = DEFAULT_WS,
+    users: Annotated[Optional[int], typer.Option(help="At most N users (seeded order).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most N prompts / samples.")] = None,
+    teacher: Annotated[Optional[list[Path]], typer.Option(
+        "--teacher", "-t", help="Teacher config YAML (repeat for several teachers; default: the embedded "
+                                "local model).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="hint (teacher sees the held-out target) or blind.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Samples per prompt.")] = None,
+    think: Annotated[Optional[bool], typer.Option("--think/--no-think",
+                                                  help="Emit the /think (default) or the /no_think variant.")] = None,
+    both: Annotated[bool, typer.Option("--both", help="Emit both /think and /no_think variants.")] = False,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: the task's, 'alignment' or "
+                                                        "'cot').")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for every sampling decision.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Teacher max new tokens.")] = None,
+    target_split: Annotated[Optional[str], typer.Option(
+        help="train (default: target = last TRAIN item, no leakage) | valid | test.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
+):
+    """Run TASK and write one new dataset version. Interrupted? Run the same command again: completed
+    teacher requests come from the cache and sample ids are deterministic."""
+    from synth.tasks.run import run_task
+
+    opts: dict = _parse_kv(option or [])
+    for k, v in {"users": users, "limit": limit, "mode": mode, "n": n, "seed": seed, "max_tokens": max_tokens,
+                 "target_split": target_split}.items():
+        if v is not None:
+            opts[k] = v
+    if both:
+        opts["think"] = "both"
+    elif think is not None:
+        opts["think"] = "think" if think else "no_think"
+    ws = open_ws(workspace, create=False)
+    teachers = [str(p) for p in teacher] if teacher else None
+    dv = run_task(ws, task, teacher=teachers, options=opts, dataset=dataset, progress=progress)
+    console.print(f"[bold green]{dv.ref}[/bold green]: {dv.rows} samples from task {task} "
+                  f"(run {dv.run_id})")
+    _print_counts(dv)
+
+
+def _print_counts(dv) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"""SELECT teacher, coalesce(json_extract_string(extra, '$.variant'), '') AS variant,
+                                      count(*) AS n, count(error) AS errors
+                               FROM read_parquet('{dv.glob}') GROUP BY ALL ORDER BY ALL""").fetchall()
+    finally:
+        con.close()
+    if not rows:
+        return
+    t = Table()
+    for c in ("teacher", "variant", "samples", "with error"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r[0]), str(r[1]), str(r[2]), str(r[3]))
+    console.print(t)
