@@ -150,12 +150,13 @@ def _batches(path: Path, kind: str, mapping: dict[str, str], rejects: Rejects, o
     # JSONL: one dict per line; required fields checked per line (the first line names expected vs found)
     rows: list[dict[str, Any]] = []
     req = [want[k] for k in REQUIRED[kind]]
+    accepted = 0
     for line, obj, raw in json_records(path, rejects=rejects, progress=opts.progress):
         missing = [c for c in req if c not in obj]
         if missing:
             msg = (f"missing field(s) {', '.join(repr(c) for c in missing)}; expected {', '.join(req)}; "
                    f"found {', '.join(obj) or 'none'}")
-            if line == 1 or not rows:
+            if accepted == 0:  # nothing matched yet: the mapping is wrong, not one row
                 raise InputError(msg, file=str(path), line=line, field=missing[0])
             rejects.reject(msg, file=str(path), line=line, field=missing[0], raw=raw)
             continue
@@ -173,6 +174,7 @@ def _batches(path: Path, kind: str, mapping: dict[str, str], rejects: Rejects, o
             row["attributes"] = json.dumps({c: v for c, v in obj.items() if c not in want.values()},
                                            ensure_ascii=False, default=str)
         rows.append(row)
+        accepted += 1
         if len(rows) >= opts.batch_rows:
             yield rows_to_table(rows, list(rows[0]))
             rows = []

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from storage.datasets import diff_versions, list_versions, resolve
+from storage.errors import RecotError
 from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, diff, export and import dataset versions.")
@@ -70,7 +71,12 @@ def diff(a: Annotated[str, typer.Argument(help="NAME@vN")], b: Annotated[str, ty
          workspace: WorkspaceOpt = DEFAULT_WS) -> None:
     """Rows only in A, only in B, and in both (by --key)."""
     ws = open_ws(workspace, create=False)
-    d = diff_versions(ws, resolve(ws, a), resolve(ws, b), key=key)
+    va, vb = resolve(ws, a), resolve(ws, b)
+    for v in (va, vb):
+        cols = [f["name"] for f in v.manifest.get("schema", [])]
+        if key not in cols:
+            raise RecotError(f"{v.ref} has no column {key!r} to match rows on; pass --key (one of {', '.join(cols)})")
+    d = diff_versions(ws, va, vb, key=key)
     t = Table(title=f"{d['a']} → {d['b']}")
     t.add_column("what")
     t.add_column("rows", justify="right")
