@@ -122,6 +122,7 @@ class TeacherEngine:
     def __init__(self, config: TeacherConfig, backend: Backend, cache: TeacherCache, *, ws=None,
                  run_id: str | None = None):
         self.config = config
+        self._teacher_id = config.teacher_id
         self.backend = backend
         self.cache = cache
         self.ws = ws
@@ -135,7 +136,7 @@ class TeacherEngine:
     # ------------------------------------------------------------------ identity & stats
     @property
     def teacher_id(self) -> str:
-        return self.config.teacher_id
+        return self._teacher_id
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -202,7 +203,8 @@ class TeacherEngine:
             acc.sent += 1
             try:
                 if self.backend.network:
-                    comp = await asyncio.wait_for(self.backend.complete(request), timeout=cfg.timeout_s)
+                    async with asyncio.timeout(cfg.timeout_s):   # no extra task per attempt (unlike wait_for)
+                        comp = await self.backend.complete(request)
                 else:
                     comp = await self.backend.complete(request)
                 acc.prompt_tokens += comp.usage.prompt_tokens
