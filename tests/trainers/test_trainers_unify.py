@@ -1,0 +1,160 @@
+"""Trainers that start from a trained model (rft, merge, distill) and constrained evaluation. They share one
+SFT model trained once per session (high learning rate so that it emits SIDs after a few steps)."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from storage.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+@pytest.fixture(scope="session")
+def sft_model(_tiny_template, tmp_path_factory):
+    """(model dir, TrainResult) of an SFT run on the tiny workspace: 6 steps, lr 1e-3."""
+    from storage.workspace import Workspace
+    from trainers.config import load_config
+    from trainers.sft import SFTTrainConfig, train_sft
+
+    root = tmp_path_factory.mktemp("sft_model")
+    shutil.copytree(_tiny_template, root / "ws", ignore=shutil.ignore_patterns(".lock"))
+    ws = Workspace.open(root / "ws")
+    cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml",
+                      ["max_steps=6", "per_device_train_batch_size=2", "learning_rate=1e-3", "max_length=192",
+                       "think_ratio=null"], dataset="r3_curated@v1", out=str(root / "sft"))
+    res = train_sft(ws, cfg)
+    return res.out_dir, res, ws
+
+
+@pytest.mark.slow
+def test_sft_trains_and_saves_loadable_model_with_lineage(sft_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from storage.runs import get_run
+    from trainers.common import model_lineage
+
+    out_dir, res, ws = sft_model
+    loss = res.metrics["loss"]
+    assert loss["n"] == 6 and math.isfinite(loss["first"]) and math.isfinite(loss["last"])
+    assert loss["last"] < loss["first"]                        # it learned something
+    lin = model_lineage(out_dir)
+    assert lin["datasets"] == ["r3_curated@v1"] and lin["sid_version"] == 1 and lin["kind"] == "sft"
+    run = get_run(ws, res.run_id)
+    assert run["status"] == "done" and run["stats"]["out_dir"] == str(out_dir)
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    enc = tok("Hello", return_tensors="pt")
+    assert model.generate(**enc, max_new_tokens=1, do_sample=False).shape[1] == enc["input_ids"].shape[1] + 1
+
+
+@pytest.mark.slow
+def test_constrained_decoding_never_emits_invalid_sids(tiny_ws, local_model_path):
+    """The untrained model (SID tokens freshly added) ranks only catalog SIDs, in both modes."""
+    from storage.sid import parse_sid
+    from storage.sid_catalog import SidCatalog
+    from trainers.evaluate import evaluate_model
+
+    res = evaluate_model(tiny_ws, local_model_path, ks=(1, 3), modes=("no_think", "think"), max_users=2,
+                         think_tokens=12, batch_size=2)
+    catalog = SidCatalog.load(tiny_ws, 1)
+    for mode in ("no_think", "think"):
+        lists = res.predictions[mode]
+        assert len(lists) == 2 and all(lists)
+        for ranked in lists:
+            assert len(ranked) == len(set(ranked)) <= 3
+            for sid in ranked:
+                parse_sid(sid)
+                assert sid in catalog.sid_to_item
+        assert res.metrics[mode]["invalid_sids"] == 0.0
+        for k in (1, 3):
+            assert 0.0 <= res.metrics[mode][f"NDCG@{k}"] <= res.metrics[mode][f"HR@{k}"] <= 1.0
+    row = tiny_ws.query("SELECT model, dataset, metrics, lineage FROM evals WHERE eval_id = ?", [res.eval_id])[0]
+    assert json.loads(row[2])["think"]["HR@3"] == res.metrics["think"]["HR@3"]
+    assert json.loads(row[3])["n_users"] == 2 and row[1] == "splits:test@sid_v1"
+
+
+@pytest.mark.slow
+def test_eval_cli_side_by_side_on_trained_model(tiny_ws, sft_model):
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    out_dir = sft_model[0]
+    r = CliRunner().invoke(app, ["eval", "--model", str(out_dir), "--both", "--k", "1,2", "--max-users", "2",
+                                 "--think-tokens", "8", "-w", str(tiny_ws.root)])
+    assert r.exit_code == 0, r.output
+    assert "no_think" in r.output and "think" in r.output and "NDCG@2" in r.output
+    lineage = json.loads(tiny_ws.query("SELECT lineage FROM evals")[0][0])
+    assert lineage["model"]["kind"] == "sft" and lineage["model"]["datasets"] == ["r3_curated@v1"]
+    bad = CliRunner().invoke(app, ["eval", "--model", str(out_dir), "--k", "0", "-w", str(tiny_ws.root)])
+    assert bad.exit_code != 0
+
+
+@pytest.mark.slow
+def test_merge_averages_weights(tiny_ws, sft_model, local_model_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainers.common import model_lineage
+    from trainers.merge import MergeConfig, train_merge
+    from trainers.tokenizer import extend_and_save
+
+    out_dir = sft_model[0]
+    base = tiny_ws.root / "models" / "base_sid"
+    extend_and_save(local_model_path, tiny_ws, base, 1)        # same vocab as the SFT model, untrained
+    res = train_merge(tiny_ws, MergeConfig(models=[str(out_dir), str(base)], weights=[3, 1],
+                                           out=str(tiny_ws.root / "models" / "merged")))
+    a, b, m = (AutoModelForCausalLM.from_pretrained(p) for p in (out_dir, base, res.out_dir))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    expect = 0.75 * a.state_dict()[name] + 0.25 * b.state_dict()[name]
+    assert torch.allclose(m.state_dict()[name], expect, atol=1e-6)
+    lin = model_lineage(res.out_dir)
+    assert lin["weights"] == [0.75, 0.25] and lin["sid_version"] == 1 and lin["parents"][0]["kind"] == "sft"
+    with pytest.raises(ConfigError, match="at least two"):
+        train_merge(tiny_ws, MergeConfig(models=[str(out_dir)]))
+
+
+@pytest.mark.slow
+def test_rft_keeps_only_correct_samples_and_trains(tiny_ws, sft_model):
+    import duckdb
+
+    from curation.rewards import exact_hit
+    from storage.datasets import resolve
+    from trainers.config import load_config
+    from trainers.rft import RFTConfig, train_rft
+
+    cfg = load_config(RFTConfig, CONFIGS / "rft.cpu.yaml",
+                      ["n=4", "max_new_tokens=24", "max_steps=2", "max_length=192", "min_reward=0.0",
+                       "max_samples=6"], dataset="r3_curated@v1", model=str(sft_model[0]))
+    res = train_rft(tiny_ws, cfg)
+    assert math.isfinite(res.metrics["loss"]["last"])
+    rounds = json.loads(tiny_ws.query("SELECT stats FROM runs WHERE run_id = ?", [res.run_id])[0][0])["rounds"]
+    assert rounds[0]["trained"] and 0 < rounds[0]["kept"] <= rounds[0]["sampled"]
+    kept = resolve(tiny_ws, rounds[0]["dataset"])
+    assert kept.parents[0]["name"] == "r3_curated"
+    rows = duckdb.sql(f"SELECT answer_sids, target_sids FROM read_parquet('{kept.glob}')").fetchall()
+    assert rows and all(a for a, _ in rows)                    # min_reward 0: well-formed answers with a SID
+    (res.out_dir / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_distill_routes_each_task_to_its_teacher(tiny_ws, sft_model):
+    from trainers.common import model_lineage
+    from trainers.config import load_config
+    from trainers.distill import DistillConfig, train_distill
+
+    teacher = str(sft_model[0])
+    cfg = load_config(DistillConfig, CONFIGS / "distill.cpu.yaml",
+                      ["max_steps=2", "max_completion_length=8", "max_samples=4"],
+                      dataset="r3_curated@v1", **{"teachers": {"r3_recommend": teacher}})
+    res = train_distill(tiny_ws, cfg)
+    assert math.isfinite(res.metrics["loss"]["last"])
+    lin = model_lineage(res.out_dir)
+    assert lin["routing"] == {"r3_recommend": teacher} and lin["stages"][0]["task"] == "r3_recommend"
+    with pytest.raises(ConfigError, match="no teacher for task"):
+        train_distill(tiny_ws, DistillConfig(dataset="r3_curated@v1", teachers={"other_task": teacher}))
