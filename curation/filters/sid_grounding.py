@@ -126,9 +126,10 @@ class SidGroundingFilter(Filter):
                     issues[row].append(f"hallucinated SID: {_names(unknown, p.max_named)} not in SID version "
                                        f"{versions[row]} ({unknown_n - len(bad)} of {total} SIDs unknown)")
         if mentions:
-            other_titles = ctx.cache.get("normalized_titles")
+            tkey = "normalized_titles:" + ",".join(str(v) for v in np.unique(versions))
+            other_titles = ctx.cache.get(tkey)
             if other_titles is None:
-                other_titles = ctx.cache["normalized_titles"] = {
+                other_titles = ctx.cache[tkey] = {
                     normalize_title(x) for x in cat.column("title").to_pylist() if x}
             seen = set()
             for row, sid, mention, own in mentions:

@@ -123,3 +123,13 @@ def test_cli_curate_and_report(cat_ws):
                                                                                           "exact_dup": 1}
     res = runner.invoke(app, ["curate", "-w", str(cat_ws.root), "--dataset", "samples", "--chain", "nope"])
     assert res.exit_code != 0
+    # human review overrides the filters in a new version (curation.review.overrides, lazily imported)
+    with cat_ws.transaction() as con:
+        con.execute("INSERT INTO reviews (sample_id, dataset, annotator, status, rating, correct, pulled_at) "
+                    "VALUES ('a', 'cur', 'ann1', 'submitted', 1, 'no', now())")
+    res = runner.invoke(app, ["curate", "-w", str(cat_ws.root), "--dataset", "cur", "--apply-reviews"])
+    assert res.exit_code == 0, res.output
+    assert "wrote cur@v2" in res.output
+    rows = {r[0]: (r[1], r[2]) for r in cat_ws.query(
+        "SELECT sample_id, keep, rejected_by FROM read_parquet(?)", [str(cat_ws.datasets_dir / "cur" / "v2" / "*.parquet")])}
+    assert rows["a"] == (False, "human")
