@@ -186,7 +186,7 @@ def ping(conn: Connection, timeout_s: float = 5.0) -> dict:
     if r.status_code in (401, 403):
         raise StackError(f"Argilla server at {conn.url} rejected the API key (HTTP {r.status_code}); "
                          + ("check ARGILLA_API_KEY" if not conn.managed else
-                            f"the key in {'<ws>'}/argilla/credentials.json does not match this server"))
+                            "the key in <workspace>/argilla/credentials.json does not match this server"))
     if r.status_code != 200:
         raise StackError(f"Argilla server at {conn.url} answered HTTP {r.status_code} to /api/v1/me: {r.text[:200]}")
     return r.json()

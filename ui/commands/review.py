@@ -61,7 +61,7 @@ def _print_status(st, ws, show_key: bool = False) -> None:
     if st.url:
         console.print(f"  URL:      {st.url}")
     if st.username:
-        console.print(f"  owner:    {st.username}")
+        console.print(f"  {'user' if st.state == 'external' else 'owner'}:    {st.username}")
     if st.state in ("running", "degraded"):
         console.print(f"  processes: " + ", ".join(f"{n} {p}{'' if st.alive.get(n) else ' (dead)'}"
                                                   for n, p in st.pids.items()))
@@ -118,7 +118,7 @@ def push(dataset: DatasetOpt,
 
     ws = open_ws(workspace)
     with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=as_json) as prog:
+                  console=console, transient=True, disable=as_json or not console.is_terminal) as prog:
         task = prog.add_task("push", total=None)
         res = _push(ws, dataset, size=size, strategy=strategy, seed=seed, batch_size=batch_size,
                     on_batch=lambda done, total: prog.update(task, completed=done, total=total))
