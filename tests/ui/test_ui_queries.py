@@ -3,16 +3,18 @@ trace filters and paging, trace detail, SIDs, compare, cache stamp, and read-onl
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from ui_workspace import DROPS, HALLUCINATED, NEEDLE, SCRIPT, TITLES, sid
 from storage.datasets import get_version, write_version
-from storage.workspace import Workspace
+from storage.errors import WorkspaceBusy
 from ui.viewer import queries as q
 
 
@@ -198,29 +200,32 @@ def test_stamp_changes_when_a_version_lands(viewer_ws_copy):
     assert q.catalog_stamp(ws) != before
 
 
-def _hold_writer_lock(root: str, ready, release) -> None:
-    ws = Workspace.open(root)
-    with ws.writer("long-job"):
-        ready.set()
-        release.wait(30)
+HOLD_LOCK = """
+import sys
+from storage.workspace import Workspace
+with Workspace.open(sys.argv[1]).writer("long-job"):
+    print("ready", flush=True)
+    sys.stdin.readline()
+"""
 
 
 def test_viewer_reads_while_a_job_holds_the_writer_lock(viewer_ws_copy):
     """A long job keeps the writer lock (not DuckDB) for hours; the viewer must keep working meanwhile and
     must not take anything the job needs."""
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_writer_lock, args=(str(viewer_ws_copy.root), ready, release))
-    p.start()
+    job = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(viewer_ws_copy.root)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
     try:
-        assert ready.wait(30)
+        assert job.stdout.readline().strip() == "ready"
+        with pytest.raises(WorkspaceBusy):  # the lock really is held
+            with viewer_ws_copy.writer("second"):
+                pass
         ws = q.open_readonly(viewer_ws_copy.root)
         assert len(q.datasets_table(ws)) == 3
         assert q.count_traces(ws, get_version(ws, "r3_recommend-curated"), q.TraceFilter(verdict="drop")) == 3
+        assert q.trace_detail(ws, get_version(ws, "r3_recommend-curated"), "s2") is not None
     finally:
-        release.set()
-        p.join(30)
-    assert p.exitcode == 0
+        job.communicate("go\n", timeout=30)
+    assert job.returncode == 0
 
 
 def _rows_scanned(profile: dict) -> list[int]:
@@ -240,12 +245,16 @@ def test_page_of_a_million_samples_reads_only_a_few_row_groups(tmp_ws, tmp_path)
     """Paging must stay a bounded read: the page query over 1M samples scans a small fraction of the rows
     (checked in DuckDB's profile, not by timing), and the whole dataset is never loaded."""
     n = 1_000_000
-    ids = pa.array(np.char.add("id", np.arange(n).astype(str)))
-    tasks = pa.array(np.where(np.arange(n) % 4 == 0, "r2_chain", "r3_recommend"))
-    table = pa.table({"sample_id": ids, "task": tasks, "user_id": pa.array(np.char.add("u", (np.arange(n) % 943).astype(str))),
-                      "reasoning": pa.array(np.full(n, "the user likes crime films")),
-                      "answer": pa.array(np.where(np.arange(n) == 777_777, "needle here", "a plain answer")),
-                      "keep": pa.array(np.arange(n) % 3 != 0)})
+    i = pa.array(np.arange(n))
+    ids = pc.binary_join_element_wise("id", pc.cast(i, pa.string()), "")
+    tasks = pa.DictionaryArray.from_arrays(pa.array((np.arange(n) % 4 != 0).astype(np.int8)),
+                                           pa.array(["r2_chain", "r3_recommend"])).cast(pa.string())
+    answers = pa.DictionaryArray.from_arrays(pa.array((np.arange(n) == 777_777).astype(np.int8)),
+                                             pa.array(["a plain answer", "needle here"])).cast(pa.string())
+    table = pa.table({"sample_id": ids, "task": tasks,
+                      "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(np.arange(n) % 943), pa.string()), ""),
+                      "reasoning": pa.repeat("the user likes crime films", n),
+                      "answer": answers, "keep": pa.array(np.arange(n) % 3 != 0)})
     dv = write_version(tmp_ws, "big", table, step="test")
     assert dv.rows == n
     f = q.TraceFilter(task="r2_chain", verdict="keep")

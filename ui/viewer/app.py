@@ -15,6 +15,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run` puts only this folder on sys.p
 
 import streamlit as st  # noqa: E402
 
+from storage.errors import WorkspaceBusy  # noqa: E402
 from ui.viewer import data  # noqa: E402
 from ui.viewer.views import common, compare, overview, sids, trace, traces  # noqa: E402
 
@@ -63,7 +64,11 @@ def main() -> None:
             st.cache_data.clear()
         st.toggle("Auto-refresh", value=True, key="auto_refresh",
                   help=f"Re-check the catalog every {AUTO_REFRESH_S} s and show new versions, runs and reviews.")
-    stamp = data.stamp(root)
+    try:
+        stamp = data.stamp(root)
+    except WorkspaceBusy as exc:  # a writer held the catalog for longer than reader()'s retries
+        st.warning(f"{common.md(exc)} — the page will retry on the next refresh.")
+        return
     with st.sidebar:
         _watch(root, stamp)
     if stamp is None:
