@@ -24,7 +24,7 @@ def _cfg(srv, **kw) -> TeacherConfig:
 def test_rerun_of_a_finished_job_makes_zero_requests(tmp_ws):
     reqs = [_req(f"q{i}") for i in range(30)]
     with FaultServer("echo") as srv:
-        first = make_engine(_cfg(srv), tmp_ws).run(reqs, progress=False)
+        first = make_engine(_cfg(srv), tmp_ws).run(reqs, progress=True)       # with the rich progress bar
         assert len(srv.log) == 30
         engine = make_engine(_cfg(srv, max_concurrency=2, rpm=1000, timeout_s=9), tmp_ws)  # limits differ
         again = engine.run(reqs, progress=False)
