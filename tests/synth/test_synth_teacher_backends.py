@@ -86,3 +86,15 @@ def test_json_requests_come_back_parseable_or_as_an_invalid_json_row(teacher, tm
         assert r.ok and isinstance(json.loads(r.choices[0]), dict)
     if r.ok:
         json.loads(r.choices[0].strip().strip("`").removeprefix("json"))
+
+
+def test_local_model_reloads_when_the_folder_gets_new_weights(tmp_path):
+    """RFT retrains into a folder and samples from it again: the shared model cache must notice."""
+    import os
+    from synth.teacher.backends.local_backend import _weights_stamp
+    w = tmp_path / "model.safetensors"
+    w.write_bytes(b"round 1")
+    before = _weights_stamp(str(tmp_path))
+    w.write_bytes(b"round 2 weights")
+    os.utime(w, ns=(1, 2))
+    assert _weights_stamp(str(tmp_path)) != before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from synth.teacher.backends.base import Completion
@@ -31,6 +32,10 @@ class LocalBackend(BatchingBackend):
 
     def can_share_batch(self, a: ChatRequest, b: ChatRequest) -> bool:
         return same_sampling(a, b)
+
+    async def start(self) -> None:
+        self._tok = self._model = None      # re-resolve per run: the folder may hold new weights by now
+        await super().start()
 
     def _load(self):
         if self._model is None:
@@ -87,27 +92,41 @@ class LocalBackend(BatchingBackend):
         return results
 
 
-_LOADED: dict[str, tuple] = {}
+_LOADED: "OrderedDict[tuple, tuple]" = OrderedDict()
 _LOADED_LOCK = threading.Lock()
+_MAX_LOADED = 2
+
+
+def _weights_stamp(path: str) -> tuple:
+    """(mtime, size) of the folder's weight files: a model retrained into the same folder (RFT rounds)
+    must not be served from the copy loaded before."""
+    files = sorted(Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
+    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
 
 
 def _load_model(path: str) -> tuple:
     """(tokenizer, model) for a model folder, loaded once per process: tasks and the judge each make an
-    engine, and they should share one copy of the weights rather than each hold their own."""
+    engine, and they should share one copy of the weights rather than each hold their own. At most
+    _MAX_LOADED models stay in memory (least recently used goes first)."""
+    key = (path, _weights_stamp(path))
     with _LOADED_LOCK:
-        if path not in _LOADED:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            log.info("loading the local teacher from %s", path)
-            tok = AutoTokenizer.from_pretrained(path)
-            tok.padding_side = "left"
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            model.eval()
-            _LOADED[path] = (tok, model)
-        return _LOADED[path]
+        log.info("loading the local teacher from %s", path)
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model.eval()
+        _LOADED[key] = (tok, model)
+        while len(_LOADED) > _MAX_LOADED:
+            _LOADED.popitem(last=False)
+        return _LOADED[key]
 
 
 def _as_list(x) -> list[int]:
