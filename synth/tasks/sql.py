@@ -59,7 +59,7 @@ def samples_select(ctx: TaskContext, body: str, *, ctes: list[str]) -> str:
     t = ctx.task
     created = ctx.created_at.strftime("%Y-%m-%d %H:%M:%S.%f")
     limit = int(ctx.options.get("limit") or 0)
-    order = f"ORDER BY {hash_order(ctx, 'b.variant', 'b.key')}" if limit else ""
+    order = f"ORDER BY {hash_order(ctx, 'variant', 'key')}, variant, key" if limit else ""
     lim = f"LIMIT {limit}" if limit else ""
     sid_id = (f"substr(sha256(concat_ws('|', {sql_str(t.name)}, {sql_str(ctx.template.ref)}, "
               f"'{int(ctx.sid_version)}', b.variant, b.key)), 1, 20)")

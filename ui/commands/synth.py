@@ -21,8 +21,9 @@ def list_cmd(verbose: Annotated[bool, typer.Option("--options", "-o", help="Also
 
     tasks = list_tasks()
     t = Table(title="synthesis tasks")
-    for c in ("task", "level", "kind", "dataset", "description"):
-        t.add_column(c, overflow="fold")
+    for c in ("task", "level", "kind", "dataset"):
+        t.add_column(c, no_wrap=True)
+    t.add_column("description", overflow="fold")
     for x in tasks:
         t.add_row(x["name"], x["level"], x["kind"], x["dataset"], x["description"])
     console.print(t)
