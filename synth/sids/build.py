@@ -126,7 +126,7 @@ def _build(ws: Workspace, config: SidConfig, cfg: dict, run_id: str, progress: b
     if config.vectors_path:
         vectors = load_user_vectors(config.vectors_path, item_ids)
         emb = {"model": f"user vectors ({Path(config.vectors_path).name})", "dims": int(vectors.shape[1]),
-               "embedded": 0, "cached": 0}
+               "embedded": 0, "reused": 0}
     else:
         texts = [item_text(r[1], r[2], r[3], config.text_fields) for r in rows]
         empty = [iid for iid, t in zip(item_ids, texts) if not t]

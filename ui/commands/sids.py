@@ -26,7 +26,7 @@ def render_report(report: dict, title: str) -> None:
         ("levels x codebook", f"{report.get('levels')} x {report.get('codebook_size')}"
                               + (" (balanced)" if report.get("balanced") else "")),
         ("embedding", f"{emb.get('model', '?')}, {emb.get('dims', '?')} dims "
-                      f"({emb.get('embedded', 0)} embedded, {emb.get('cached', 0)} from cache, "
+                      f"({emb.get('embedded', 0)} embedded, {emb.get('reused', 0)} reused, "
                       f"{emb.get('seconds', 0):.1f} s)"),
         ("collision rate before extra level", f"{report.get('collision_rate_before', 0):.4f} "
                                               f"({report.get('colliding_items', 0)} items in "
