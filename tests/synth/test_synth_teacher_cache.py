@@ -112,3 +112,15 @@ def test_cost_is_computed_from_the_price_table(tmp_ws):
     st = engine.stats
     assert st["prompt_tokens"] == 4 and st["completion_tokens"] == 5
     assert abs(st["cost_usd"] - (4 * 2.0 + 5 * 10.0) / 1e6) < 1e-12
+
+
+def test_run_works_when_called_from_inside_an_event_loop(tmp_ws):
+    """Notebooks and streamlit already run a loop; run() then drives its own loop in a thread."""
+    with FaultServer("echo") as srv:
+        engine = make_engine(_cfg(srv), tmp_ws)
+
+        async def inside():
+            return engine.run([_req("from a loop")], progress=False)
+
+        [r] = asyncio.run(inside())
+    assert r.ok and r.choices == ["echo: from a loop"]
