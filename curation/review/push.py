@@ -87,7 +87,7 @@ def judge_rating(score: float | None) -> int | None:
         r = s
     else:
         r = s / 2.0
-    return int(min(5, max(1, round(r))))
+    return int(min(5, max(1, math.floor(r + 0.5))))  # half up: 0.5 → 3, 9/10 → 5
 
 
 def _unit(score: float | None) -> float | None:
@@ -190,34 +190,21 @@ def select_samples(ws: Workspace, dv: DatasetVersion, size: int, strategy: str, 
 
 
 def _allocate(counts: list[int], size: int) -> list[int]:
-    """Largest-remainder allocation of `size` over strata, every stratum ≥1 while size allows, ≤ its count."""
+    """Split `size` over strata proportionally to `counts`: every stratum gets one while the size allows,
+    then each next slot goes to the stratum furthest below its proportional share (never above its count)."""
     total = sum(counts)
     if total <= size:
         return list(counts)
     quotas = [0] * len(counts)
-    order = sorted(range(len(counts)), key=lambda i: -counts[i])
-    if size >= len(counts):
-        quotas = [1 if c else 0 for c in counts]
-    left = size - sum(quotas)
-    if left > 0:
-        raw = [left * c / total for c in counts]
-        extra = [min(int(r), counts[i] - quotas[i]) for i, r in enumerate(raw)]
-        quotas = [q + e for q, e in zip(quotas, extra)]
-        left = size - sum(quotas)
-        rema = sorted(range(len(counts)), key=lambda i: -(raw[i] - int(raw[i])))
-        while left > 0:
-            progressed = False
-            for i in rema + order:
-                if left and quotas[i] < counts[i]:
-                    quotas[i] += 1
-                    left -= 1
-                    progressed = True
-            if not progressed:
-                break
-    else:  # fewer slots than strata: the largest strata get one each
-        quotas = [0] * len(counts)
-        for i in order[:size]:
+    if size < sum(1 for c in counts if c):  # fewer slots than strata: the largest strata get one each
+        for i in sorted(range(len(counts)), key=lambda i: -counts[i])[:size]:
             quotas[i] = 1
+        return quotas
+    quotas = [1 if c else 0 for c in counts]
+    ideal = [size * c / total for c in counts]
+    for _ in range(size - sum(quotas)):
+        i = max((i for i in range(len(counts)) if quotas[i] < counts[i]), key=lambda i: (ideal[i] - quotas[i], counts[i]))
+        quotas[i] += 1
     return quotas
 
 

@@ -131,3 +131,9 @@ def post_response():
 def make_curated(argilla_ws):
     """`make_curated(name, n)` → a curated DatasetVersion in the stack's workspace."""
     return lambda name, n=N_SAMPLES: build_curated(argilla_ws, name, n)
+
+
+@pytest.fixture
+def offline_curated(tmp_ws):
+    """A curated dataset in a fresh workspace, no Argilla stack (for selection/unit tests) → (ws, dv)."""
+    return tmp_ws, build_curated(tmp_ws, "off")

@@ -4,6 +4,7 @@ hand computation, and the override version."""
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import pytest
@@ -61,7 +62,7 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
     assert sug["correct"]["value"] == "no" and "sid_validity" in sug["correct"]["agent"]
     assert "hallucinated_item" in sug["issues"]["value"]
     assert sug["rating"]["agent"] == "llm_judge"
-    assert sug["rating"]["value"] == max(1, min(5, round(1 + 4 * round(i / 23, 4))))
+    assert sug["rating"]["value"] == max(1, min(5, math.floor(1 + 4 * round(i / 23, 4) + 0.5)))
 
     # a second push with a larger size only sends what is missing
     res2 = push(ws, dv.ref, size=14, strategy="stratified", batch_size=4)
