@@ -78,8 +78,8 @@ def mse(x: np.ndarray, recon: np.ndarray) -> float:
     return float(((x.astype(np.float64) - recon) ** 2).sum(1).mean())
 
 
-def run_recot(x: np.ndarray, seed: int = 0) -> dict:
-    ids = [f"i{i:07d}" for i in range(len(x))]
+def run_recot(x: np.ndarray, ids: list[str] | None = None, seed: int = 0) -> dict:
+    ids = ids or [f"i{i:07d}" for i in range(len(x))]
     t0 = time.perf_counter()
     q = quantize_items(ids, x, SidConfig(levels=LEVELS, codebook_size=K, seed=seed, threads=faiss.omp_get_max_threads()))
     dt = time.perf_counter() - t0
@@ -123,7 +123,7 @@ def run_kmeans_loop(x: np.ndarray, seed: int = 0) -> dict:
             "mse": round(float((r.astype(np.float64) ** 2).sum(1).mean()), 8)}
 
 
-def movielens_vectors() -> tuple[np.ndarray, dict]:
+def movielens_vectors() -> tuple[np.ndarray, list[str], dict]:
     """The 1,682 MovieLens-100k item embeddings (ingest + MiniLM into a temp workspace; timed)."""
     from storage.ingest.movielens import ingest_movielens_100k
     from storage.workspace import Workspace
@@ -136,11 +136,12 @@ def movielens_vectors() -> tuple[np.ndarray, dict]:
         t0 = time.perf_counter()
         res = build_sids(ws, SidConfig())
         total = time.perf_counter() - t0
-        from synth.sids.embed import EmbeddingCache, item_text, text_hash
+        from synth.sids.embed import embed_texts, item_text
 
+        # The very vectors build_sids quantized (all cache hits now), with the real item ids.
         rows = ws.query("SELECT item_id, title, categories, description FROM items ORDER BY item_id")
-        cache = EmbeddingCache(ws.cache_dir, "minilm").load()
-        x = np.stack([cache[text_hash(item_text(r[1], r[2], r[3]))] for r in rows]).astype(np.float32)
+        x, _ = embed_texts([item_text(r[1], r[2], r[3]) for r in rows], cache_root=ws.cache_dir)
+        ids = [str(r[0]) for r in rows]
         rep = res.report
         info = {"n_items": rep["n_items"], "unique_sids": rep["unique_sids"],
                 "build_sids_seconds_total": round(total, 2),
@@ -149,15 +150,15 @@ def movielens_vectors() -> tuple[np.ndarray, dict]:
                 "collision_rate_before": rep["collision_rate_before"],
                 "collision_rate_after": rep["collision_rate_after"],
                 "reconstruction_relative": rep["reconstruction"]["relative"]}
-        return np.ascontiguousarray(x), info
+        return np.ascontiguousarray(x), ids, info
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def compare(name: str, x: np.ndarray, loop: bool = True) -> dict:
+def compare(name: str, x: np.ndarray, loop: bool = True, ids: list[str] | None = None) -> dict:
     print(f"[{name}] {x.shape[0]:,} x {x.shape[1]} vectors", flush=True)
     out = {"n": int(x.shape[0]), "dims": int(x.shape[1])}
-    out["recot"] = run_recot(x)
+    out["recot"] = run_recot(x, ids)
     print(f"  recot       {out['recot']}", flush=True)
     out["faiss_rq"] = run_faiss_rq(x)
     print(f"  faiss_rq    {out['faiss_rq']}", flush=True)
@@ -203,8 +204,8 @@ def main() -> None:
             "generator": "blobs(n/100 centres, noise norm 0.6): deep levels see isotropic noise (hub codes)",
             **compare("synthetic-isotropic", x, loop=not args.skip_loop)}
     if not args.no_movielens:
-        mx, info = movielens_vectors()
-        result["movielens_100k"] = {**compare("movielens-100k", mx, loop=True), "build_sids": info}
+        mx, mids, info = movielens_vectors()
+        result["movielens_100k"] = {**compare("movielens-100k", mx, loop=True, ids=mids), "build_sids": info}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -28,6 +28,10 @@ def render_report(report: dict, title: str) -> None:
         ("embedding", f"{emb.get('model', '?')}, {emb.get('dims', '?')} dims "
                       f"({emb.get('embedded', 0)} embedded, {emb.get('reused', 0)} reused, "
                       f"{emb.get('seconds', 0):.1f} s)"),
+        ("collision rate, nearest centroid", f"{report.get('collision_rate_nearest', 0):.4f} "
+                                             f"({report.get('reassigned_last_level', 0)} items moved to a free "
+                                             "last-level code)" if report.get("collision_aware") else
+                                             f"{report.get('collision_rate_nearest', 0):.4f}"),
         ("collision rate before extra level", f"{report.get('collision_rate_before', 0):.4f} "
                                               f"({report.get('colliding_items', 0)} items in "
                                               f"{report.get('collision_groups', 0)} groups, largest "
