@@ -303,3 +303,19 @@ def test_options_and_missing_sids_fail_clearly(tiny_ws, tmp_path):
     runs = duckdb.connect(str(tiny_ws.db_path), read_only=True).execute(
         "SELECT status FROM runs WHERE kind = 'synth'").fetchall()
     assert runs and all(s[0] == "failed" for s in runs)
+
+
+def test_target_split_truncation_and_language(tiny_ws):
+    rec = Recorder(good_answer)
+    with FaultServer("scripted", script=rec) as srv:
+        valid = run_task(tiny_ws, "r3_recommend", teacher=teacher(srv),
+                         options={"target_split": "valid", "cross_domain": "off", "users": 1, "seed": 3,
+                                  "max_history": 2, "language": "fr"})
+    (r,) = rows_of(valid)
+    seq = USERS[r["user_id"]]
+    assert r["target_item_ids"] == [seq[-2]]                        # the valid item, explicitly asked for
+    assert r["history_item_ids"] == [i for i in seq[:-2] if i[0] == seq[-2][0]][-2:]   # most recent kept
+    assert json.loads(r["extra"])["target_split"] == "valid"
+    assert rec.bodies[0]["messages"][0]["content"].endswith("Write your reasoning and your answer in French.")
+    with pytest.raises(ConfigError, match="target_split"):
+        run_task(tiny_ws, "r3_recommend", options={"target_split": "future"})
