@@ -73,6 +73,7 @@ def generate_ranked(model, tokenizer, trie: SidTrie, prompts: list[list[dict]], 
     from transformers import LogitsProcessorList
 
     from storage.sid import extract_sids
+    from trainers.prompts import NO_THINK_PREFILL
 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -82,8 +83,9 @@ def generate_ranked(model, tokenizer, trie: SidTrie, prompts: list[list[dict]], 
     out: list[list[str]] = []
     model.eval()
     for i in range(0, len(prompts), batch_size):
+        # /no_think: prefill the empty think block synth stores before a no-think answer (Qwen3 style)
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                 for p in prompts[i:i + batch_size]]
+                 + ("" if think else NO_THINK_PREFILL) for p in prompts[i:i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         plen = enc["input_ids"].shape[1]
         proc = SidConstraintProcessor(trie, tokenizer, prompt_len=plen, think=think,

@@ -2,7 +2,7 @@
 thinking and non-thinking side by side, stored in the `evals` table with the model's and the data's lineage.
 
 Protocol (leave-last-out, as MiniOneRec/OneRec-Think): for each user the prompt is the chronological
-train+valid history (last `max_history` items, rendered as `title SID`), the target is the single test
+train+valid history (last `max_history` items, rendered with synth's R3 student template), the target is the single test
 item, the ranked list is the `max(K)` beams of constrained decoding. With one target, Recall@K = HR@K.
 
 `bench` scores a model level by level on items/users of the test split only: R0 grounding accuracy
@@ -44,14 +44,14 @@ class EvalResult:
 def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
                max_history: int = 20) -> list[dict[str, Any]]:
     """One case per user with a test item that has a SID: the user's train+valid history (oldest first,
-    last `max_history`) as (title, SID) pairs and the test item's SID."""
+    last `max_history`) as (title, SID, ts) triples and the test item's SID."""
     rows = ws.query(f"""
-        WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, i.title, x.sid
+        WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, sp.ts, i.title, x.sid
                    FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ?
                    LEFT JOIN items i ON i.item_id = sp.item_id),
              t AS (SELECT user_id, any_value(sid) AS target, any_value(item_id) AS target_item
                    FROM s WHERE split = 'test' GROUP BY user_id),
-             h AS (SELECT user_id, list(struct_pack(title := title, sid := sid) ORDER BY position) AS hist
+             h AS (SELECT user_id, list(struct_pack(title := title, sid := sid, ts := ts) ORDER BY position) AS hist
                    FROM s WHERE split IN ('train', 'valid') GROUP BY user_id)
         SELECT t.user_id, t.target, t.target_item, h.hist FROM t JOIN h USING (user_id)
         ORDER BY TRY_CAST(t.user_id AS BIGINT) NULLS LAST, t.user_id
@@ -60,7 +60,7 @@ def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
         raise NotFound(f"no test users with SIDs (version {sid_version}) in {ws.root}; ingest data with splits "
                        "and build SIDs first")
     return [{"user_id": u, "target_sid": tgt, "target_item": ti,
-             "history": [(h["title"], h["sid"]) for h in hist][-max_history:]} for u, tgt, ti, hist in rows]
+             "history": [(h["title"], h["sid"], h["ts"]) for h in hist][-max_history:]} for u, tgt, ti, hist in rows]
 
 
 def ranking_metrics(ranked: Sequence[Sequence[str]], targets: Sequence[str], ks: Sequence[int]) -> dict[str, float]:

@@ -1,32 +1,42 @@
-"""The R3 recommendation prompt used by evaluation (and by the tiny test datasets): a user's chronological
-history as `title SID` lines, then the request for the next item, with the `/think` or `/no_think` switch.
+"""Evaluation prompts, rendered with synth's own templates so a model SFT-ed on synth samples sees at test
+time exactly the prompt shape it was trained on:
 
-It mirrors the synth R3 template's shape (system line, history, switch) so a model SFT-ed on synth samples
-sees a familiar prompt at evaluation time.
+- R3: the `student` part of `synth/prompts/r3_recommend` (history lines `SID title (date)`, oldest first,
+  never the target), plus the Qwen3 soft switch ` /think` or ` /no_think` that synth appends to the user turn;
+- R0 grounding: the `user` part of `synth/prompts/r0_grounding` (description → SID), ` /no_think`.
+
+Synth stores a /no_think answer as `<think>\\n\\n</think>\\n\\n{answer}`; evaluation prefills that empty think
+block (`NO_THINK_PREFILL`) so the constrained decoder starts right at the SID, as Qwen3 does.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Sequence
 
-SYSTEM = ("You are a recommender. Items are named by semantic IDs like "
-          "<|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>. Answer with the semantic ID of the recommended item.")
+NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 
 
-def render_history(history: Sequence[tuple[str | None, str]]) -> str:
-    """[(title, sid), …] oldest first → numbered lines 'k. Title SID'."""
-    return "\n".join(f"{i + 1}. {title or '(untitled)'} {sid}" for i, (title, sid) in enumerate(history))
+def _template(name: str):
+    from synth.tasks.templates import load_template
+
+    return load_template(name)
 
 
-def r3_messages(history: Sequence[tuple[str | None, str]], *, think: bool) -> list[dict[str, str]]:
-    """Chat messages (system + user) asking for the next item after `history`."""
-    switch = "/think" if think else "/no_think"
-    user = (f"The user interacted with these items, oldest first:\n{render_history(history)}\n\n"
-            f"Which item will the user interact with next? {switch}")
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+def history_line(title: str | None, sid: str, ts: datetime | None = None) -> str:
+    """Same line format as synth's history events: 'SID title (YYYY-MM-DD)'."""
+    d = f" ({ts:%Y-%m-%d})" if ts is not None else ""
+    return f"{sid} {title or ''}{d}".rstrip()
+
+
+def r3_messages(history: Sequence[tuple], *, think: bool) -> list[dict[str, str]]:
+    """[(title, sid[, ts]), …] oldest first → the student R3 chat (one user turn) with the think switch."""
+    lines = "\n".join(history_line(*h) for h in history)
+    user = _template("r3_recommend").render("student", history=lines, domain_note="")
+    return [{"role": "user", "content": user + (" /think" if think else " /no_think")}]
 
 
 def r0_grounding_messages(title: str, description: str | None) -> list[dict[str, str]]:
-    """R0 grounding: describe an item, ask for its SID."""
-    text = f'"{title}"' + (f": {description}" if description else "")
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"What is the semantic ID of this item? {text} /no_think"}]
+    """R0 grounding: the item's title and description → its SID."""
+    text = f"{title}. {description}" if description else title
+    user = _template("r0_grounding").render("user", description=text)
+    return [{"role": "user", "content": user + " /no_think"}]

@@ -53,12 +53,13 @@ def build_tiny_ws(root):
     now = datetime.now(timezone.utc)
     for u in range(N_USERS):
         seq = [s for s in splits if s[0] == str(u)]
-        hist = [(f"Movie {s[1]}", sids[s[1]]) for s in seq[:HIST - 2]]
+        hist = [(f"Movie {s[1]}", sids[s[1]], s[2]) for s in seq[:HIST - 2]]
         target = seq[HIST - 2][1]
         for think in (True, False):
             prompt = r3_messages(hist, think=think)
-            answer = (f"<think>The user likes topic {int(target) % 4}.</think>{sids[target]} Movie {target}"
-                      if think else f"{sids[target]} Movie {target}")
+            # synth's stored answer shape (Qwen3): a think block, empty for /no_think
+            answer = (f"<think>\nThe user likes topic {int(target) % 4}.\n</think>\n\n{sids[target]} Movie {target}"
+                      if think else f"<think>\n\n</think>\n\n{sids[target]} Movie {target}")
             pid = stable_id("r3", u, think)
             rows.append({
                 "sample_id": stable_id(pid, 0), "prompt_id": pid, "task": "r3_recommend", "level": "R3",
