@@ -75,6 +75,31 @@ async def plain_loop(base_url: str, requests: list[ChatRequest], concurrency: in
     return elapsed, cpu
 
 
+async def plain_pool(base_url: str, requests: list[ChatRequest], concurrency: int) -> tuple[float, float]:
+    """A second, stricter reference: the plain client driven by a fixed pool of `concurrency` workers
+    (the engine's own structure), so the ratio against it is the engine's pure overhead."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
+    results: list[str | None] = [None] * len(requests)
+    todo = iter(range(len(requests)))
+
+    async def worker() -> None:
+        for i in todo:
+            r = requests[i]
+            resp = await client.chat.completions.create(model="fake", messages=r.message_dicts(),
+                                                        temperature=r.params.temperature,
+                                                        top_p=r.params.top_p, max_tokens=r.params.max_tokens)
+            results[i] = resp.choices[0].message.content
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    await client.close()
+    assert all(results), "plain pool lost answers"
+    return elapsed, cpu
+
+
 def recot_run(base_url: str, requests: list[ChatRequest], concurrency: int,
               cache_dir: Path) -> tuple[float, float, dict, float]:
     cfg = TeacherConfig(backend="openai", model="fake", base_url=base_url, max_concurrency=concurrency)
@@ -107,20 +132,27 @@ def main() -> None:
     try:
         asyncio.run(plain_loop(base_url, make_requests(100, "warmup"), a.concurrency))  # warm the server
         plain_times, recot_times, plain_cpu, recot_cpu, reruns, last_stats = [], [], [], [], [], {}
+        pool_times: list[float] = []
+        pool_cpu: list[float] = []
         for rnd in range(a.rounds):
             reqs = make_requests(a.requests, f"round{rnd}")
             if rnd % 2:        # alternate who goes first, so a burst of machine load hits both alike
                 t, c, last_stats, rerun = recot_run(base_url, reqs, a.concurrency, tmp / f"cache{rnd}")
                 pt, pc = asyncio.run(plain_loop(base_url, reqs, a.concurrency))
+                wt, wc = asyncio.run(plain_pool(base_url, reqs, a.concurrency))
             else:
+                wt, wc = asyncio.run(plain_pool(base_url, reqs, a.concurrency))
                 pt, pc = asyncio.run(plain_loop(base_url, reqs, a.concurrency))
                 t, c, last_stats, rerun = recot_run(base_url, reqs, a.concurrency, tmp / f"cache{rnd}")
+            pool_times.append(wt)
+            pool_cpu.append(wc)
             plain_times.append(pt)
             plain_cpu.append(pc)
             recot_times.append(t)
             recot_cpu.append(c)
             reruns.append(rerun)
             print(f"round {rnd}: plain {a.requests / plain_times[-1]:.0f} req/s ({plain_cpu[-1]:.2f} cpu-s), "
+                  f"plain pool {a.requests / wt:.0f} req/s ({wc:.2f} cpu-s), "
                   f"recot {a.requests / t:.0f} req/s ({c:.2f} cpu-s), cache-hit rerun {rerun:.3f}s", flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -129,11 +161,14 @@ def main() -> None:
     plain_rps = a.requests / min(plain_times)
     recot_rps = a.requests / min(recot_times)
     result = {
-        "benchmark": "teacher engine overhead vs plain AsyncOpenAI + semaphore",
+        "benchmark": "teacher engine overhead vs plain AsyncOpenAI (+ semaphore/gather, and + worker pool)",
         "server": "synth.teacher.fault_server echo mode, separate process, 127.0.0.1",
         "requests": a.requests, "concurrency": a.concurrency, "rounds": a.rounds,
         "plain_asyncopenai": {"seconds": [round(x, 3) for x in plain_times], "best_rps": round(plain_rps, 1),
                               "client_cpu_ms_per_request": round(1000 * min(plain_cpu) / a.requests, 3)},
+        "plain_asyncopenai_worker_pool": {"seconds": [round(x, 3) for x in pool_times],
+                                          "best_rps": round(a.requests / min(pool_times), 1),
+                                          "client_cpu_ms_per_request": round(1000 * min(pool_cpu) / a.requests, 3)},
         "recot_engine": {"seconds": [round(x, 3) for x in recot_times], "best_rps": round(recot_rps, 1),
                          "client_cpu_ms_per_request": round(1000 * min(recot_cpu) / a.requests, 3),
                          "cache": "on (fresh dir per round)", "accounting": "on",
@@ -142,6 +177,10 @@ def main() -> None:
         "throughput_ratio_median": round(sorted(plain_times)[len(plain_times) // 2]
                                          / sorted(recot_times)[len(recot_times) // 2], 3),
         "client_cpu_ratio_plain_over_recot": round(min(plain_cpu) / min(recot_cpu), 3),
+        "throughput_ratio_vs_worker_pool": round(min(pool_times) / min(recot_times), 3),
+        "throughput_ratio_vs_worker_pool_median": round(sorted(pool_times)[len(pool_times) // 2]
+                                                        / sorted(recot_times)[len(recot_times) // 2], 3),
+        "client_cpu_ratio_pool_over_recot": round(min(pool_cpu) / min(recot_cpu), 3),
         "goal_ratio": 0.95,
         "cache_hit_rerun_s": {"runs": [round(x, 3) for x in reruns], "best": round(min(reruns), 3),
                               "requests_sent": 0},

@@ -149,11 +149,13 @@ class TeacherEngine:
 
     # ------------------------------------------------------------------ runs row
     def _begin_run(self) -> None:
-        if self.ws is None or self._run_started:
+        """Make (or, for a later run() of this engine, re-open) the engine's own 'teacher' run row; a row
+        the caller passed in is left to the caller."""
+        if self.ws is None or (self._run_started and not self._owns_run):
             return
         from storage.runs import get_run, start_run
 
-        if self.run_id is None or get_run(self.ws, self.run_id) is None:
+        if self._owns_run or self.run_id is None or get_run(self.ws, self.run_id) is None:
             self.run_id = start_run(self.ws, "teacher", {"teacher": self.config.public_dict()}, run_id=self.run_id)
             self._owns_run = True
         self._run_started = True
