@@ -82,3 +82,18 @@ def test_engine_accounting_goes_under_teacher_in_a_callers_run(tmp_ws):
     assert row["stats"]["teacher"]["completed"] == 1
     finish_run(tmp_ws, run_id, {"samples": 1, "teacher": engine.stats})
     assert get_run(tmp_ws, run_id)["stats"]["teacher"]["sent"] == 1
+
+
+def test_request_file_errors_name_the_line_and_field(tmp_path):
+    from storage.errors import InputError
+    from synth.teacher.__main__ import read_requests
+    p = tmp_path / "reqs.jsonl"
+    p.write_text('{"messages": [{"role": "user", "content": "ok"}]}\n{"messages": []}\n')
+    with pytest.raises(InputError, match=r"reqs.jsonl, line 2, field 'messages'"):
+        read_requests(p)
+    p.write_text('{"messages": [{"role": "user", "content": "ok"}], "params": {"temprature": 1}}\n')
+    with pytest.raises(InputError, match=r"line 1, field 'params'"):
+        read_requests(p)
+    p.write_text('not json\n')
+    with pytest.raises(InputError, match=r"line 1"):
+        read_requests(p)

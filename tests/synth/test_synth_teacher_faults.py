@@ -167,3 +167,15 @@ def test_missing_api_key_for_a_hosted_api_is_a_clear_error(tmp_ws, monkeypatch):
     engine = make_engine(TeacherConfig(backend="openai", model="gpt-x", api_key_env="RECOT_TEST_NO_KEY"), tmp_ws)
     with pytest.raises(BackendUnavailable, match="RECOT_TEST_NO_KEY"):
         engine.run([_req("hi")], progress=False)
+
+
+def test_tpm_limit_spaces_requests(tmp_ws):
+    # each request is estimated at ~1,000 tokens (max_tokens * n + prompt chars / 4); a 60k/min bucket
+    # lets ~60 through at once, then about one per second
+    with FaultServer("echo") as srv:
+        engine = make_engine(_cfg(srv, tpm=60_000, max_concurrency=16), tmp_ws)
+        t0 = time.monotonic()
+        out = engine.run([_req(f"tok{i}", max_tokens=1000) for i in range(62)], progress=False)
+        elapsed = time.monotonic() - t0
+    assert all(r.ok for r in out)
+    assert elapsed >= 1.5
