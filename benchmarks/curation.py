@@ -84,7 +84,7 @@ def make_traces(n: int, seed: int):
     exact_pairs: list[tuple[int, int]] = []
     for i in range(n):
         if role[i] == 0 or not base_idx:
-            n_words = int(rng.integers(25, 215))
+            n_words = int(rng.integers(12, 170))
             words = vocab[rng.integers(0, len(vocab), n_words)].tolist()
             hist = rng.integers(0, n_items, 3)
             for h in hist:  # history SIDs mentioned inside the reasoning
@@ -231,6 +231,14 @@ def run_datatrove(input_parquet_dir: Path, valid_sids: set, work: Path) -> dict:
     except ImportError:
         tokenizer, tok_name = WhitespaceTokenizer(), "WhitespaceTokenizer (spaCy not installed)"
 
+    # datatrove 0.10.1 passes str to xxhash, which xxhash>=4 refuses; restore the old behaviour (UTF-8
+    # encode) so datatrove runs with its default hash function rather than a slower one.
+    import xxhash
+    import datatrove.utils.hashes.xxhash as dt_xx
+
+    dt_xx.xxhash64 = lambda d: xxhash.xxh64_intdigest(d.encode() if isinstance(d, str) else d)
+    dt_xx.xxhash32 = lambda d: xxhash.xxh32_intdigest(d.encode() if isinstance(d, str) else d)
+
     struct = re.compile(r"^\s*<think>(.*?)</think>\s*\S", re.S)
 
     class ThinkFormatFilter(BaseFilter):
@@ -257,7 +265,7 @@ def run_datatrove(input_parquet_dir: Path, valid_sids: set, work: Path) -> dict:
         return {"text": data["messages"][1]["content"], "id": data["sample_id"], "metadata": {}}
 
     def norm(doc):
-        return " ".join(doc.text.lower().split())
+        return " ".join(doc.text.lower().split()).encode()
 
     ex_cfg = ExactDedupConfig(content_getter=norm)
     mh_cfg = MinhashConfig()
