@@ -139,8 +139,8 @@ def test_trace_detail(ws, curated):
     assert hist["sid"].iloc[0] == sid("2") and hist["ts"].notna().all()
     assert d["lookup"][sid("12")]["title"] == TITLES["12"]
     assert d["answer_sids"] == [{"sid": sid("12"), "known": True, "title": TITLES["12"], "item_id": "12"}]
-    v = d["verdicts"].set_index("filter")
-    assert set(v.index) == {"parse", "sid_valid", "judge"} and v["keep"].all()
+    assert d["verdicts"]["filter"].tolist() == ["parse", "sid_valid", "judge"]  # chain order
+    assert d["verdicts"]["keep"].all()
     assert d["judge"] == {"judge": 0.9}
     assert set(d["reviews"]["annotator"]) == {"ann1", "ann2"}
 

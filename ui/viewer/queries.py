@@ -461,13 +461,14 @@ def trace_detail(ws: Workspace, dv: DatasetVersion, sample_id: str) -> dict | No
     mentioned += list(row.get("answer_sids") or []) + list(row.get("target_sids") or [])
     lookup = sid_lookup(ws, sid_version, mentioned)
     with ws.reader() as con:
+        # rowid = insertion order = chain order (curation writes a filter's verdicts after the previous one's)
         verdicts = con.execute("""SELECT filter, keep, reason, score, run_id FROM verdicts
-                                  WHERE sample_id = ? AND dataset = ? AND version = ? ORDER BY filter""",
+                                  WHERE sample_id = ? AND dataset = ? AND version = ? ORDER BY rowid""",
                                [sample_id, dv.name, dv.version]).df()
         if verdicts.empty:  # a raw version: show the verdicts of whichever curated versions hold it
             verdicts = con.execute("""SELECT dataset || '@v' || version AS curated_version, filter, keep, reason,
                                              score, run_id FROM verdicts WHERE sample_id = ?
-                                      ORDER BY dataset, version, filter""", [sample_id]).df()
+                                      ORDER BY dataset, version, rowid""", [sample_id]).df()
         reviews = con.execute("""SELECT annotator, status, rating, correct, labels, corrected_answer, "values",
                                         updated_at, dataset FROM reviews WHERE sample_id = ? ORDER BY annotator""",
                               [sample_id]).df()

@@ -96,14 +96,14 @@ def render(ctx: Ctx) -> None:
     c = st.columns(2)
     with c[0]:
         st.markdown("**Target**")
-        tgt = [{"sid": s, "title": (lookup.get(s) or {}).get("title"), "item_id": (lookup.get(s) or {}).get("item_id")}
-               for s in targets] or [{"sid": None, "title": None, "item_id": it} for it in row.get("target_item_ids") or []]
+        tgt = [{"code": short_sid(s), "title": (lookup.get(s) or {}).get("title"),
+                "item_id": (lookup.get(s) or {}).get("item_id"), "sid": s} for s in targets] or [{"sid": None, "title": None, "item_id": it} for it in row.get("target_item_ids") or []]
         frame(pd.DataFrame(tgt), key="trace_target")
     with c[1]:
         st.markdown("**Answer SIDs**")
-        ans = pd.DataFrame([{"sid": a["sid"], "code": short_sid(a["sid"]),
+        ans = pd.DataFrame([{"code": short_sid(a["sid"]),
                              "title": a["title"] if a["known"] else "HALLUCINATED (not in the catalog)",
-                             "hit": a["sid"] in targets} for a in answer])
+                             "hit": a["sid"] in targets, "sid": a["sid"]} for a in answer])
         frame(ans, key="trace_answer_sids")
     if targets and answer:
         hit = any(a["sid"] in targets for a in answer)
