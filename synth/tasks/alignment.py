@@ -179,7 +179,7 @@ def _user_sql(ctx: TaskContext) -> str:
                         list({{'item_id': item_id, 'sid': sid, 'title': title}}) OVER (
                             PARTITION BY user_id ORDER BY k ROWS BETWEEN {h} PRECEDING AND 1 PRECEDING) AS hist
                       FROM tr WHERE user_id IN (SELECT user_id FROM sel_users))""",
-            f"""win AS (SELECT *, array_to_string(list_transform(hist, lambda x: x.sid), chr(10)) AS h_sids,
+            f"""win AS MATERIALIZED (SELECT *, array_to_string(list_transform(hist, lambda x: x.sid), chr(10)) AS h_sids,
                                array_to_string(list_transform(hist, lambda x: x.title), chr(10)) AS h_titles
                         FROM w WHERE k >= {mn} AND (k - {mn}) % {stride} = 0
                               AND ({per_user} = 0 OR k >= n_train - {per_user}))"""]

@@ -13,7 +13,6 @@ the `student` template part, built from the history alone, in both modes.
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from typing import Any

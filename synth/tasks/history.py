@@ -59,7 +59,6 @@ def load_histories(ctx: TaskContext, *, need_target: bool = True) -> list[UserHi
         allowed = ("train",)
     sql = f"""
     WITH {catalog_cte(ctx)},
-    u AS (SELECT DISTINCT user_id FROM splits WHERE split = 'train'),
     s AS (SELECT sp.user_id, sp.item_id, sp.ts, sp.position, sp.split, c.sid, c.title, c.categories, c.domain
           FROM splits sp JOIN cat c ON c.item_id = sp.item_id)
     SELECT s.user_id, s.item_id, s.ts, s.split, s.sid, s.title, s.categories, s.domain, {hash_order(ctx, 's.user_id')} AS h

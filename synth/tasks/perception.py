@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.errors import ConfigError, NotFound
+from storage.errors import NotFound
 from synth.tasks.base import DETERMINISTIC, TEACHER, Option, Parsed, Prompt, Task, TaskContext
 from synth.tasks.parsing import split_think
 from synth.tasks.registry import register

@@ -10,15 +10,12 @@ Several teachers (`teacher=[cfg_a, cfg_b]`) answer the same prompts; every sampl
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.datasets import DatasetVersion, write_version
 from storage.errors import ConfigError, NotFound
@@ -26,7 +23,7 @@ from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
 from storage.runs import finish_run, start_run
 from storage.sid import extract_sids
 from storage.workspace import Workspace
-from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, Task, TaskContext, dumps
+from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, TaskContext, dumps
 from synth.tasks.registry import get_task
 from synth.tasks.templates import load_template
 from synth.teacher.types import ChatRequest, ChatResponse, SamplingParams
@@ -124,26 +121,24 @@ def _summary(dv: DatasetVersion) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- deterministic
 def _deterministic_batches(ctx: TaskContext, progress: bool) -> tuple[Iterator[pa.RecordBatch], Counter]:
-    """Run the task's SQL into a temp Parquet file (DuckDB streams it; millions of rows are fine), then
-    stream that file's batches, cast to SAMPLE_SCHEMA, into the new version."""
+    """Stream the task's SQL result from DuckDB as Arrow batches (cast to SAMPLE_SCHEMA) straight into the
+    new version: no Python per row, no intermediate file, memory bounded by the batch size. The caller holds
+    the writer lock for the job, so the connection stays open only while the version is written."""
     sql = ctx.task.generate(ctx)
-    tmp = Path(ctx.ws.tmp_dir) / f"{ctx.run_id}.parquet"
-    with ctx.ws.reader() as con:
-        if progress:
-            from rich.console import Console
-
-            with Console(stderr=True).status(f"{ctx.task.name}: running SQL"):
-                con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET)")
-        else:
-            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET)")
 
     def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            pf = pq.ParquetFile(tmp)
-            for b in pf.iter_batches(batch_size=65536):
-                yield pa.Table.from_batches([b]).cast(SAMPLE_SCHEMA).to_batches()[0] if b.num_rows else b
-        finally:
-            tmp.unlink(missing_ok=True)
+        with ctx.ws.reader() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            if progress:
+                from rich.console import Console
+
+                with Console(stderr=True).status(f"{ctx.task.name}: running SQL"):
+                    reader = con.sql(sql).to_arrow_reader(65536)
+            else:
+                reader = con.sql(sql).to_arrow_reader(65536)
+            for b in reader:
+                if b.num_rows:
+                    yield pa.Table.from_batches([b]).cast(SAMPLE_SCHEMA).to_batches()[0]
 
     return batches(), Counter()
 

@@ -62,13 +62,13 @@ def samples_select(ctx: TaskContext, body: str, *, ctes: list[str]) -> str:
     order = f"ORDER BY {hash_order(ctx, 'variant', 'key')}, variant, key" if limit else ""
     lim = f"LIMIT {limit}" if limit else ""
     sid_id = (f"substr(sha256(concat_ws('|', {sql_str(t.name)}, {sql_str(ctx.template.ref)}, "
-              f"'{int(ctx.sid_version)}', b.variant, b.key)), 1, 20)")
+              f"'{int(ctx.sid_version)}', variant, key)), 1, 20)")
     return f"""
     WITH {', '.join(ctes)},
     body AS ({body}),
-    b AS (SELECT * FROM body {order} {lim})
-    SELECT {sid_id} AS sample_id,
-           {sid_id} AS prompt_id,
+    b AS (SELECT *, {sid_id} AS _id FROM (SELECT * FROM body {order} {lim}))
+    SELECT b._id AS sample_id,
+           b._id AS prompt_id,
            {sql_str(t.name)} AS task,
            {sql_str(t.level)} AS level,
            'none' AS mode,
