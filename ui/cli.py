@@ -11,6 +11,14 @@ import click
 import typer
 
 from storage.errors import RecotError
+
+# typer >= 0.29 vendors its own click (typer._click): its usage errors and Abort are not click's classes,
+# so catch both, or a typo'd option would end in a traceback with exit code 1.
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+    from typer.exceptions import Abort as _TyperAbort
+except ImportError:  # older typer: plain click
+    _TyperClickException, _TyperAbort = click.ClickException, click.exceptions.Abort
 from ui.commands import (curate, datasets, demo, evaluate, ingest, review, runs, sids, synth, train, viewer,
                          workspace)
 
@@ -39,13 +47,13 @@ def main() -> None:
     except RecotError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, _TyperAbort):
         click.echo("interrupted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         click.echo("interrupted (completed work is saved; re-run the same command to resume)", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except (click.ClickException, _TyperClickException) as exc:
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
