@@ -39,7 +39,8 @@ class TeacherConfig(BaseModel):
     tpm: int | None = Field(None, ge=1)            # tokens per minute (prompt estimate + max_tokens * n)
     timeout_s: float = Field(60.0, gt=0)           # per attempt
     max_retries: int = Field(5, ge=0)              # transport faults: 429, 5xx, timeout, connection, malformed
-    unusable_retries: int = Field(2, ge=0)         # empty / truncated / invalid JSON, only when sampling is random
+    unusable_retries: int = Field(1, ge=0)         # empty / truncated / invalid JSON, only when sampling is
+                                                   # random: one more sample often helps, more rarely does
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
 

@@ -92,6 +92,17 @@ def test_every_fault_kind_retries_then_succeeds_or_records_an_error(tmp_ws):
     assert row["stats"]["prompt_tokens"] == st["prompt_tokens"]
 
 
+def test_fault_server_speaks_the_openai_protocol():
+    import openai
+    with FaultServer("echo") as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="EMPTY", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["fault-model"]
+        resp = client.chat.completions.create(model="m", n=3, messages=[{"role": "user", "content": "a b c"}])
+        assert [c.message.content for c in resp.choices] == ["echo: a b c #0", "echo: a b c #1", "echo: a b c #2"]
+        assert resp.usage.prompt_tokens == 3 and resp.usage.completion_tokens == 15
+        assert srv.log[0]["n"] == 3 and srv.log[0]["outcome"] == "ok"
+
+
 def test_seeded_or_greedy_requests_do_not_retry_unusable_answers(tmp_ws):
     with FaultServer("scripted", script={"t": ["truncated", "ok"]}) as srv:
         engine = make_engine(_cfg(srv), tmp_ws)
