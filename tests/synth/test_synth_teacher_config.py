@@ -97,3 +97,18 @@ def test_request_file_errors_name_the_line_and_field(tmp_path):
     p.write_text('not json\n')
     with pytest.raises(InputError, match=r"line 1"):
         read_requests(p)
+
+
+def test_runs_show_finds_teacher_accounting_inside_a_task_run(tmp_ws):
+    from storage.runs import finish_run, start_run
+    run_id = start_run(tmp_ws, "synth", {"task": "demo"})
+    with FaultServer("echo") as srv:
+        engine = make_engine(TeacherConfig(backend="openai", model="fake-a", base_url=srv.base_url), tmp_ws,
+                             run_id=run_id)
+        engine.run([ChatRequest.from_messages([{"role": "user", "content": "x"}])], progress=False)
+    finish_run(tmp_ws, run_id, {"samples": 1, "teachers": [engine.stats]})
+    res = CliRunner().invoke(app, ["runs", "show", run_id, "-w", str(tmp_ws.root)])
+    assert res.exit_code == 0, res.output
+    assert "openai:fake-a" in res.output and "teacher accounting" in res.output and '"samples": 1' in res.output
+    from ui.commands.runs import _summary
+    assert _summary({"samples": 1, "teachers": [engine.stats]}) == "1 req, 0 hit, 1 sent, 0 err"

@@ -25,19 +25,41 @@ def _stats(raw: Any) -> dict:
     return raw or {}
 
 
+def _is_teacher(d: Any) -> bool:
+    return isinstance(d, dict) and "sent" in d and "cached" in d
+
+
 def _teacher_stats(stats: dict) -> dict | None:
     """The teacher accounting inside a run's stats (the whole stats of a 'teacher' run, or stats['teacher'])."""
-    if "sent" in stats and "cached" in stats:
+    if _is_teacher(stats):
         return stats
     t = stats.get("teacher")
-    return t if isinstance(t, dict) and "sent" in t else None
+    return t if _is_teacher(t) else None
+
+
+def _all_teacher_stats(stats: dict) -> list[dict]:
+    """Every teacher's accounting in a run: the run itself, stats['teacher'], or stats['teachers'] (a task
+    run with several teachers), and judges under any other key."""
+    one = _teacher_stats(stats)
+    if one is stats:
+        return [stats]
+    found = [one] if one else []
+    for v in stats.values():
+        if isinstance(v, list):
+            found += [x for x in v if _is_teacher(x)]
+        elif isinstance(v, dict) and v is not one:
+            found += [x for x in v.values() if _is_teacher(x)]
+    return found
 
 
 def _summary(stats: dict) -> str:
-    t = _teacher_stats(stats)
-    if t:
-        fails = sum((t.get("failures") or {}).values())
-        return f"{t.get('requests', 0)} req, {t.get('cached', 0)} hit, {t.get('sent', 0)} sent, {fails} err"
+    ts = _all_teacher_stats(stats)
+    if ts:
+        req = sum(t.get("requests", 0) for t in ts)
+        hit = sum(t.get("cached", 0) for t in ts)
+        sent = sum(t.get("sent", 0) for t in ts)
+        fails = sum(sum((t.get("failures") or {}).values()) for t in ts)
+        return f"{req} req, {hit} hit, {sent} sent, {fails} err"
     items = [f"{k}={v}" for k, v in stats.items() if isinstance(v, (int, float, str)) and len(str(v)) < 24]
     return ", ".join(items[:4])
 
@@ -108,10 +130,10 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="a run id from `recot ru
     console.print(f"started {row['started_at']}  finished {row['finished_at']}")
     if row.get("error"):
         console.print(f"[red]error:[/red] {row['error']}")
-    t = _teacher_stats(stats)
-    if t:
+    teachers = _all_teacher_stats(stats)
+    for t in teachers:
         console.print(_teacher_table(t))
-    other = {k: v for k, v in stats.items() if t is None or (k != "teacher" and t is not stats)}
+    other = {} if teachers[:1] == [stats] else stats
     if other:
         console.print("stats:")
         console.print_json(json.dumps(other, default=str))
