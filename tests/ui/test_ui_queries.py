@@ -274,3 +274,23 @@ def test_page_of_a_million_samples_reads_only_a_few_row_groups(tmp_ws, tmp_path)
     assert q.trace_page(tmp_ws, dv, f, limit=50, offset=100)["sample_id"].tolist() == expected
     assert q.trace_page(tmp_ws, dv, q.TraceFilter(search="NEEDLE"))["sample_id"].tolist() == ["id777777"]
     assert q.count_traces(tmp_ws, dv, q.TraceFilter()) == n
+
+
+def test_reads_what_the_real_curation_chain_writes(viewer_ws_copy):
+    """The funnel shape and verdicts written by curation.chain.run_chain are what the viewer reads."""
+    from curation.chain import run_chain
+
+    ws = viewer_ws_copy
+    dv = run_chain(ws, "r3_recommend@v1", "minimal")
+    ws_ro = q.open_readonly(ws.root)
+    fn = q.funnel(ws_ro, dv)
+    assert fn["filter"].tolist() == ["format", "sid_grounding", "exact_dup", "near_dup"]
+    assert fn["in"].iloc[0] == 8 and fn["out"].iloc[-1] == dv.manifest["funnel"]["kept"]
+    assert int(fn["dropped"].sum()) == 8 - dv.manifest["funnel"]["kept"]
+    dropped_by = fn.set_index("filter")["dropped"]
+    for f in q.reason_choices(ws_ro, dv):
+        flagged = q.count_traces(ws_ro, dv, q.TraceFilter(reason=f))
+        assert flagged >= dropped_by[f]  # flagged by f (dropped there or already dropped earlier)
+    assert q.count_traces(ws_ro, dv, q.TraceFilter(verdict="drop")) == 8 - dv.manifest["funnel"]["kept"]
+    d = q.trace_detail(ws_ro, dv, "s1")
+    assert d["verdicts"]["filter"].tolist()[0] == "format"
