@@ -2,7 +2,8 @@
 
 The arithmetic lives in `curation.rewards` (shared with the RL trainers: a correct SID is correct in both
 places); this filter only applies it to the sample columns `answer_sids` (falling back to the SIDs found in
-the answer text) and `target_sids`. Samples without targets (e.g. item descriptions) are kept and unscored.
+the answer text) and `target_sids`, for samples whose answer is a SID (level R3 and any listed tasks by
+default). Other samples (item descriptions, alignment titles, R1/R2 chains) are kept and unscored.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class OutcomeParams(FilterParams):
     first answer SID shares at least `min_prefix_levels` leading codes with a target; none: score only."""
     k: int = 10
     min_prefix_levels: int = 2
+    levels: list[str] = ["R3"]
+    tasks: list[str] = []
+    """Checked samples: level in `levels` or task in `tasks` (e.g. r0_grounding, whose answer is a SID), and
+    with target SIDs. Alignment answers such as titles carry the item's SID as target but answer in text."""
     score: Literal["prefix_partial", "ndcg"] = "prefix_partial"
     """Score per sample: SIDReasoner's prefix-partial reward of the first answer SID (best over targets), or
     NDCG@k of the ranked answer."""
@@ -81,11 +86,14 @@ class OutcomeFilter(Filter):
         answers = table.column("answer").to_pylist()
         comps = table.column("_completion").to_pylist()
         targets = table.column("target_sids").to_pylist()
+        levels = table.column("level").to_pylist()
+        tasks = table.column("task").to_pylist()
+        lv, tk = set(p.levels), set(p.tasks)
         keep = np.ones(n, bool)
         reasons: list[str | None] = [None] * n
         score = np.full(n, np.nan)
         for i in range(n):
-            if not targets[i]:
+            if not targets[i] or not (levels[i] in lv or tasks[i] in tk):
                 continue
             ok, why, s = judge_outcome(predictions(a_sids[i], answers[i], comps[i]), targets[i], p)
             keep[i], reasons[i], score[i] = ok, why, s
