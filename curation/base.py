@@ -67,8 +67,8 @@ class FilterContext:
     full: pa.Table | None = None                # the whole input (for artifacts computed once, e.g. word tokens)
 
     def tokens(self, field: str, table: pa.Table | None = None):
-        """Word-token hashes of column `field` for the evaluated rows. Tokenized once per chain run over the
-        whole input and sliced per filter, so exact dedup, near dedup and repetition share the work."""
+        """Word-token hashes of column `field` for the evaluated rows. Cached per chain run and sliced for
+        later filters that see a subset of those rows, so exact dedup, near dedup and repetition share the work."""
         from curation.text import subset_tokens, word_tokens
 
         if self.full is None or self.rows is None:
@@ -76,10 +76,18 @@ class FilterContext:
                 raise ValueError("tokens() needs the filter's table when the context has no full input")
             return word_tokens(table.column(field))
         key = f"tokens:{field}"
-        if key not in self.cache:
-            self.cache[key] = word_tokens(self.full.column(field))
-        tok = self.cache[key]
-        return tok if len(self.rows) == self.full.num_rows else subset_tokens(tok, self.rows)
+        cached = self.cache.get(key)
+        if cached is not None:  # reuse when the requested rows are a subset of the tokenized ones
+            rows_c, tok = cached
+            pos = np.searchsorted(rows_c, self.rows)
+            if len(rows_c) and (pos < len(rows_c)).all() and np.array_equal(rows_c[pos], self.rows):
+                return tok if len(pos) == len(rows_c) else subset_tokens(tok, pos)
+        col = self.full.column(field)
+        if len(self.rows) < self.full.num_rows:
+            col = col.take(pa.array(self.rows, pa.int64()))
+        tok = word_tokens(col)
+        self.cache[key] = (np.asarray(self.rows).copy(), tok)
+        return tok
 
 
 class Filter(ABC):

@@ -18,7 +18,8 @@ from storage.workspace import Workspace
 
 
 def latest_curated(ws: Workspace) -> DatasetVersion:
-    versions = [v for v in list_versions(ws) if "funnel" in v.manifest or v.step == "curate"]
+    versions = [v for v in list_versions(ws) if "funnel" in v.manifest or v.step == "curate"
+                or "keep" in {f["name"] for f in v.manifest.get("schema", [])}]
     if not versions:
         raise NotFound(f"no curated dataset in {ws.root}; run `recot curate --dataset NAME` first")
     return max(versions, key=lambda v: (v.created_at, v.name, v.version))

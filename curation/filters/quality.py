@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
-from curation.text import ngram_hashes, word_tokens
+from curation.text import Tokens, ngram_hashes, word_tokens
 from storage.sid import SID_RE
 
 STOPWORDS_EN = frozenset("""a about above after again against all also am an and any are as at be because been before
@@ -74,9 +74,9 @@ class RepetitionParams(FilterParams):
     """Texts with fewer n-grams are not judged (too short for the ratio to mean anything)."""
 
 
-def repeated_ngram_ratio(texts: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
+def repeated_ngram_ratio(texts: pa.Array | Tokens, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(ratio of repeated word n-grams, n-gram count) per text, via one sort of (row, hash) pairs."""
-    sh = ngram_hashes(word_tokens(texts), n)
+    sh = ngram_hashes(texts if isinstance(texts, Tokens) else word_tokens(texts), n)
     counts = sh.counts
     rows = sh.row_ids()
     if len(sh.hashes) == 0:
@@ -101,7 +101,7 @@ class RepetitionFilter(Filter):
         p: RepetitionParams = self.params
         n = table.num_rows
         text = _col(table, "_completion")
-        ratio, counts = repeated_ngram_ratio(text, p.ngram)
+        ratio, counts = repeated_ngram_ratio(ctx.tokens("_completion", table), p.ngram)
         bad = (counts >= p.min_ngrams) & (ratio > p.max_repeated_ratio)
         reasons: list[str | None] = [None] * n
         for i in np.flatnonzero(bad):
