@@ -104,3 +104,34 @@ def generate_ranked(model, tokenizer, trie: SidTrie, prompts: list[list[dict]], 
                         ranked.append(s)
             out.append(ranked)
     return out
+
+
+@torch.no_grad()
+def sample_constrained(model, tokenizer, trie: SidTrie, prompts: list[list[dict]], thinks: list[bool], *, n: int,
+                       temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0) -> list[list[str]]:
+    """`n` sampled completions per prompt, each ending in exactly one catalog SID (RFT's `constrained`
+    sampler: rejection sampling then chooses among valid items instead of discarding malformed answers)."""
+    from transformers import LogitsProcessorList
+
+    from trainers.prompts import NO_THINK_PREFILL
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos = model.generation_config.eos_token_id
+    eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id]
+    torch.manual_seed(seed)
+    model.eval()
+    out = []
+    for prompt, think in zip(prompts, thinks):
+        prefill = "" if think else NO_THINK_PREFILL
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) + prefill
+        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        plen = enc["input_ids"].shape[1]
+        proc = SidConstraintProcessor(trie, tokenizer, prompt_len=plen, think=think,
+                                      max_new_tokens=max_new_tokens, eos_token_ids=eos_ids)
+        gen = model.generate(**enc, do_sample=True, temperature=temperature, num_return_sequences=n,
+                             max_new_tokens=max_new_tokens if think else proc.sid_len + 1,
+                             logits_processor=LogitsProcessorList([proc]), pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=eos_ids)
+        out.append([prefill + t for t in tokenizer.batch_decode(gen[:, plen:], skip_special_tokens=True)])
+    return out

@@ -1,7 +1,8 @@
 """`recot train rft`: rejection-sampling fine-tuning (a.k.a. expert iteration / STaR with outcome checks).
 
 Each round: sample `n` completions per prompt from the CURRENT model through the teacher engine (local
-backend pointed at the model folder, so sampling gets the engine's cache, batching and accounting), keep
+backend pointed at the model folder, so sampling gets the engine's cache, batching and accounting; or, with
+`sampler: constrained`, in-process with the SID-trie constraint so every answer is a catalog SID), keep
 the correct ones with curation's outcome check (`curation.rewards`: well-formed answer whose first SID is the
 reference; at most `keep_per_prompt` per prompt), SFT on them, and continue from the new weights.
 Accepted samples of each round are written as a dataset version (SAMPLE_SCHEMA) with the prompt dataset as
@@ -10,6 +11,7 @@ parent, so every RFT step is traceable like a synth step.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +39,10 @@ class RFTConfig(TrainConfig):
     levels: list[str] | None = None
     tasks: list[str] | None = None
     teacher_batch_size: int = 4              # local backend batch (TeacherConfig.local_batch_size)
+    # engine: the teacher engine's local backend on the model folder (cache, accounting; the default);
+    # constrained: in-process sampling whose answers are always catalog SIDs (trainers.decoding) — useful
+    # when the model does not yet emit well-formed SIDs on its own
+    sampler: Literal["engine", "constrained"] = "engine"
 
 
 def sample_round(ws: Workspace, model_dir: Path, prompts, cfg: RFTConfig, round_id: str) -> list[list[str]]:
@@ -90,7 +96,15 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
         save_model(model, tok, current, {"run_id": run_id, "round": 0, "base_model": base})
         rounds, produced, trainer = [], [], None
         for r in range(1, cfg.rounds + 1):
-            outs = sample_round(ws, current, prompts_ds["prompt"], cfg, f"rft:{run_id}:r{r}")
+            if cfg.sampler == "engine":
+                outs = sample_round(ws, current, prompts_ds["prompt"], cfg, f"rft:{run_id}:r{r}")
+            else:
+                from storage.sid_catalog import SidCatalog
+                from trainers.decoding import sample_constrained
+
+                outs = sample_constrained(model, tok, SidCatalog.load(ws, sid_version).trie, prompts_ds["prompt"],
+                                          prompts_ds["think"], n=cfg.n, temperature=cfg.temperature,
+                                          max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r)
             rows, sft_rows = [], []
             now = datetime.now(timezone.utc)
             for row, comps in zip(prompts_ds, outs):
@@ -102,7 +116,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
                                  "level": row["level"], "mode": "blind", "think": row["think"],
                                  "target_sids": row["target_sids"], "messages": msgs, "reasoning": reasoning,
                                  "answer": answer, "answer_sids": answer_sids(text),
-                                 "teacher": f"local:rft:{run_id}:r{r}", "template_version": "rft",
+                                 "teacher": f"{cfg.sampler}:rft:{run_id}:r{r}", "template_version": "rft",
                                  "run_id": run_id, "sid_version": sid_version, "created_at": now,
                                  "extra": f'{{"round": {r}, "score": {score}}}'})
                     sft_rows.append({"prompt": list(row["prompt"]),
