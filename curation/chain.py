@@ -30,6 +30,7 @@ from curation.text import completion_column
 from storage.datasets import DatasetVersion, read_dv, resolve, write_version
 from storage.errors import InputError, RecotError
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
+from storage.redact import redact
 from storage.runs import finish_run, start_run
 from storage.workspace import Workspace
 
@@ -179,7 +180,7 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
             notes, _ = _reason_stats(sub_ids, reasons, np.flatnonzero(v.keep & (reasons != None)))  # noqa: E711
             stages.append({
                 "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
-                "params": f.params.model_dump(mode="json"),
+                "params": redact(f.params.model_dump(mode="json")),  # the manifest is stored: no secrets
                 "evaluated": int(len(idx)), "in": before, "out": int(kept.sum()),
                 "dropped": before - int(kept.sum()), "flagged": int(len(flagged)),
                 "reasons": reasons_new, "flagged_reasons": reasons_all, "notes": notes, "examples": examples,
