@@ -64,13 +64,21 @@ def model_path(embedder: str = "minilm") -> Path:
 _MODELS: dict[str, object] = {}
 
 
-def load_model(embedder: str = "minilm"):
+def load_model(embedder: str = "minilm", *, progress: bool = True):
     """The SentenceTransformer on CPU, loaded once per process."""
     if embedder not in _MODELS:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
-        _MODELS[embedder] = SentenceTransformer(str(model_path(embedder)), device="cpu")
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        if not progress:
+            hf_logging.disable_progress_bar()
+        try:
+            _MODELS[embedder] = SentenceTransformer(str(model_path(embedder)), device="cpu")
+        finally:
+            if was_enabled and not progress:
+                hf_logging.enable_progress_bar()
     return _MODELS[embedder]
 
 
@@ -110,13 +118,28 @@ class EmbeddingCache:
         return self.dir / name
 
 
+SHARED_CACHE_ENV = "RECOT_EMBEDDING_CACHE"
+
+
 def embed_texts(texts: list[str], *, cache_root: Path, embedder: str = "minilm", batch_size: int = 128,
                 progress: bool = False) -> tuple[np.ndarray, dict]:
     """L2-normalised embeddings of `texts` (row order kept), using and filling the cache.
 
+    If RECOT_EMBEDDING_CACHE names a folder, it is a second, shared cache (same layout) read before
+    embedding and filled afterwards — e.g. so every test session on one machine embeds MovieLens once.
+
     Returns (vectors float32 [n, d], stats {embedded, reused, model, dims}; reused = from the cache or a duplicate text)."""
     cache = EmbeddingCache(cache_root, embedder)
     known = cache.load()
+    shared_root = os.environ.get(SHARED_CACHE_ENV)
+    shared = EmbeddingCache(Path(shared_root), embedder) if shared_root else None
+    if shared is not None and shared.dir != cache.dir:
+        from_shared = {h: v for h, v in shared.load().items() if h not in known}
+        if from_shared:  # copy into the workspace cache so the workspace stays self-contained
+            cache.add(list(from_shared), np.stack(list(from_shared.values())))
+            known.update(from_shared)
+    else:
+        shared = None
     hashes = [text_hash(t) for t in texts]
     todo_idx: dict[str, int] = {}
     todo_texts: list[str] = []
@@ -125,10 +148,12 @@ def embed_texts(texts: list[str], *, cache_root: Path, embedder: str = "minilm",
             todo_idx[h] = len(todo_texts)
             todo_texts.append(t)
     if todo_texts:
-        model = load_model(embedder)
+        model = load_model(embedder, progress=progress)
         new = model.encode(todo_texts, batch_size=batch_size, normalize_embeddings=True,
                            convert_to_numpy=True, show_progress_bar=progress).astype(np.float32)
         cache.add(list(todo_idx), new)
+        if shared is not None:
+            shared.add(list(todo_idx), new)
         for h, i in todo_idx.items():
             known[h] = new[i]
     vecs = np.stack([known[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, 0), np.float32)

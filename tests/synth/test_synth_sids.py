@@ -183,6 +183,13 @@ def test_balanced_assignment_respects_capacity():
     assert len(set(bal.sids)) == 200
 
 
+def test_config_rejects_unknown_text_field():
+    from storage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown text field"):
+        SidConfig(text_fields=("title", "plot"))
+
+
 # ---------------------------------------------------------------------------------------------- user vectors
 def test_user_vectors_wrong_dimensions_names_row_and_item(tmp_ws, tmp_path):
     ids = _add_items(tmp_ws, 5)
@@ -275,8 +282,10 @@ def test_cli_build_and_show(vec_ws):
 
 # ---------------------------------------------------------------------------------------------- embeddings
 @pytest.mark.slow
-def test_text_embeddings_are_cached_by_text_hash(tmp_ws):
-    from synth.sids.embed import EmbeddingCache, item_text
+def test_text_embeddings_are_cached_by_text_hash(tmp_ws, tmp_path, monkeypatch):
+    from synth.sids.embed import SHARED_CACHE_ENV, EmbeddingCache, item_text
+
+    monkeypatch.delenv(SHARED_CACHE_ENV, raising=False)
 
     _add_items(tmp_ws, 24)
     cfg = SidConfig(codebook_size=4, levels=2)
@@ -297,6 +306,18 @@ def test_text_embeddings_are_cached_by_text_hash(tmp_ws):
         con.execute("UPDATE items SET title = 'A completely different film' WHERE item_id = 'it0003'")
     c = build_sids(tmp_ws, cfg)
     assert c.report["embedding"]["embedded"] == 1
+    # A shared cache (RECOT_EMBEDDING_CACHE) is filled by one workspace and read by another.
+    monkeypatch.setenv(SHARED_CACHE_ENV, str(tmp_path / "shared"))
+    from storage.workspace import Workspace
+
+    other = Workspace.open(tmp_path / "other")
+    _add_items(other, 24)
+    assert build_sids(other, cfg).report["embedding"]["embedded"] == 24
+    third = Workspace.open(tmp_path / "third")
+    _add_items(third, 24)
+    t = build_sids(third, cfg)
+    assert t.report["embedding"]["embedded"] == 0 and t.codes == a.codes
+    assert len(EmbeddingCache(third.cache_dir, "minilm").load()) == 24
     assert item_text("T", ["a", "b"], None) == "T. Categories: a, b"
 
 
