@@ -84,6 +84,11 @@ class SidCatalog:
     def __len__(self) -> int:
         return len(self.item_to_sid)
 
+    @property
+    def sid_version(self) -> int:
+        """Alias of `version` (the name datasets use for it)."""
+        return self.version
+
     def sid_of(self, item_id: str) -> str:
         try:
             return self.item_to_sid[str(item_id)]
