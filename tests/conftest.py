@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MiniLM item embeddings are cached per text hash; share them across test sessions and subprocesses so the
+# MovieLens SID fixtures and the end-to-end demo embed the 1,682 titles once per machine, not per test.
+os.environ.setdefault("RECOT_EMBEDDING_CACHE", str(Path.home() / ".cache" / "recot" / "embeddings"))
 
 
 @pytest.fixture
