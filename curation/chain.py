@@ -13,7 +13,6 @@ order, so the same input and chain give a byte-identical output (same content ha
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time

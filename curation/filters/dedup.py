@@ -19,7 +19,6 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import rensa
 from pydantic import model_validator
 from scipy.sparse import coo_matrix

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from curation.rewards import split_think
 from storage.datasets import write_version
-from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
+from storage.records import SAMPLE_SCHEMA, samples_from_pylist
 from storage.sid import extract_sids, format_sid
 
 TITLES = {
