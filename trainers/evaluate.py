@@ -6,8 +6,9 @@ train+valid history (last `max_history` items, rendered with synth's R3 student 
 item, the ranked list is the `max(K)` beams of constrained decoding. With one target, Recall@K = HR@K.
 
 `bench` scores a model level by level on items/users of the test split only: R0 grounding accuracy
-(title + description → the exact SID) and R3 HR/NDCG. R1/R2 need free-text references and curation's
-chain checks; they are reported as not scored until such a benchmark set exists.
+(title + description → the exact SID), R2 evolution chains (synth's data-derived reference chain of the
+train+valid history, scored by curation's 0.5·action-F1 + 0.5·logic-F1) and R3 HR/NDCG. R1 has no
+reference to score against and is reported as not scored.
 """
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ from storage.sid_catalog import SidCatalog
 from storage.workspace import Workspace
 from trainers.common import model_lineage, resolve_sid_version
 from trainers.prompts import r0_grounding_messages, r3_messages
+
+
+def torch_no_grad_lazy(fn):
+    """torch.no_grad without importing torch at module import (keeps `recot --help` fast)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        import torch
+
+        with torch.no_grad():
+            return fn(*a, **kw)
+    return wrapper
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +149,7 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
 
 def bench_model(ws: Workspace, model_dir: str | Path, *, sid_version: int | None = None,
                 max_items: int | None = 50, max_users: int | None = 50, ks: Sequence[int] = (1, 5, 10),
-                batch_size: int = 4, store: bool = True) -> EvalResult:
+                batch_size: int = 4, r2_tokens: int = 160, store: bool = True) -> EvalResult:
     """One table R0 → R3 for a model, built from the test split only (test items for R0, test users for R3)."""
     from trainers.decoding import generate_ranked
 
@@ -152,17 +166,63 @@ def bench_model(ws: Workspace, model_dir: str | Path, *, sid_version: int | None
     prompts = [r0_grounding_messages(t or "", d) for _, t, d, _ in items]
     got = generate_ranked(model, tok, catalog.trie, prompts, think=False, num_beams=1, batch_size=batch_size)
     r0 = sum(1 for g, (_, _, _, sid) in zip(got, items) if g[:1] == [sid]) / max(len(items), 1)
+    r2 = r2_chain_bench(ws, model, tok, sid_version, max_users=max_users, max_new_tokens=r2_tokens)
     del model
     r3 = evaluate_model(ws, model_dir, ks=ks, modes=("no_think",), sid_version=sid_version, max_users=max_users,
                         batch_size=batch_size, store=False)
     metrics = {
         "R0": {"grounding_accuracy": r0, "n": float(len(items))},
         "R1": {"scored": 0.0},
-        "R2": {"scored": 0.0},
+        "R2": r2,
         "R3": {**r3.metrics["no_think"], "n": float(r3.n_users)},
     }
-    config = {"kind": "bench", "max_items": max_items, "max_users": max_users, "ks": list(ks), "split": "test"}
+    config = {"kind": "bench", "max_items": max_items, "max_users": max_users, "ks": list(ks), "split": "test",
+              "r2_tokens": r2_tokens}
     lineage = {"model": model_lineage(model_dir), "sid_version": sid_version}
     eval_id = _store(ws, model=str(model_dir), dataset=f"bench:test@sid_v{sid_version}", config=config,
                      metrics=metrics, lineage=lineage) if store else ""
     return EvalResult(eval_id, str(model_dir), metrics, r3.n_users, config)
+
+
+@torch_no_grad_lazy
+def r2_chain_bench(ws: Workspace, model, tok, sid_version: int, *, max_users: int | None,
+                   max_new_tokens: int = 160) -> dict[str, float]:
+    """R2 on test users: the model writes an evolution chain for the train+valid history (greedy, free text);
+    scored against synth's reference chain of the same history with curation's R2 scorer."""
+    from curation.filters.r2_score import r2_chain_score
+    from synth.tasks.cognition import reference_chain
+    from synth.tasks.history import Event, render_history
+    from trainers.prompts import NO_THINK_PREFILL, r2_messages
+
+    rows = ws.query(f"""
+        SELECT sp.user_id, list(struct_pack(item_id := sp.item_id, sid := x.sid, title := i.title, ts := sp.ts,
+                                            domain := sp.domain, cats := coalesce(i.categories, []))
+                                ORDER BY sp.position)
+        FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ?
+        JOIN items i ON i.item_id = sp.item_id
+        WHERE sp.split IN ('train', 'valid') AND sp.user_id IN (SELECT user_id FROM splits WHERE split = 'test')
+        GROUP BY sp.user_id ORDER BY TRY_CAST(sp.user_id AS BIGINT) NULLS LAST, sp.user_id
+        {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version])
+    scores, actions, logics = [], [], []
+    tok.padding_side = "left"
+    for user_id, hist in rows:
+        events = [Event(h["item_id"], h["sid"], h["title"] or "", h["ts"], h["domain"], list(h["cats"]))
+                  for h in hist][-20:]
+        ref = reference_chain(user_id, events)
+        if ref is None:
+            continue
+        text = tok.apply_chat_template(r2_messages(render_history(events)), tokenize=False,
+                                       add_generation_prompt=True) + NO_THINK_PREFILL
+        enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        answer = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        s, a, lg = r2_chain_score(answer, ref)
+        scores.append(s)
+        actions.append(a)
+        logics.append(lg)
+    n = len(scores)
+    if not n:
+        return {"scored": 0.0}
+    return {"chain_score": sum(scores) / n, "action_f1": sum(actions) / n, "logic_f1": sum(logics) / n,
+            "n": float(n)}

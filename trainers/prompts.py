@@ -40,3 +40,9 @@ def r0_grounding_messages(title: str, description: str | None) -> list[dict[str,
     text = f"{title}. {description}" if description else title
     user = _template("r0_grounding").render("user", description=text)
     return [{"role": "user", "content": user + " /no_think"}]
+
+
+def r2_messages(history_lines: str) -> list[dict[str, str]]:
+    """R2 evolution: the `student` part of `synth/prompts/r2_evolve` (answer: a JSON logic chain), /no_think."""
+    user = _template("r2_evolve").render("student", history=history_lines)
+    return [{"role": "user", "content": user + " /no_think"}]

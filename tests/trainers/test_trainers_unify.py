@@ -178,3 +178,18 @@ def test_distill_routes_each_task_to_its_teacher(tiny_ws, sft_model):
     assert lin["routing"] == {"r3_recommend": teacher} and lin["stages"][0]["task"] == "r3_recommend"
     with pytest.raises(ConfigError, match="no teacher for task"):
         train_distill(tiny_ws, DistillConfig(dataset="r3_curated@v1", teachers={"other_task": teacher}))
+
+
+@pytest.mark.slow
+def test_bench_table_r0_to_r3_from_test_split(tiny_ws, local_model_path):
+    from trainers.evaluate import bench_model
+
+    res = bench_model(tiny_ws, local_model_path, max_users=2, ks=(1, 3), r2_tokens=16)
+    m = res.metrics
+    n_test_items = tiny_ws.query("SELECT count(DISTINCT item_id) FROM splits WHERE split = 'test'")[0][0]
+    assert m["R0"]["n"] == n_test_items and 0.0 <= m["R0"]["grounding_accuracy"] <= 1.0
+    assert m["R1"] == {"scored": 0.0}
+    assert m["R2"]["n"] == 2 and 0.0 <= m["R2"]["chain_score"] <= 1.0      # fixture items have categories
+    assert m["R3"]["n"] == 2 and m["R3"]["invalid_sids"] == 0.0
+    stored = json.loads(tiny_ws.query("SELECT metrics FROM evals WHERE eval_id = ?", [res.eval_id])[0][0])
+    assert stored["R2"]["chain_score"] == m["R2"]["chain_score"]

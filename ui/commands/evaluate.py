@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
             t.add_column("metric")
             t.add_column("value", justify="right")
             for level, ms in res.metrics.items():
-                if level in ("R1", "R2") and not ms.get("scored"):
-                    t.add_row(level, "—", "not scored (no reference set)")
+                if "scored" in ms and not ms["scored"]:
+                    t.add_row(level, "—", "not scored (no reference)")
                     continue
                 for name, v in ms.items():
                     t.add_row(level, name, f"{v:.4f}" if name != "n" else f"{int(v)}")
