@@ -133,6 +133,9 @@ def save_model(trainer_or_model, tokenizer, out_dir: Path, lineage: dict[str, An
     import uuid
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / LINEAGE_FILE).exists():
+        # never wipe a folder recot did not write (think `--out .`)
+        raise RecotError(f"output folder {out_dir} exists and is not a recot model folder; choose another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:6]}"
     try:

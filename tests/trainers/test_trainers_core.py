@@ -149,3 +149,15 @@ def test_failed_training_marks_the_run_failed(tiny_ws):
         train_sft(tiny_ws, SFTTrainConfig(dataset="r3_curated@v1", model=str(tiny_ws.root / "no-such-model")))
     runs = list_runs(tiny_ws, "train-sft")
     assert runs and runs[0]["status"] == "failed"
+
+
+def test_save_model_refuses_to_overwrite_a_foreign_folder(tmp_path):
+    from storage.errors import RecotError
+    from trainers.common import save_model
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(RecotError, match="not a recot model folder"):
+        save_model(object(), object(), foreign, {})
+    assert (foreign / "notes.txt").read_text() == "keep me"
