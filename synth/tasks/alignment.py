@@ -34,11 +34,11 @@ def _token_sql(ctx: TaskContext) -> str:
     levels = [int(x) for x in ctx.opt("levels")]
     pre = []
     if 1 in levels:
-        pre.append("SELECT 1 AS lvl, '<|sid_begin|><s_a_' || codes[1] || '>' AS prefix, item_id, categories, domain "
-                   "FROM cat")
+        pre.append("SELECT 1 AS lvl, '<|sid_begin|><s_a_' || codes[1] || '>' AS prefix, item_id, categories, "
+                   "attributes, domain FROM cat")
     if 2 in levels:
         pre.append("SELECT 2 AS lvl, '<|sid_begin|><s_a_' || codes[1] || '><s_b_' || codes[2] || '>' AS prefix, "
-                   "item_id, categories, domain FROM cat WHERE len(codes) >= 2")
+                   "item_id, categories, attributes, domain FROM cat WHERE len(codes) >= 2")
     if not pre:
         from storage.errors import ConfigError
         raise ConfigError("task 'align_token': option levels must include 1 and/or 2")
@@ -57,20 +57,38 @@ def _token_sql(ctx: TaskContext) -> str:
                          FROM cnt) r JOIN sizes s USING (lvl, prefix)
                    WHERE s.n_items >= {min_items}
                    GROUP BY r.lvl, r.prefix)"""]
-    cols = {"prefix": "prefix", "level": "lvl", "n_items": "n_items", "summary": "array_to_string(parts, ', ')"}
+    summary = "array_to_string(parts, ', ')"
+    keys = [str(k) for k in ctx.opt("attribute_keys")]
+    if keys:
+        # dominant values of chosen attributes (e.g. year), appended as "; year: 1995 (3 of 5), ..."
+        ctes += [f"""av AS (SELECT lvl, prefix, k, json_extract_string(attributes, '$."' || k || '"') AS v, count(*) AS c
+                           FROM pre, (SELECT unnest([{', '.join(sql_str(k) for k in keys)}]) AS k)
+                           WHERE attributes IS NOT NULL GROUP BY ALL HAVING v IS NOT NULL)""",
+                 f"""attr AS (SELECT lvl, prefix, list(k || ': ' || vals ORDER BY k) AS aparts FROM (
+                                SELECT a.lvl, a.prefix, a.k,
+                                       array_to_string(list(a.v || ' (' || a.c || ' of ' || s.n_items || ')'
+                                                            ORDER BY a.c DESC, a.v) FILTER (WHERE a.rk <= {top_k}), ', ') AS vals
+                                FROM (SELECT *, row_number() OVER (PARTITION BY lvl, prefix, k ORDER BY c DESC, v) AS rk
+                                      FROM av) a JOIN sizes s USING (lvl, prefix) GROUP BY ALL)
+                              GROUP BY lvl, prefix)""",
+                 "top2 AS (SELECT t.*, a.aparts FROM top t LEFT JOIN attr a USING (lvl, prefix))"]
+        summary = "array_to_string(parts, ', ') || coalesce('; ' || array_to_string(aparts, '; '), '')"
+    src = "top2" if keys else "top"
+    cols = {"prefix": "prefix", "level": "lvl", "n_items": "n_items", "summary": summary}
     body = "SELECT " + fill({
         "variant": "'level' || lvl", "key": "prefix",
         "user_text": tpl.to_sql("user", cols), "assistant_text": tpl.to_sql("assistant", cols),
         "domain": "domain",
         "extra": "to_json({'level': lvl, 'prefix': prefix, 'n_items': n_items, 'categories': cats})",
-    }) + " FROM top"
+    }) + f" FROM {src}"
     return samples_select(ctx, body, ctes=ctes)
 
 
 ALIGN_TOKEN = register(Task(
     name="align_token", level="alignment", kind=DETERMINISTIC,
-    description="SID prefix (levels 1, 2) -> dominant categories of the items under it",
+    description="SID prefix (levels 1, 2) -> dominant categories (and chosen attributes) of the items under it",
     options=(Option("levels", ["1", "2"], "prefix levels to describe"),
+             Option("attribute_keys", [], "also name the dominant values of these attributes (e.g. year)"),
              Option("top_k", 3, "categories named per prefix"),
              Option("min_items", 2, "skip prefixes covering fewer items (with a category)")),
     generate=_token_sql))

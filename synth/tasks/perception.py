@@ -76,10 +76,15 @@ def _description_source(ctx: TaskContext) -> str | None:
         n = ctx.ws.query("SELECT count(*) FROM items WHERE description IS NOT NULL AND trim(description) <> ''")[0][0]
         if n:
             return None
+        import duckdb
+
         for dv in reversed(list_versions(ctx.ws)):
             if (dv.manifest.get("synth") or {}).get("task") in DESCRIPTION_TASKS and dv.rows:
-                ctx.parents.append((dv.name, dv.version))
-                return dv.glob
+                usable = duckdb.sql(f"SELECT count(*) FROM read_parquet({sql_str(dv.glob)}) "
+                                    "WHERE error IS NULL AND answer IS NOT NULL").fetchall()[0][0]
+                if usable:                         # newest version with at least one error-free description
+                    ctx.parents.append((dv.name, dv.version))
+                    return dv.glob
         raise NotFound("r0_grounding: the catalog has no item descriptions and no dataset holds teacher "
                        "descriptions yet; run `recot synth run align_item_narrative` (or r0_understand) first, "
                        "or pass --option source=NAME@vN")
