@@ -20,13 +20,10 @@ def list_cmd(verbose: Annotated[bool, typer.Option("--options", "-o", help="Also
     from synth.tasks.registry import list_tasks
 
     tasks = list_tasks()
-    t = Table(title="synthesis tasks")
-    for c in ("task", "level", "kind", "dataset"):
-        t.add_column(c, no_wrap=True)
-    t.add_column("description", overflow="fold")
-    for x in tasks:
-        t.add_row(x["name"], x["level"], x["kind"], x["dataset"], x["description"])
-    console.print(t)
+    w = max(len(x["name"]) for x in tasks)
+    for x in tasks:   # one line per task: stays readable in narrow terminals
+        console.print(f"{x['name']:<{w}}  {x['level']:<9}  {x['kind']:<13}  -> {x['dataset']:<9}  {x['description']}",
+                      markup=False, highlight=False, soft_wrap=True)
     if verbose:
         for x in tasks:
             console.print(f"\n[bold]{x['name']}[/bold] options:")
