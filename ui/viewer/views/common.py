@@ -11,11 +11,11 @@ from ui.viewer.queries import has_samples, is_empty  # noqa: F401  (is_empty re-
 from ui.viewer.render import escape_markdown
 
 GETTING_STARTED = """\
-recot ingest movielens-100k          # items, users, interactions, chronological splits
-recot sids build                     # semantic IDs (RQ-KMeans codebook) for every item
-recot synth run r3_recommend         # teacher-generated reasoning traces (a sample dataset version)
-recot curate run r3_recommend        # filter chain → a curated version with per-filter verdicts
-recot ui                             # this viewer"""
+recot ingest movielens-100k               # items, users, interactions, chronological splits
+recot sids build                          # semantic IDs (residual K-means codebook) for every item
+recot synth run r3_recommend --users 20   # teacher-generated reasoning traces → dataset `cot`
+recot curate --dataset cot                # filter chain → `cot-curated` with per-filter verdicts
+recot ui                                  # this viewer"""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def render(ctx: Ctx) -> None:
     ds = data.datasets(ctx.root, ctx.stamp)
     if ds.empty:
         st.info("No dataset versions yet: synthesize traces with `recot synth run TASK`, then curate them with "
-                "`recot curate run DATASET`.")
+                "`recot curate --dataset NAME`.")
     else:
         frame(ds.drop(columns=["name", "version"]), key="overview_datasets")
 
@@ -34,7 +34,8 @@ def render(ctx: Ctx) -> None:
     st.subheader("Review progress")
     rp = data.review_progress(ctx.root, ctx.stamp)
     if rp.empty:
-        st.caption("No reviews pulled yet (`recot review push`, annotate in Argilla, then `recot review pull`).")
+        st.caption("No reviews pulled yet (`recot review up`, `recot review push --dataset NAME`, annotate in "
+                   "Argilla, then `recot review pull`).")
     else:
         frame(rp, key="overview_reviews")
         by_status = rp.groupby("status", as_index=True)["samples"].sum()
@@ -45,7 +46,7 @@ def _funnel(ctx: Ctx, ds) -> None:
     st.subheader("Curation funnel")
     curated = ds[ds["curated"]].sort_values(["created_at"], ascending=False)["dataset"].tolist() if not ds.empty else []
     if not curated:
-        st.caption("No curated version yet (`recot curate run DATASET`).")
+        st.caption("No curated version yet (`recot curate --dataset NAME`).")
         return
     ref = st.selectbox("Curated version", curated, key="overview_funnel_version")
     fn = data.funnel(ctx.root, ctx.stamp, ref)
