@@ -194,6 +194,9 @@ def ingest_generic(ws, *, items: str | Path, interactions: str | Path, users: st
     paths = {"items": Path(items), "interactions": Path(interactions)}
     if users:
         paths["users"] = Path(users)
+    for kind, p in paths.items():  # before any reader opens it: a missing file is bad input, not a traceback
+        if not p.exists():
+            raise InputError("file not found", file=str(p), field=f"--{kind}")
     names = {k: v for k, v in mapping.items() if not k.startswith("_")}
     cfg = {"mapping": names, "categories_sep": categories_sep}
     with IngestSession(ws, "generic", opts, files=list(paths.values()), names=names, spill=True, config=cfg) as s:

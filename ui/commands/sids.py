@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from storage.errors import InputError
+from storage.errors import ConfigError, InputError
 from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="Semantic IDs: build residual K-means SIDs for the catalog's "
@@ -75,8 +76,13 @@ def build(
     if vectors is not None and not vectors.exists():
         raise InputError("file not found", file=str(vectors))
     ws = open_ws(workspace, create=False)
-    cfg = SidConfig(levels=levels, codebook_size=codebook_size, seed=seed, balanced=balanced,
-                    vectors_path=str(vectors) if vectors else None)
+    try:
+        cfg = SidConfig(levels=levels, codebook_size=codebook_size, seed=seed, balanced=balanced,
+                        vectors_path=str(vectors) if vectors else None)
+    except ValidationError as exc:  # e.g. --levels 0: one line naming the option, not a pydantic traceback
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err.get("loc", ())) or "?"
+        raise ConfigError(f"option --{field.replace('_', '-')}: {err.get('msg')}") from None
     res = build_sids(ws, cfg, progress=progress)
     render_report(res.report, f"SID version {res.sid_version}")
 
