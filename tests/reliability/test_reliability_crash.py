@@ -4,7 +4,7 @@ teacher job must never re-ask a request that had already completed.
 
 The kill point is random but seeded (RECOT_CRASH_SEED, default 11): a random delay after the process
 starts, or after a progress marker (the first cached teacher answer) appears. Review push has its own
-kill -9 test on the real Argilla stack: tests/review/test_review_resume.py::test_push_killed_mid_way_resumes
+kill -9 test on the real Argilla stack: tests/review/test_review_resume.py::test_kill_9_during_push_then_push_again_sends_each_record_once
 (not repeated here)."""
 from __future__ import annotations
 
