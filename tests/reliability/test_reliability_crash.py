@@ -8,14 +8,12 @@ kill -9 test on the real Argilla stack: tests/review/test_review_resume.py::test
 (not repeated here)."""
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from reliability_util import (SEED, assert_check_after_kill, assert_check_ok, build_catalog, kill9, recot_popen,
