@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, Verdicts, reason_category
 from curation.config import ChainConfig, load_chain
-from curation.text import completion_column
+from curation.text import chat_column, completion_column
 from storage.datasets import DatasetVersion, read_dv, resolve, write_version
 from storage.errors import InputError, RecotError
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
@@ -114,6 +114,7 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
     without writing a version."""
     n = table.num_rows
     work = table.append_column("_completion", completion_column(table))
+    work = work.append_column("_chat", chat_column(table))
     id_col = table.column("sample_id").combine_chunks()
     if pc.count_distinct(id_col).as_py() != n or id_col.null_count:
         ids = id_col.to_pylist()

@@ -24,6 +24,16 @@ _MULTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0
                    0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63], dtype=np.uint64)
 
 
+def chat_column(table: pa.Table) -> pa.Array:
+    """Every message's content joined by newlines (prompt and completion): the identity of a whole sample, for
+    exact deduplication of tasks whose answers repeat across different prompts (e.g. next-item alignment)."""
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    msgs = table.column("messages").combine_chunks()
+    contents = pa.ListArray.from_arrays(msgs.offsets, msgs.values.field("content"))
+    return pc.fill_null(pc.binary_join(contents, "\n"), "")
+
+
 def completion_column(table: pa.Table) -> pa.Array:
     """The assistant's last message per sample (the raw completion, think block included).
 

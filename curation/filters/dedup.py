@@ -95,6 +95,9 @@ class NearDedupParams(FilterParams):
     num_perm: int = 128
     threshold: float = 0.8
     shingle_words: int = 5
+    min_words: int = 10
+    """Texts shorter than this many words are left to exact dedup: a one-SID or one-title answer has too few
+    shingles for a meaningful Jaccard, and the same short answer to different prompts is not a duplicate."""
     bands: int = 16
     seed: int = 42
 
@@ -120,7 +123,7 @@ def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
     n = len(tok.offsets) - 1
     labels = np.full(n, -1, np.int64)
     sh = ngram_hashes(tok, p.shingle_words)
-    has = np.flatnonzero(sh.counts > 0)
+    has = np.flatnonzero((sh.counts > 0) & (tok.counts >= p.min_words))
     if len(has) < 2:
         return labels, {}
     sub = subset_tokens(sh, has) if len(has) < n else sh

@@ -14,6 +14,7 @@ mention that does not resemble the SID's own title.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Literal
 
 import duckdb
@@ -40,6 +41,10 @@ class SidGroundingParams(FilterParams):
     """difflib ratio at or above which a mention counts as the SID's own title (after normalization)."""
     max_named: int = 5
     """At most this many offending SIDs are written into one reason (the count is always given)."""
+    prefix_tasks: list[str] = ["align_token"]
+    """Tasks whose text legitimately holds SID *prefixes* (`<|sid_begin|><s_a_12>` with no end tag, e.g. token
+    alignment). There an open prefix is checked against the catalog (some item's SID must start with it) instead
+    of being called malformed."""
 
 
 def _names(items: list[str], k: int) -> str:
@@ -60,6 +65,11 @@ class SidGroundingFilter(Filter):
         versions = sample_sid_versions(table, ctx)
         cat = catalog_table(ctx, np.unique(versions))
         text = table.column("_completion")
+        issues: list[list[str]] = [[] for _ in range(n)]
+        prefix_sids = np.zeros(n, np.int64)
+        prefix_bad = np.zeros(n, np.int64)
+        if p.prefix_tasks and "task" in table.column_names:
+            text = self._check_prefixes(table, text, versions, cat, issues, prefix_sids, prefix_bad)
         t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
         con = duckdb.connect()
         try:
@@ -98,9 +108,8 @@ class SidGroundingFilter(Filter):
         finally:
             con.close()
 
-        n_sids = np.zeros(n, np.int64)
-        n_bad = np.zeros(n, np.int64)
-        issues: list[list[str]] = [[] for _ in range(n)]
+        n_sids = prefix_sids.copy()
+        n_bad = prefix_bad.copy()
         seen_begin = np.zeros(n, np.int64)
         seen_codes = np.zeros(n, np.int64)
         for row, total, codes, _, _ in occ:
@@ -151,3 +160,39 @@ class SidGroundingFilter(Filter):
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
         return Verdicts(keep, reasons, score)
+
+    def _check_prefixes(self, table: pa.Table, text: pa.ChunkedArray, versions, cat: pa.Table,
+                        issues: list[list[str]], n_sids: np.ndarray, n_bad: np.ndarray) -> pa.ChunkedArray:
+        """For rows of `prefix_tasks`: check each open SID prefix against the catalog's SID prefixes and blank
+        it out of the text the rest of the filter reads (so it is not reported as malformed)."""
+        p: SidGroundingParams = self.params
+        rows = np.flatnonzero(pc.is_in(table.column("task"), pa.array(p.prefix_tasks, pa.string()))
+                              .to_numpy(zero_copy_only=False))
+        if not len(rows):
+            return text
+        key = "sid_prefixes:" + ",".join(str(v) for v in np.unique(versions))
+        prefixes = self._prefix_cache = getattr(self, "_prefix_cache", {})
+        if key not in prefixes:
+            known: set[tuple[int, str]] = set()
+            for v, sid in zip(cat.column("sid_version").to_pylist(), cat.column("sid").to_pylist()):
+                body = sid[len("<|sid_begin|>"):-len("<|sid_end|>")]
+                toks = _PREFIX_TOKEN_RE.findall(body)
+                for k in range(1, len(toks) + 1):
+                    known.add((int(v), "".join(toks[:k])))
+            prefixes[key] = known
+        known = prefixes[key]
+        values = text.to_pylist()
+        for i in rows:
+            s = values[i] or ""
+            for m in _OPEN_PREFIX_RE.finditer(s):
+                n_sids[i] += 1
+                if (int(versions[i]), m.group(1)) not in known:
+                    n_bad[i] += 1
+                    issues[i].append(f"unknown SID prefix: {m.group(0)!r} starts no SID in version {versions[i]}")
+            values[i] = _OPEN_PREFIX_RE.sub(" ", s)
+        return pa.chunked_array([pa.array(values, pa.string())])
+
+
+_PREFIX_TOKEN_RE = re.compile(r"<s_[a-z]_\d+>")
+# `<|sid_begin|>` + code tokens NOT followed by another code token or the end tag: an open prefix
+_OPEN_PREFIX_RE = re.compile(r"<\|sid_begin\|>((?:<s_[a-z]_\d+>)+)(?!<s_|<\|sid_end\|>)")
