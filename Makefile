@@ -12,7 +12,7 @@ demo: setup
 	$(RECOT) demo --workspace ./recot-data
 
 test: setup
-	$(PYTEST) -q
+	$(PYTEST) -q --durations=15
 
 test-fast: setup
 	$(PYTEST) -q -m "not slow and not argilla and not browser"
