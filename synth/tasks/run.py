@@ -69,7 +69,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
             dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
                                parents=list(ctx.parents),
                                schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})
-            stats.update(_summary(dv))
+            stats.update(summarize(dv))
             # keep the engine accounting it stored under stats['teacher'] while running
             finish_run(ws, run_id, stats)
     except KeyboardInterrupt:
@@ -105,7 +105,8 @@ def _teacher_configs(teacher: Any) -> list:
     return cfgs
 
 
-def _summary(dv: DatasetVersion) -> dict[str, Any]:
+def summarize(dv: DatasetVersion) -> dict[str, Any]:
+    """Rows and error rows of a synth version per teacher and chat variant (for run stats and the CLI)."""
     import duckdb
 
     con = duckdb.connect()

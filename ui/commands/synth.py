@@ -89,20 +89,14 @@ def run_cmd(
 
 
 def _print_counts(dv) -> None:
-    import duckdb
+    from synth.tasks.run import summarize
 
-    con = duckdb.connect()
-    try:
-        rows = con.execute(f"""SELECT teacher, coalesce(json_extract_string(extra, '$.variant'), '') AS variant,
-                                      count(*) AS n, count(error) AS errors
-                               FROM read_parquet('{dv.glob}') GROUP BY ALL ORDER BY ALL""").fetchall()
-    finally:
-        con.close()
-    if not rows:
+    by = summarize(dv)["by"]
+    if not by:
         return
     t = Table()
     for c in ("teacher", "variant", "samples", "with error"):
         t.add_column(c)
-    for r in rows:
-        t.add_row(str(r[0]), str(r[1]), str(r[2]), str(r[3]))
+    for r in by:
+        t.add_row(str(r["teacher"]), str(r["variant"]), str(r["rows"]), str(r["errors"]))
     console.print(t)
