@@ -57,17 +57,23 @@ def load_samples(ws: Workspace, ref: str | DatasetVersion, *, kept_only: bool = 
     src = f"read_parquet('{dv.glob}')"
     con = duckdb.connect()
     try:
+        if think_ratio is not None:
+            if not 0.0 <= think_ratio <= 1.0:
+                raise InputError(f"think_ratio must be within [0, 1], got {think_ratio}", field="think_ratio")
+            n_t, n_n = con.execute(
+                f"SELECT count(*) FILTER (WHERE think), count(*) FILTER (WHERE NOT coalesce(think, FALSE)) "
+                f"FROM {src} WHERE {where}", params).fetchall()[0]
+            if (n_t == 0) != (n_n == 0) and 0.0 < think_ratio < 1.0:
+                # e.g. an alignment corpus (no thinking rows): a mix cannot be made; use what there is
+                log.warning("%s has only %s rows; think_ratio=%s ignored", dv.ref,
+                            "thinking" if n_t else "non-thinking", think_ratio)
+                think_ratio = None
         if think_ratio is None:
             sql = f"SELECT * FROM {src} WHERE {where} ORDER BY {order}"
             if max_rows:
                 sql += f" LIMIT {int(max_rows)}"
             table = con.sql(sql, params=params).to_arrow_table()
         else:
-            if not 0.0 <= think_ratio <= 1.0:
-                raise InputError(f"think_ratio must be within [0, 1], got {think_ratio}", field="think_ratio")
-            n_t, n_n = con.execute(
-                f"SELECT count(*) FILTER (WHERE think), count(*) FILTER (WHERE NOT coalesce(think, FALSE)) "
-                f"FROM {src} WHERE {where}", params).fetchall()[0]
             total = min(n_t / think_ratio if think_ratio > 0 else float("inf"),
                         n_n / (1 - think_ratio) if think_ratio < 1 else float("inf"))
             if max_rows:
