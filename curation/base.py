@@ -101,6 +101,9 @@ class Filter(ABC):
     type_name: ClassVar[str]
     Params: ClassVar[type[FilterParams]] = FilterParams
     only_kept_default: ClassVar[bool] = False
+    row_local: ClassVar[bool] = True
+    """True when a row's verdict depends on that row alone (and the catalog): such filters may run on batches
+    in parallel (`--executor ray`). Set-level filters (dedup, rejection sampling, the judge) set False."""
     rank_weight: ClassVar[float] = 1.0
     """Weight of this filter's score in the rank score later filters use to pick the best of a group
     (0 for text-statistics scores that say nothing about correctness or usefulness)."""

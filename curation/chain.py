@@ -13,6 +13,7 @@ order, so the same input and chain give a byte-identical output (same content ha
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -28,10 +29,13 @@ from curation.config import ChainConfig, load_chain
 from curation.text import chat_column, completion_column
 from storage.datasets import DatasetVersion, read_dv, resolve, write_version
 from storage.errors import InputError, RecotError
+from storage.executor import map_batches
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
 from storage.redact import redact
 from storage.runs import finish_run, start_run
 from storage.workspace import Workspace
+
+EXECUTOR_BATCH_ROWS = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +109,28 @@ def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
     return out.combine_chunks()
 
 
+def _verdicts_on_executor(f: Filter, sub: pa.Table, ws: Workspace | None, sid_version: int | None,
+                          run_id: str | None, executor: str) -> Verdicts:
+    """A row-local filter over batches on `executor` (storage.executor.map_batches): same verdicts as in-process."""
+    fn = functools.partial(verdict_batch, f, str(ws.root) if ws is not None else None, sid_version, run_id)
+    out = map_batches(sub, fn, executor=executor, batch_size=EXECUTOR_BATCH_ROWS)
+    score = out.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    return Verdicts(out.column("keep").to_numpy(zero_copy_only=False), out.column("reason").to_pylist(), score)
+
+
+def verdict_batch(f: Filter, ws_root: str | None, sid_version: int | None, run_id: str | None,
+                  batch: pa.Table) -> pa.Table:
+    """One batch through one row-local filter, as a pure function (runs in a Ray worker): keep/reason/score."""
+    ws = Workspace(root=Path(ws_root)) if ws_root else None  # a handle only: nothing is created or migrated
+    ctx = FilterContext(ws=ws, rank_score=np.zeros(batch.num_rows), run_id=run_id, sid_version=sid_version)
+    v = f.apply(batch, ctx) if batch.num_rows else Verdicts.all_kept(0)
+    return pa.table({"keep": pa.array(v.keep, pa.bool_()), "reason": pa.array(v.reason, pa.string()),
+                     "score": pa.array(v.score, pa.float64())})
+
+
 def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None = None,
                 sid_version: int | None = None, run_id: str | None = None,
-                progress: bool = False) -> tuple[pa.Table, pa.Table, dict]:
+                progress: bool = False, executor: str = "local") -> tuple[pa.Table, pa.Table, dict]:
     """Apply `filters` in order to a SAMPLE_SCHEMA table. Returns (curated table, verdicts, funnel).
 
     Pure apart from catalog reads (and the judge's teacher cache), so benchmarks and tests can call it
@@ -151,7 +174,10 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
                                 progress=progress, sid_version=sid_version, cache=shared, rows=idx, full=work)
             if bar is not None:
                 bar.update(task, description=f"{f.label} ({len(idx):,} samples)")
-            v: Verdicts = f.apply(sub, ctx) if len(idx) else Verdicts.all_kept(0)
+            if executor != "local" and f.row_local and len(idx):
+                v = _verdicts_on_executor(f, sub, ws, sid_version, run_id, executor)
+            else:
+                v = f.apply(sub, ctx) if len(idx) else Verdicts.all_kept(0)
             if len(v.keep) != len(idx):
                 raise RecotError(f"filter {f.label!r} returned {len(v.keep)} verdicts for {len(idx)} samples")
             before = int(kept.sum())
@@ -211,18 +237,18 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
 
 def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Path | ChainConfig | dict = "default",
               *, out: str | None = None, progress: bool = False,
-              overrides: list[str] | None = None) -> DatasetVersion:
+              overrides: list[str] | None = None, executor: str = "local") -> DatasetVersion:
     """Curate `dataset_ref` with `chain` into a new version of dataset `out` (default '<input>-curated')."""
     cfg, source = load_chain(chain, overrides)
     filters = cfg.build(source)
     src = dataset_ref if isinstance(dataset_ref, DatasetVersion) else resolve(ws, dataset_ref)
     out = out or f"{src.name}-curated"
     table = load_samples(src)
-    config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref}
+    config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref, "executor": executor}
     with ws.writer("curate"):
         run_id = start_run(ws, "curate", config)
         try:
-            curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version,
+            curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version, executor=executor,
                                                     run_id=run_id, progress=progress)
             funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
             dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],

@@ -46,6 +46,7 @@ class ExactDedupFilter(Filter):
     type_name = "exact_dedup"
     Params = ExactDedupParams
     only_kept_default = True
+    row_local = False
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
@@ -185,6 +186,7 @@ class NearDedupFilter(Filter):
     type_name = "near_dedup"
     Params = NearDedupParams
     only_kept_default = True
+    row_local = False
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params

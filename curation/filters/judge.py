@@ -79,6 +79,7 @@ class JudgeFilter(Filter):
     type_name = "judge"
     Params = JudgeParams
     only_kept_default = True
+    row_local = False
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         from synth.teacher.engine import make_engine

@@ -29,6 +29,7 @@ class RejectionSamplingFilter(Filter):
     type_name = "rejection_sampling"
     Params = RejectionParams
     only_kept_default = True
+    row_local = False
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: RejectionParams = self.params

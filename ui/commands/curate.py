@@ -26,6 +26,9 @@ def curate(
         "--apply-reviews", help="instead of a chain: apply human review decisions to the curated version --dataset")] = False,
     examples: Annotated[bool, typer.Option("--examples/--no-examples", help="print example reasons")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the funnel as JSON")] = False,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (in-process) or ray (row-local filters as a Ray Data stage; RAY_ADDRESS for a "
+                           "cluster, else a local Ray instance)")] = "local",
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Curate --dataset with --chain into a new version (all samples kept, with verdicts) and print the funnel."""
@@ -44,7 +47,7 @@ def curate(
     from curation.chain import run_chain
     from curation.report import funnel, render
 
-    dv = run_chain(ws, dataset, chain, out=out, progress=True, overrides=set_ or None)
+    dv = run_chain(ws, dataset, chain, out=out, progress=True, overrides=set_ or None, executor=executor)
     rep = funnel(ws, dv)
     if as_json:
         console.print_json(json.dumps(rep, default=str))
