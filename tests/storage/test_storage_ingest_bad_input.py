@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REVIEWS, write_lines
+from ingest_fixtures import REVIEWS, write_lines
 from storage.errors import InputError
 from storage.ingest.amazon import ingest_amazon
 from storage.ingest.catalog import IngestOptions

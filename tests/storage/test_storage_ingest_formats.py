@@ -97,7 +97,7 @@ def test_movielens_20m_csv_folder(tmp_ws, ml20m_folder):
 
 
 def test_amazon_2018_json_meta_and_generic_users_file(tmp_ws, tmp_path):
-    from conftest import REVIEWS, write_lines
+    from ingest_fixtures import REVIEWS, write_lines
 
     reviews = write_lines(tmp_path / "Beauty_5.json.gz", [json.dumps(
         {"overall": r, "verified": True, "reviewTime": "x", "reviewerID": u, "asin": a, "unixReviewTime": t})
