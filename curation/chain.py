@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -251,16 +250,16 @@ def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Pat
             curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version, executor=executor,
                                                     run_id=run_id, progress=progress)
             funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
+            def store_verdicts(con, name: str, version: int) -> None:
+                con.register("v", verdicts)
+                con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
+                            [name, version, run_id])
+                con.unregister("v")
+
+            # the verdicts are inserted in the transaction that registers the version: both or neither
             dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],
-                               run_id=run_id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel})
-            try:
-                with ws.transaction("curate") as con:
-                    con.register("v", verdicts)
-                    con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
-                                [dv.name, dv.version, run_id])
-            except BaseException:
-                _remove_version(ws, dv)
-                raise
+                               run_id=run_id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel},
+                               on_commit=store_verdicts)
         except BaseException as exc:
             finish_run(ws, run_id, {"input": src.ref}, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -272,8 +271,3 @@ def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Pat
     return dv
 
 
-def _remove_version(ws: Workspace, dv: DatasetVersion) -> None:
-    """Undo a just-written version when its verdicts could not be stored (nothing half-written)."""
-    with ws.transaction("curate") as con:
-        con.execute("DELETE FROM dataset_versions WHERE name = ? AND version = ?", [dv.name, dv.version])
-    shutil.rmtree(dv.path, ignore_errors=True)

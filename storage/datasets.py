@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,9 +67,13 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordBatch], *, step: str,
                   config: dict | None = None, parents: list[tuple[str, int]] | None = None,
                   run_id: str | None = None, schema: pa.Schema | None = None,
-                  extra_manifest: dict | None = None) -> DatasetVersion:
+                  extra_manifest: dict | None = None,
+                  on_commit: Callable[[Any, str, int], None] | None = None) -> DatasetVersion:
     """Write a new immutable version of dataset `name` and return it. Atomic: on any failure nothing is left
-    behind (the temp folder is removed) and the catalog is unchanged."""
+    behind (the temp folder is removed) and the catalog is unchanged.
+
+    `on_commit(con, name, version)` runs inside the same catalog transaction that registers the version, so
+    rows that belong to it (e.g. curation verdicts) land together with it or not at all."""
     if not NAME_RE.match(name):
         raise RecotError(f"bad dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128)")
     base = ws.datasets_dir / name
@@ -124,6 +128,8 @@ def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordB
                         "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [name, version, str(final.relative_to(ws.root)), rows, manifest["content_hash"],
                          created, step, run_id, json.dumps(parent_list), json.dumps(manifest, default=str)])
+                    if on_commit is not None:
+                        on_commit(con, name, version)
             except BaseException:
                 shutil.rmtree(final, ignore_errors=True)
                 raise

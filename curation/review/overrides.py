@@ -74,16 +74,17 @@ def apply_reviews(ws: Workspace, dataset_ref: str) -> DatasetVersion:
         "reviewed_samples": len(decisions),
         "flipped_to_keep": to_keep, "flipped_to_drop": to_drop,
     }}
+    def store_verdicts(con, name: str, version: int) -> None:  # same transaction as the version: both or neither
+        con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, run_id FROM verdicts "
+                    "WHERE dataset = ? AND version = ?", [name, version, parent.name, parent.version])
+        con.executemany("INSERT INTO verdicts VALUES (?, ?, ?, 'human', ?, ?, ?, NULL)",
+                        [[name, version, d.sample_id, d.keep, None if d.keep else d.reason,
+                          d.mean_rating] for d in decisions.values()])
+
     dv = write_version(ws, parent.name, table, step="review_apply", schema=CURATED_SCHEMA,
                        parents=[(parent.name, parent.version)],
                        config={"dataset": parent.ref, "rule": "majority of submitted reviews; tie = drop; bad = "
-                               "correct=no or rating<=2"}, extra_manifest=manifest)
-    with ws.transaction("review_apply") as con:
-        con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, run_id FROM verdicts "
-                    "WHERE dataset = ? AND version = ?", [dv.name, dv.version, parent.name, parent.version])
-        con.executemany("INSERT INTO verdicts VALUES (?, ?, ?, 'human', ?, ?, ?, NULL)",
-                        [[dv.name, dv.version, d.sample_id, d.keep, None if d.keep else d.reason,
-                          d.mean_rating] for d in decisions.values()])
+                               "correct=no or rating<=2"}, extra_manifest=manifest, on_commit=store_verdicts)
     log.info("%s: %d reviewed samples applied (%d now kept, %d now dropped) → %s", parent.ref, len(decisions),
              len(to_keep), len(to_drop), dv.ref)
     return dv
