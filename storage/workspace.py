@@ -67,6 +67,13 @@ class Workspace:
                 con.execute(SCHEMA_SQL)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
+    def __getstate__(self) -> dict:
+        """Pickle only the path (a worker process gets its own handle; locks never travel)."""
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(root=state["root"])
+
     # ------------------------------------------------------------------ paths
     @property
     def db_path(self) -> Path:

@@ -10,6 +10,7 @@ Several teachers (`teacher=[cfg_a, cfg_b]`) answer the same prompts; every sampl
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from synth.tasks.templates import load_template
 from synth.teacher.types import ChatRequest, ChatResponse, SamplingParams
 
 log = logging.getLogger(__name__)
+PARSE_BATCH = 256
 
 THINK_VARIANTS = {"think": ("think",), "no_think": ("no_think",), "both": ("think", "no_think")}
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
@@ -37,10 +39,12 @@ LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanis
 
 # ---------------------------------------------------------------------------------------------- entry point
 def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | None = None,
-             dataset: str | None = None, progress: bool = False) -> DatasetVersion:
+             dataset: str | None = None, progress: bool = False, executor: str = "local") -> DatasetVersion:
     """Run task `name` and write one new version of `dataset` (default: the task's default dataset,
     'alignment' or 'cot'). `teacher`: a TeacherConfig / dict / YAML path / 'backend:model', or a list of
-    them (None = the embedded local model); ignored by deterministic tasks."""
+    them (None = the embedded local model); ignored by deterministic tasks. `executor`: 'local' or 'ray' for
+    the parsing stage of teacher tasks (requests scale out through the teacher's servers, SQL tasks through
+    DuckDB)."""
     task = get_task(name)
     opts = task.resolve_options(options)
     sid_version = _resolve_sid_version(ws, int(opts.get("sid_version") or 0))
@@ -48,7 +52,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
                              opts.get("language") or "en")
     teachers = _teacher_configs(teacher) if task.kind != DETERMINISTIC else []
     dataset = dataset or task.default_dataset
-    config = {"task": task.name, "level": task.level, "kind": task.kind, "options": opts,
+    config = {"task": task.name, "level": task.level, "kind": task.kind, "options": opts, "executor": executor,
               "sid_version": sid_version, "template_version": template.ref, "dataset": dataset,
               "teachers": [t.public_dict() for t in teachers]}
     run_id = start_run(ws, "synth", config)
@@ -60,7 +64,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
             if task.kind == DETERMINISTIC:
                 data, counter = _deterministic_batches(ctx, progress)
             else:
-                rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress)
+                rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor)
                 stats["teachers"] = engine_stats
                 data = samples_from_pylist(rows)
             extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
@@ -172,7 +176,8 @@ def make_requests(ctx: TaskContext, prompts: list[Prompt]) -> list[ChatRequest]:
     return out
 
 
-def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool) -> tuple[list[dict], Counter, list[dict]]:
+def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool,
+                  executor: str = "local") -> tuple[list[dict], Counter, list[dict]]:
     from synth.teacher.engine import make_engine
 
     prompts = ctx.task.build(ctx)
@@ -190,11 +195,29 @@ def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool) -> tuple[lis
             engine_stats.append(engine.stats)
         finally:
             engine.close()
-        for p, resp in zip(prompts, responses):
-            for r in response_rows(ctx, p, resp):
-                counter["errors" if r["error"] else "ok"] += 1
-                rows.append(r)
+        parsed = _parse_responses(ctx, prompts, responses, executor)
+        for r in parsed:
+            counter["errors" if r["error"] else "ok"] += 1
+        rows.extend(parsed)
     return rows, counter, engine_stats
+
+
+def _parse_responses(ctx: TaskContext, prompts: list, responses: list, executor: str) -> list[dict]:
+    """Responses → sample rows: in-process, or as a Ray Data stage over batches of prompts (`--executor ray`).
+    Parsing is a pure function of (prompt, response), so both give the same rows in the same order."""
+    if executor == "local" or not prompts:
+        return [r for p, resp in zip(prompts, responses) for r in response_rows(ctx, p, resp)]
+    from storage.executor import map_batches
+
+    index = pa.table({"i": pa.array(range(len(prompts)), pa.int64())})
+    fn = functools.partial(parse_batch, ctx, prompts, responses)
+    return map_batches(index, fn, executor=executor, batch_size=PARSE_BATCH).to_pylist()
+
+
+def parse_batch(ctx: TaskContext, prompts: list, responses: list, batch: pa.Table) -> pa.Table:
+    """The sample rows of the prompts at positions `batch['i']` (runs in a Ray worker)."""
+    rows = [r for i in batch.column("i").to_pylist() for r in response_rows(ctx, prompts[i], responses[i])]
+    return samples_from_pylist(rows)
 
 
 def _variants(ctx: TaskContext) -> tuple[str, ...]:

@@ -66,6 +66,8 @@ def run_cmd(
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local, or ray: parse teacher answers as a Ray Data stage (RAY_ADDRESS or a local Ray).")] = "local",
 ):
     """Run TASK and write one new dataset version. Interrupted? Run the same command again: completed
     teacher requests come from the cache and sample ids are deterministic."""
@@ -82,7 +84,8 @@ def run_cmd(
         opts["think"] = "think" if think else "no_think"
     ws = open_ws(workspace, create=False)
     teachers = [str(p) for p in teacher] if teacher else None
-    dv = run_task(ws, task, teacher=teachers, options=opts, dataset=dataset, progress=progress)
+    dv = run_task(ws, task, teacher=teachers, options=opts, dataset=dataset, progress=progress,
+                  executor=executor)
     console.print(f"[bold green]{dv.ref}[/bold green]: {dv.rows} samples from task {task} "
                   f"(run {dv.run_id})")
     _print_counts(dv)
