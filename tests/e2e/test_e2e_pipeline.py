@@ -123,7 +123,7 @@ def test_main_job_end_to_end(tmp_path):
     recot("train", "sft", "--config", "configs/train/sft.cpu.yaml", "--dataset", overridden.ref,
           "--out", str(out_dir), ws=root)
     assert (out_dir / "config.json").exists()
-    run = ws.query("SELECT status, config FROM runs WHERE kind = 'sft' ORDER BY started_at DESC LIMIT 1")[0]
+    run = ws.query("SELECT status, config FROM runs WHERE kind = 'train-sft' ORDER BY started_at DESC LIMIT 1")[0]
     assert run[0] == "done" and overridden.ref in run[1]
     recot("eval", "--model", str(out_dir), "--max-users", "4", "--k", "1,5,10", ws=root)
     model, metrics, lin = ws.query("SELECT model, metrics, lineage FROM evals ORDER BY created_at DESC LIMIT 1")[0]
