@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
 from curation.catalog import catalog_table, normalize_title, sample_sid_versions
-from storage.sid import SID_RE, find_malformed_sids, is_valid_sid
+from storage.sid import CODE_TOKEN_RE, SID_BEGIN, SID_END, SID_RE, find_malformed_sids, is_valid_sid
 
 _SID = SID_RE.pattern  # RE2-compatible (no look-around)
 _AFTER = _SID + (r"""(?:\s*\(\s*"([^"\n]{2,200})"\s*\)"""                 # SID ("Title")
@@ -69,7 +69,7 @@ class SidGroundingFilter(Filter):
         prefix_sids = np.zeros(n, np.int64)
         prefix_bad = np.zeros(n, np.int64)
         if p.prefix_tasks and "task" in table.column_names:
-            text = self._check_prefixes(table, text, versions, cat, issues, prefix_sids, prefix_bad)
+            text = self._check_prefixes(table, text, versions, cat, ctx, issues, prefix_sids, prefix_bad)
         t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
         con = duckdb.connect()
         try:
@@ -161,7 +161,7 @@ class SidGroundingFilter(Filter):
             score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
         return Verdicts(keep, reasons, score)
 
-    def _check_prefixes(self, table: pa.Table, text: pa.ChunkedArray, versions, cat: pa.Table,
+    def _check_prefixes(self, table: pa.Table, text: pa.ChunkedArray, versions, cat: pa.Table, ctx: FilterContext,
                         issues: list[list[str]], n_sids: np.ndarray, n_bad: np.ndarray) -> pa.ChunkedArray:
         """For rows of `prefix_tasks`: check each open SID prefix against the catalog's SID prefixes and blank
         it out of the text the rest of the filter reads (so it is not reported as malformed)."""
@@ -171,12 +171,12 @@ class SidGroundingFilter(Filter):
         if not len(rows):
             return text
         key = "sid_prefixes:" + ",".join(str(v) for v in np.unique(versions))
-        prefixes = self._prefix_cache = getattr(self, "_prefix_cache", {})
+        prefixes = ctx.cache  # shared per chain run, like the catalog tables
         if key not in prefixes:
             known: set[tuple[int, str]] = set()
             for v, sid in zip(cat.column("sid_version").to_pylist(), cat.column("sid").to_pylist()):
-                body = sid[len("<|sid_begin|>"):-len("<|sid_end|>")]
-                toks = _PREFIX_TOKEN_RE.findall(body)
+                body = sid[len(SID_BEGIN):-len(SID_END)]
+                toks = [m.group(0) for m in CODE_TOKEN_RE.finditer(body)]
                 for k in range(1, len(toks) + 1):
                     known.add((int(v), "".join(toks[:k])))
             prefixes[key] = known
@@ -193,6 +193,5 @@ class SidGroundingFilter(Filter):
         return pa.chunked_array([pa.array(values, pa.string())])
 
 
-_PREFIX_TOKEN_RE = re.compile(r"<s_[a-z]_\d+>")
 # `<|sid_begin|>` + code tokens NOT followed by another code token or the end tag: an open prefix
 _OPEN_PREFIX_RE = re.compile(r"<\|sid_begin\|>((?:<s_[a-z]_\d+>)+)(?!<s_|<\|sid_end\|>)")
