@@ -107,6 +107,9 @@ class Filter(ABC):
     rank_weight: ClassVar[float] = 1.0
     """Weight of this filter's score in the rank score later filters use to pick the best of a group
     (0 for text-statistics scores that say nothing about correctness or usefulness)."""
+    review_label: ClassVar[str] = "other"
+    """The human-review issue label a drop by this filter stands for (curation.review.push ISSUE_LABELS:
+    'hallucinated_item', 'leaked_target', 'wrong_logic', 'format', 'other')."""
 
     def __init__(self, params: FilterParams | None = None, *, label: str | None = None,
                  only_kept: bool | None = None):

@@ -44,6 +44,7 @@ class ExactDedupParams(FilterParams):
 @register
 class ExactDedupFilter(Filter):
     type_name = "exact_dedup"
+    review_label = "other"
     Params = ExactDedupParams
     only_kept_default = True
     row_local = False
@@ -184,6 +185,7 @@ def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
 @register
 class NearDedupFilter(Filter):
     type_name = "near_dedup"
+    review_label = "other"
     Params = NearDedupParams
     only_kept_default = True
     row_local = False

@@ -94,6 +94,7 @@ class FormatParams(FilterParams):
 @register
 class FormatFilter(Filter):
     type_name = "format"
+    review_label = "format"
     Params = FormatParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:

@@ -77,6 +77,7 @@ def judge_messages(prompt: str, completion: str, p: JudgeParams) -> list[dict[st
 @register
 class JudgeFilter(Filter):
     type_name = "judge"
+    review_label = "wrong_logic"
     Params = JudgeParams
     only_kept_default = True
     row_local = False

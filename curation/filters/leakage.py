@@ -35,6 +35,7 @@ def _titles(ctx: FilterContext, item_ids: list[str]) -> dict[str, str]:
 @register
 class LeakageFilter(Filter):
     type_name = "hint_leakage"
+    review_label = "leaked_target"
     Params = LeakageParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:

@@ -77,6 +77,7 @@ def judge_outcome(preds: list[str], targets: list[str], p: OutcomeParams) -> tup
 @register
 class OutcomeFilter(Filter):
     type_name = "outcome"
+    review_label = "wrong_logic"
     Params = OutcomeParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:

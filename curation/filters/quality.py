@@ -43,6 +43,7 @@ class LengthParams(FilterParams):
 @register
 class LengthFilter(Filter):
     type_name = "length"
+    review_label = "format"
     Params = LengthParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
@@ -94,6 +95,7 @@ def repeated_ngram_ratio(texts: pa.Array | Tokens, n: int) -> tuple[np.ndarray, 
 @register
 class RepetitionFilter(Filter):
     type_name = "repetition"
+    review_label = "format"
     Params = RepetitionParams
     rank_weight = 0.0
 
@@ -124,6 +126,7 @@ class LanguageParams(FilterParams):
 @register
 class LanguageFilter(Filter):
     type_name = "language"
+    review_label = "format"
     Params = LanguageParams
     rank_weight = 0.0
 

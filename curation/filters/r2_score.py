@@ -107,6 +107,7 @@ class R2ScoreParams(FilterParams):
 @register
 class R2ScoreFilter(Filter):
     type_name = "r2_score"
+    review_label = "wrong_logic"
     Params = R2ScoreParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:

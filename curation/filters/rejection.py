@@ -27,6 +27,7 @@ class RejectionParams(FilterParams):
 @register
 class RejectionSamplingFilter(Filter):
     type_name = "rejection_sampling"
+    review_label = "other"
     Params = RejectionParams
     only_kept_default = True
     row_local = False

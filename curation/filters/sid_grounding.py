@@ -55,6 +55,7 @@ def _names(items: list[str], k: int) -> str:
 @register
 class SidGroundingFilter(Filter):
     type_name = "sid_grounding"
+    review_label = "hallucinated_item"
     Params = SidGroundingParams
 
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
