@@ -2,13 +2,22 @@
 status and accounting, so every dataset version and sample points back to what made it."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from datetime import datetime, timezone
+from types import TracebackType
 from typing import Any
 
 from storage.redact import redact
 from storage.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+#: exceptions that mean "stopped from outside" (Ctrl-C, a cancelled task, a generator closed early): the run is
+#: recorded as 'interrupted', not 'failed'. The CLI turns nothing else (no SIGTERM handler) into these.
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, asyncio.CancelledError, GeneratorExit)
 
 
 def new_run_id(kind: str) -> str:
@@ -36,6 +45,50 @@ def finish_run(ws: Workspace, run_id: str, stats: dict | None = None, *, status:
         con.execute("UPDATE runs SET status = ?, finished_at = ?, stats = ?, error = ? WHERE run_id = ?",
                     [status, datetime.now(timezone.utc), json.dumps(redact(stats or {}), default=str),
                      redact(error) if error else None, run_id])
+
+
+class RecordedRun:
+    """The `runs` row of one job, as a context manager (made by `recorded_run`). Inside the block, `id` is the
+    run id and `stats` the accounting stored with the row whatever the outcome (assign or update it)."""
+
+    def __init__(self, ws: Workspace, kind: str, config: dict | None = None, run_id: str | None = None, *,
+                 quiet: bool = False):
+        self.ws, self.kind, self.config = ws, kind, config
+        self.id: str = run_id or ""
+        self.stats: dict[str, Any] = {}
+        self.status: str | None = None
+        self._quiet = quiet
+
+    def __enter__(self) -> "RecordedRun":
+        self.id = start_run(self.ws, self.kind, self.config, run_id=self.id or None)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if exc_type is None:
+            self.status, error = "done", None
+        elif issubclass(exc_type, INTERRUPTS):
+            self.status, error = "interrupted", "interrupted"
+        else:
+            self.status, error = "failed", f"{exc_type.__name__}: {exc}"[:2000]
+        try:
+            finish_run(self.ws, self.id, self.stats, status=self.status, error=error)
+        except Exception:
+            if exc_type is None and not self._quiet:
+                raise
+            # never mask the job's own error (or, when quiet, its result) with a bookkeeping one
+            log.warning("could not record %s run %s as %s", self.kind, self.id, self.status, exc_info=True)
+        return False
+
+
+def recorded_run(ws: Workspace, kind: str, config: dict | None = None, run_id: str | None = None, *,
+                 quiet: bool = False) -> RecordedRun:
+    """`with recorded_run(ws, "synth", config) as run:` — insert a 'running' row (or re-open `run_id`), then
+    record it 'done' when the block ends, 'interrupted' on KeyboardInterrupt / cancellation, or 'failed' with
+    the error text on any other exception (which is re-raised), storing `run.stats` in every case. A failure
+    to write the final row is raised after a successful block (logged instead when `quiet`), and only logged
+    after a failed one."""
+    return RecordedRun(ws, kind, config, run_id, quiet=quiet)
 
 
 def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
