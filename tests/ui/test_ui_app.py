@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from storage.datasets import write_version
-from ui_workspace import HALLUCINATED, NEEDLE, SCRIPT, TITLES
+from storage.records import samples_from_pylist
+from ui_workspace import HALLUCINATED, NEEDLE, SCRIPT, TITLES, cognition_sample
 
 VIEWER_DIR = Path(__file__).resolve().parents[2] / "ui" / "viewer"
 
@@ -224,3 +225,50 @@ def test_new_version_appears_after_refresh(app_test, viewer_ws_copy):
     assert {m.label: m.value for m in at.metric}["Dataset versions"] == "4"
     datasets = next(f for f in _frames(at) if "dataset" in f and "step" in f)
     assert "late-arrival@v1" in set(datasets["dataset"])
+
+
+def test_trace_detail_shows_three_levels_and_skeleton(app_test, viewer_ws_copy):
+    """A v2 trace: one section per cognition level (model text still literal), the skeleton's interest points
+    with share/recency and the target's point, the evolution periods, and the skeleton-teacher label."""
+    row = cognition_sample(20)
+    write_version(viewer_ws_copy, "cot_skeleton", samples_from_pylist([row]), step="synth")
+    at = app_test(viewer_ws_copy.root)
+    at.query_params["dataset"] = "cot_skeleton@v1"
+    at.query_params["sample"] = "s20"
+    at.run()
+    _no_exception(at)
+    bold = [m.value for m in at.markdown]
+    assert [b for b in bold if b in ("**1. Perception**", "**2. Interest points**", "**3. Evolution**")] == [
+        "**1. Perception**", "**2. Interest points**", "**3. Evolution**"]
+    assert "**Reasoning**" not in bold  # levels replace the single reasoning block
+    # level text without its label: with SIDs, a readable version (titles, escaped); without, literal code
+    perception = next(m for m in bold if "early dramas" in m)
+    assert "Movie 1" in perception and "Perception" not in perception
+    evolution = next(c.value for c in at.code if "moved from" in c.value)
+    assert evolution.startswith("the user moved") and SCRIPT in evolution and "Interest points" not in evolution
+    _assert_no_html_allowed(at)
+    frames = _frames(at)
+    points = next(f for f in frames if "label" in f and "share" in f)
+    assert points["label"].tolist() == ["early dramas", "late nineties dramas"]
+    assert points["share"].tolist() == ["40%", "40%"] and points["recent"].tolist() == [0, 2]
+    assert points["target"].tolist() == ["", "target"] and points["sid_prefix"].tolist() == ["a0·b0", "a0·b1"]
+    periods = next(f for f in frames if "period" in f)
+    assert periods["dominant"].tolist() == ["(1) early dramas", "(2) late nineties dramas"]
+    summary = dict(next(f for f in frames if "what" in f).values.tolist())
+    assert summary["target serves"] == "(2) late nineties dramas"
+    assert summary["shifts"] == "(1) early dramas → (2) late nineties dramas (2024-01-03)"
+    assert any("Skeleton teacher" in i.value for i in at.info)
+
+
+def test_trace_detail_names_why_a_skeleton_trace_is_not_three_levels(app_test, viewer_ws_copy):
+    row = cognition_sample(21)
+    row["reasoning"] = row["reasoning"].replace("Interest points:", "Interest Points:")
+    write_version(viewer_ws_copy, "cot_skeleton", samples_from_pylist([row]), step="synth")
+    at = app_test(viewer_ws_copy.root)
+    at.query_params["dataset"] = "cot_skeleton@v1"
+    at.query_params["sample"] = "s21"
+    at.run()
+    _no_exception(at)
+    assert any("missing level: Interest points" in w.value.replace("\\", "") for w in at.warning)
+    assert "**Reasoning**" in [m.value for m in at.markdown]
+    assert any("label" in f and "share" in f for f in _frames(at))  # the skeleton is still shown

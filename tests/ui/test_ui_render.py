@@ -44,3 +44,20 @@ def test_to_markdown_escapes_titles_and_only_adds_its_own_markup():
     assert "\\<img src\\=x onerror\\=alert\\(1\\)\\>" in md
     assert ":red-background[**hallucinated SID a9·b9·c9**]" in md
     assert short_sid("not a sid") == "?"
+
+
+def test_skeleton_rows_name_points_and_survive_a_sparse_skeleton():
+    from ui.viewer.render import skeleton_rows
+
+    sk = {"version": 1, "perception": [{"sid": KNOWN, "title": "Heat (1995)", "categories": [], "date": None}],
+          "interest_points": [{"id": 3, "label": "crime", "sids": [KNOWN], "categories": ["Crime"],
+                               "sid_prefix": None, "count": 1, "share": 1.0, "recent_count": 1, "last_date": None}],
+          "evolution": {"periods": [{"start": None, "end": None, "items": 1, "dominant": None}],
+                        "long_term": 3, "recent": 7, "shifts": []}, "target_point": None}
+    rows = skeleton_rows(sk)
+    assert rows["interest_points"][0]["SIDs"] == "a1·b2·c3" and rows["interest_points"][0]["share"] == "100%"
+    assert rows["interest_points"][0]["target"] == "" and rows["periods"][0]["dominant"] is None
+    summary = {r["what"]: r["value"] for r in rows["summary"]}
+    assert summary == {"long-term interest": "(3) crime", "recent interest": "(7)", "history items": "1"}
+    assert skeleton_rows({"version": 1}) == {"interest_points": [], "periods": [], "summary": [
+        {"what": "history items", "value": "0"}]}

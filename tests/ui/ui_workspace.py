@@ -88,6 +88,34 @@ def build_samples() -> list[dict]:
     ]
 
 
+def cognition_sample(i: int = 20) -> dict:
+    """A v2 three-level R3 trace of u1 with its cognition skeleton in `extra` (the shape synth writes; see
+    storage/cognition.py). Point 1 (items 1-2, prefix a0) is long-term, point 2 (items 3-4, a0·b1) recent and
+    the target's. The Evolution level carries a <script> payload: it must stay text."""
+    hist, target = HISTORIES["u1"][:-1], HISTORIES["u1"][-1]
+    skeleton = {
+        "version": 1,
+        "perception": [{"sid": sid(h), "title": TITLES[h], "categories": ["Drama"],
+                        "date": f"2024-01-0{k + 1}"} for k, h in enumerate(hist)],
+        "interest_points": [
+            {"id": 1, "label": "early dramas", "sids": [sid("1"), sid("2")], "categories": ["Drama"],
+             "sid_prefix": "<|sid_begin|><s_a_0><s_b_0>", "count": 2, "share": 0.4, "recent_count": 0,
+             "last_date": "2024-01-02"},
+            {"id": 2, "label": "late nineties dramas", "sids": [sid("3"), sid("4")], "categories": ["Drama"],
+             "sid_prefix": "<|sid_begin|><s_a_0><s_b_1>", "count": 2, "share": 0.4, "recent_count": 2,
+             "last_date": "2024-01-04"}],
+        "evolution": {"periods": [{"start": "2024-01-01", "end": "2024-01-02", "items": 2, "dominant": 1},
+                                  {"start": "2024-01-03", "end": "2024-01-05", "items": 3, "dominant": 2}],
+                      "long_term": 1, "recent": 2, "shifts": [{"from": 1, "to": 2, "date": "2024-01-03"}]},
+        "target_point": 2}
+    reasoning = (f"Perception: {sid('1')} and {sid('2')} are early dramas; {sid('3')} came later.\n\n"
+                 "Interest points: (1) early dramas, 2 of 5 items; (2) late nineties dramas, 2 of 5, both recent.\n\n"
+                 f"Evolution: the user moved from (1) to (2) {SCRIPT}, so the next pick serves (2).")
+    return _sample(i, reasoning=reasoning, answer=f"{sid(target)} {TITLES[target]}", answer_sids=[sid(target)],
+                   mode="hint", teacher="skeleton:v1", template_version="r3_recommend@v2", request_key=None,
+                   extra=json.dumps({"skeleton": skeleton}))
+
+
 # sample → (rejected_by, reason, judge score); None = kept.
 DROPS = {"s1": ("sid_valid", "hallucinated SID"), "s5": ("parse", "no SID in answer"),
          "s6": ("judge", "judge score 0.20 < 0.5")}

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
-from storage.sid import SID_LIKE_RE, SID_RE, is_valid_sid, parse_sid
+from storage.sid import CODE_TOKEN_RE, SID_LIKE_RE, SID_RE, is_valid_sid, parse_sid
 
 _MD_SPECIAL = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
 
@@ -110,3 +110,53 @@ def to_plain(segs: list[Segment]) -> str:
         else:
             parts.append(f"[MALFORMED {s.text}]")
     return "".join(parts)
+
+
+def _short_prefix(prefix: object) -> str | None:
+    """'<|sid_begin|><s_a_3><s_b_1>' → 'a3·b1' (any text with code tokens); other values as given."""
+    if not prefix:
+        return None
+    codes = CODE_TOKEN_RE.findall(str(prefix))
+    return "·".join(f"{letter}{code}" for letter, code in codes) if codes else str(prefix)
+
+
+def _point_name(points: Mapping[int, Mapping], pid: object) -> str | None:
+    """'(2) animated family films' for an interest point id, None for no id."""
+    if pid is None:
+        return None
+    p = points.get(pid) if isinstance(pid, int) else None
+    return f"({pid}) {p.get('label') or ''}".strip() if p else f"({pid})"
+
+
+def skeleton_rows(skeleton: Mapping) -> dict[str, list[dict]]:
+    """The cognition skeleton (storage.cognition, `extra["skeleton"]`) as table rows for the trace page:
+    `interest_points` (share as a percentage, recency, member SIDs as short codes, the target's point marked),
+    `periods` (each with its dominant point named) and `summary` (long-term / recent point, shifts, target point).
+    Only data values are copied, as plain strings and numbers: tables render them as text."""
+    points = {p.get("id"): p for p in skeleton.get("interest_points") or [] if isinstance(p, Mapping)}
+    target = skeleton.get("target_point")
+    ip_rows = []
+    for pid, p in points.items():
+        share = p.get("share")
+        ip_rows.append({
+            "point": pid, "label": p.get("label"), "items": p.get("count"),
+            "share": None if share is None else f"{float(share):.0%}",
+            "recent": p.get("recent_count"), "last": p.get("last_date"),
+            "categories": ", ".join(str(c) for c in p.get("categories") or []),
+            "sid_prefix": _short_prefix(p.get("sid_prefix")),
+            "SIDs": ", ".join(short_sid(s) for s in p.get("sids") or []),
+            "target": "target" if target is not None and pid == target else ""})
+    evo = skeleton.get("evolution") or {}
+    periods = [{"period": i + 1, "start": q.get("start"), "end": q.get("end"), "items": q.get("items"),
+                "dominant": _point_name(points, q.get("dominant"))}
+               for i, q in enumerate(evo.get("periods") or []) if isinstance(q, Mapping)]
+    shifts = "; ".join(f"{_point_name(points, s.get('from'))} → {_point_name(points, s.get('to'))}"
+                       + (f" ({s['date']})" if s.get("date") else "")
+                       for s in evo.get("shifts") or [] if isinstance(s, Mapping))
+    summary = [{"what": k, "value": v} for k, v in (
+        ("long-term interest", _point_name(points, evo.get("long_term"))),
+        ("recent interest", _point_name(points, evo.get("recent"))),
+        ("shifts", shifts or None),
+        ("target serves", _point_name(points, target)),
+        ("history items", str(len(skeleton.get("perception") or [])))) if v not in (None, "")]
+    return {"interest_points": ip_rows, "periods": periods, "summary": summary}

@@ -1,5 +1,6 @@
 """Trace detail: one sample in full — the user's history as titles with SIDs and dates, the prompt, the
-reasoning and answer with SIDs rendered as titles (hallucinated ones flagged), target vs answer, each filter's
+reasoning and answer with SIDs rendered as titles (hallucinated ones flagged; a three-level cognition trace
+as one section per level, with its data-derived skeleton beside it), target vs answer, each filter's
 verdict, judge score, annotator responses and lineage. All model text is shown as text (see render.py)."""
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 import pandas as pd
 import streamlit as st
 
+from storage.cognition import LEVELS, PREAMBLE, skeleton_of, split_levels
 from ui.viewer import data
-from ui.viewer.render import segments, short_sid, to_markdown
+from ui.viewer.render import segments, short_sid, skeleton_rows, to_markdown
 from ui.viewer.views.common import Ctx, frame, md, sample_refs
 
 
@@ -26,6 +28,45 @@ def _text_block(label: str, text: str | None, lookup: dict, key: str) -> None:
             st.code(text, language=None, wrap_lines=True)
     else:
         st.code(text, language=None, wrap_lines=True)
+
+
+def _skeleton(sk: dict) -> None:
+    """The data-derived cognition skeleton the three levels should agree with."""
+    st.markdown("**Cognition skeleton** (computed from the catalog and the user's train history)")
+    rows = skeleton_rows(sk)
+    st.caption("Interest points")
+    frame(pd.DataFrame(rows["interest_points"]), key="trace_interest_points")
+    st.caption("Evolution periods")
+    frame(pd.DataFrame(rows["periods"]), key="trace_periods")
+    frame(pd.DataFrame(rows["summary"]), key="trace_skeleton_summary")
+    with st.expander("Skeleton JSON"):
+        st.code(json.dumps(sk, indent=2, ensure_ascii=False), language="json")
+
+
+def _reasoning(row: dict, lookup: dict) -> None:
+    """Three-level traces as one section per level (cognition skeleton beside them); others as one block.
+    When a sample was meant to have levels (it carries a skeleton) but doesn't, the reason is shown."""
+    text = row.get("reasoning")
+    levels = split_levels(text) if text else None
+    sk = skeleton_of(row.get("extra"))
+    if not isinstance(levels, dict) and sk is None:
+        _text_block("Reasoning", text, lookup, "reasoning")
+        return
+    left, right = st.columns([3, 2]) if sk is not None else (st.container(), None)
+    with left:
+        if isinstance(levels, dict):
+            if PREAMBLE in levels:
+                _text_block("Before the levels", levels[PREAMBLE], lookup, "level_preamble")
+            for i, level in enumerate(LEVELS):
+                _text_block(f"{i + 1}. {level}", levels[level], lookup, f"level_{i}")
+            with st.expander("Reasoning: raw text"):
+                st.code(text, language=None, wrap_lines=True)
+        else:
+            st.warning(f"Not a three-level trace: {md(levels or 'no reasoning')}")
+            _text_block("Reasoning", text, lookup, "reasoning")
+    if right is not None:
+        with right:
+            _skeleton(sk)
 
 
 def render(ctx: Ctx) -> None:
@@ -84,7 +125,10 @@ def render(ctx: Ctx) -> None:
 
     # ---- reasoning and answer
     st.subheader("Reasoning and answer")
-    _text_block("Reasoning", row.get("reasoning"), lookup, "reasoning")
+    if str(row.get("teacher") or "").startswith("skeleton:"):
+        st.info("Skeleton teacher: this trace is the data-derived cognition skeleton put into words by a "
+                "program, not a model's reasoning: a structural baseline and demonstration.")
+    _reasoning(row, lookup)
     _text_block("Answer", row.get("answer"), lookup, "answer")
     if d["malformed"]:
         st.warning(f"{len(d['malformed'])} malformed SID fragment(s) — see the raw text.")
