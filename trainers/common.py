@@ -9,11 +9,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from storage.datasets import DatasetVersion
 from storage.errors import RecotError
-from storage.runs import finish_run, start_run
+from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,9 @@ def default_out_dir(ws: Workspace, run_id: str) -> Path:
     return ws.root / "models" / run_id
 
 
-@contextlib.contextmanager
-def training_run(ws: Workspace, kind: str, config: dict[str, Any]) -> Iterator[str]:
-    """A `runs` row around a training job: 'running' → 'done', or 'failed' with the error (then re-raised)."""
-    run_id = start_run(ws, f"train-{kind}", config)
-    try:
-        yield run_id
-    except BaseException as exc:
-        finish_run(ws, run_id, {}, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+def training_run(ws: Workspace, kind: str, config: dict[str, Any]) -> RecordedRun:
+    """The `runs` row (kind 'train-<kind>') around a training job: see `storage.runs.recorded_run`."""
+    return recorded_run(ws, f"train-{kind}", config)
 
 
 def summarize_logs(log_history: list[dict[str, Any]], keys: tuple[str, ...] = ("loss", "reward")) -> dict:
@@ -157,16 +151,16 @@ def save_model(trainer_or_model, tokenizer, out_dir: Path, lineage: dict[str, An
     return out_dir
 
 
-def finish(ws: Workspace, run_id: str, kind: str, *, trainer, tokenizer, out_dir: Path, base_model: str,
+def finish(run: RecordedRun, kind: str, *, trainer, tokenizer, out_dir: Path, base_model: str,
            datasets: list[str], sid_version: int | None, config: dict[str, Any],
            extra: dict[str, Any] | None = None, keys: tuple[str, ...] = ("loss", "reward")) -> TrainResult:
-    """Check the logs, save model + lineage, close the run row."""
+    """Check the logs, save model + lineage, and set the stats the run row is closed with."""
     history = list(getattr(getattr(trainer, "state", None), "log_history", []) or [])
     metrics = summarize_logs(history, keys)
-    lineage = {"run_id": run_id, "kind": kind, "base_model": base_model, "datasets": datasets,
+    lineage = {"run_id": run.id, "kind": kind, "base_model": base_model, "datasets": datasets,
                "sid_version": sid_version, "config": config, "metrics": metrics, **(extra or {})}
     save_model(trainer, tokenizer, out_dir, lineage)
-    finish_run(ws, run_id, {"out_dir": str(out_dir), "metrics": metrics, "datasets": datasets,
-                            "sid_version": sid_version, "base_model": base_model, **(extra or {})})
-    log.info("%s run %s saved to %s", kind, run_id, out_dir)
-    return TrainResult(run_id=run_id, out_dir=out_dir, metrics=metrics, log_history=history)
+    run.stats = {"out_dir": str(out_dir), "metrics": metrics, "datasets": datasets,
+                 "sid_version": sid_version, "base_model": base_model, **(extra or {})}
+    log.info("%s run %s saved to %s", kind, run.id, out_dir)
+    return TrainResult(run_id=run.id, out_dir=out_dir, metrics=metrics, log_history=history)

@@ -72,8 +72,8 @@ def train_distill(ws: Workspace, cfg: DistillConfig) -> TrainResult:
     base = base_model_path(cfg.model or first_lineage.get("base_model"))
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, next(iter(routing.values())))
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "distill", {**config, "dataset": dv.ref, "base_model": base, "routing": routing}) as run_id:
-        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
+    with training_run(ws, "distill", {**config, "dataset": dv.ref, "base_model": base, "routing": routing}) as run:
+        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run.id)
         student, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
                                                        add_tokens=cfg.add_sid_tokens, bf16=cfg.bf16)
         dtype = torch.bfloat16 if cfg.bf16 else torch.float32
@@ -88,7 +88,7 @@ def train_distill(ws: Workspace, cfg: DistillConfig) -> TrainResult:
                 part = ds.filter(lambda x, task=task: x["task"] == task).select_columns(["prompt"])
                 targs = cfg.training_args()
                 targs.setdefault("use_vllm", cfg.use_vllm)
-                args = DistillationConfig(output_dir=str(out_dir.parent / f".{run_id}-stage"), beta=cfg.beta,
+                args = DistillationConfig(output_dir=str(out_dir.parent / f".{run.id}-stage"), beta=cfg.beta,
                                           max_completion_length=cfg.max_completion_length,
                                           temperature=cfg.temperature, **targs)
                 trainer = DistillationTrainer(model=student, teacher_model=teachers[path], args=args,
@@ -100,7 +100,7 @@ def train_distill(ws: Workspace, cfg: DistillConfig) -> TrainResult:
                 stages.append({"round": r + 1, "task": task, "teacher": path, "prompts": len(part)})
                 log.info("distill round %d task %s (teacher %s): %d prompts", r + 1, task, path, len(part))
         trainer.state.log_history = history
-        return finish(ws, run_id, "distill", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
+        return finish(run, "distill", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                       datasets=[dv.ref], sid_version=sid_version, config=config,
                       extra={"routing": routing, "stages": stages, "data": dataset_summary(ds),
                              "teachers": {t: model_lineage(p).get("run_id") for t, p in routing.items()}},

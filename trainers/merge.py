@@ -11,7 +11,6 @@ from pathlib import Path
 from pydantic import Field
 
 from storage.errors import ConfigError
-from storage.runs import finish_run
 from storage.workspace import Workspace
 from trainers.common import TrainResult, default_out_dir, model_lineage, save_model, training_run
 from trainers.config import TrainConfig
@@ -62,7 +61,8 @@ def train_merge(ws: Workspace, cfg: MergeConfig) -> TrainResult:
         if not (Path(m) / "config.json").exists():
             raise ConfigError(f"merge: {m} is not a model folder (no config.json)")
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "merge", {**config, "normalized_weights": weights}) as run_id:
+    with training_run(ws, "merge", {**config, "normalized_weights": weights}) as run:
+        run_id = run.id
         out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
         dtype = torch.bfloat16 if cfg.bf16 else torch.float32
         models = [AutoModelForCausalLM.from_pretrained(m, dtype=dtype) for m in cfg.models]
@@ -80,6 +80,6 @@ def train_merge(ws: Workspace, cfg: MergeConfig) -> TrainResult:
                    "parents": [{"model": m, "run_id": lin.get("run_id"), "kind": lin.get("kind")}
                                for m, lin in zip(cfg.models, lineages)]}
         save_model(merged, tok, out_dir, lineage)
-        finish_run(ws, run_id, {"out_dir": str(out_dir), "models": cfg.models, "weights": weights,
-                                "datasets": datasets, "sid_version": sid_version})
+        run.stats = {"out_dir": str(out_dir), "models": cfg.models, "weights": weights,
+                     "datasets": datasets, "sid_version": sid_version}
         return TrainResult(run_id=run_id, out_dir=out_dir, metrics={"weights": weights})

@@ -33,14 +33,14 @@ def train_pretrain(ws: Workspace, cfg: PretrainConfig) -> TrainResult:
     dv, ds = to_pretrain_dataset(ws, dv, sid_version=sid_version, max_rows=cfg.max_samples, seed=cfg.seed)
     data_refs = [dv.ref] if dv else [f"catalog:sid_version={sid_version}"]
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "pretrain", {**config, "datasets": data_refs, "base_model": base}) as run_id:
-        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
+    with training_run(ws, "pretrain", {**config, "datasets": data_refs, "base_model": base}) as run:
+        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run.id)
         model, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
                                                      add_tokens=True, bf16=cfg.bf16)
         args = SFTConfig(output_dir=str(out_dir), max_length=cfg.max_length, packing=cfg.packing,
                          dataset_text_field="text", **cfg.training_args())
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         trainer.train()
-        return finish(ws, run_id, "pretrain", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
+        return finish(run, "pretrain", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                       datasets=data_refs, sid_version=sid_version, config=config,
                       extra={"data": dataset_summary(ds), "added_tokens": added}, keys=("loss",))

@@ -87,7 +87,8 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
     base = base_model_path(cfg.model)
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "rft", {**config, "dataset": dv.ref, "base_model": base}) as run_id:
+    with training_run(ws, "rft", {**config, "dataset": dv.ref, "base_model": base}) as run:
+        run_id = run.id
         out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
         work = ws.root / "models" / f".{run_id}-rounds"
         model, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
@@ -139,7 +140,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
         if trainer is None:
             raise RecotError(f"rft kept no correct sample in {cfg.rounds} round(s) of n={cfg.n}; raise n or "
                              "start from an SFT model that already hits sometimes")
-        result = finish(ws, run_id, "rft", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
+        result = finish(run, "rft", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                         datasets=[dv.ref, *produced], sid_version=sid_version, config=config,
                         extra={"rounds": rounds, "added_tokens": added}, keys=("loss",))
         import shutil

@@ -56,8 +56,8 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     rewards = build_rewards(ws, cfg, sid_version)
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "rl", {**config, "dataset": dv.ref, "base_model": base}) as run_id:
-        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
+    with training_run(ws, "rl", {**config, "dataset": dv.ref, "base_model": base}) as run:
+        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run.id)
         model, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
                                                      add_tokens=cfg.add_sid_tokens, bf16=cfg.bf16)
         targs = cfg.training_args()
@@ -68,7 +68,7 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=ds,
                               processing_class=tok)
         trainer.train()
-        return finish(ws, run_id, "rl", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
+        return finish(run, "rl", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                       datasets=[dv.ref], sid_version=sid_version, config=config,
                       extra={"data": dataset_summary(ds), "added_tokens": added, "rewards": cfg.rewards},
                       keys=("loss", "reward"))

@@ -43,12 +43,12 @@ def train_sft(ws: Workspace, cfg: SFTTrainConfig) -> TrainResult:
     base = base_model_path(cfg.model)
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "sft", {**config, "dataset": dv.ref, "base_model": base}) as run_id:
-        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run_id)
+    with training_run(ws, "sft", {**config, "dataset": dv.ref, "base_model": base}) as run:
+        out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run.id)
         model, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
                                                      add_tokens=cfg.add_sid_tokens, bf16=cfg.bf16)
         trainer = build_sft_trainer(model, tok, ds, cfg, out_dir)
         trainer.train()
-        return finish(ws, run_id, "sft", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
+        return finish(run, "sft", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                       datasets=[dv.ref], sid_version=sid_version, config=config,
                       extra={"data": dataset_summary(ds), "added_tokens": added}, keys=("loss",))

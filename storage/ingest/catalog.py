@@ -15,7 +15,6 @@ the source `_file`/`_line` of every row. This module:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import uuid
@@ -28,10 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.errors import InputError
-from storage.runs import finish_run, start_run
+from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace
 
-log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 
@@ -316,15 +314,19 @@ class IngestSession:
     def __enter__(self) -> "IngestSession":
         self._writer = self.ws.writer("ingest")
         self._writer.__enter__()
+        run: RecordedRun | None = None
         try:
-            self.run_id = start_run(self.ws, "ingest", self.config)
+            run = recorded_run(self.ws, "ingest", self.config).__enter__()
+            self._run, self.run_id = run, run.id
             self.rejects = Rejects(self.ws, self.opts.on_error)
             self.norm = Normalizer(self.rejects, self.names, self.opts.item_prefix)
             self.items = Stage(self.ws, ITEMS_SCHEMA, spill=self.spill)
             self.interactions = Stage(self.ws, INTERACTIONS_SCHEMA, spill=self.spill)
             self.users = Stage(self.ws, USERS_SCHEMA, spill=self.spill)
             self._t0 = time.monotonic()
-        except BaseException:
+        except BaseException as e:
+            if run is not None:
+                run.__exit__(type(e), e, e.__traceback__)
             self._writer.__exit__(None, None, None)
             raise
         return self
@@ -353,11 +355,12 @@ class IngestSession:
                     rp = self.rejects.finalize(self.run_id)
                     report.rejects_path = str(rp) if rp else None
                     report.seconds = round(time.monotonic() - self._t0, 3)
-                    finish_run(self.ws, self.run_id, report.to_dict())
+                    self._run.stats = report.to_dict()
                     self.report = report
                 except BaseException as e:
                     self._fail(e)
                     raise
+                self._run.__exit__(None, None, None)
             else:
                 self._fail(exc)
         finally:
@@ -367,13 +370,11 @@ class IngestSession:
             self._writer.__exit__(None, None, None)
         return False
 
-    def _fail(self, exc: BaseException | None) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """Drop the rejects file and close the run row as failed / interrupted (never masking `exc`)."""
         self.rejects.discard()
-        try:
-            finish_run(self.ws, self.run_id, {"skipped": self.rejects.count}, status="failed",
-                       error=f"{type(exc).__name__}: {exc}" if exc else "failed")
-        except Exception:  # never mask the real error
-            log.exception("could not record the failed ingest run")
+        self._run.stats = {"skipped": self.rejects.count}
+        self._run.__exit__(type(exc), exc, exc.__traceback__)
 
 
 # ---------------------------------------------------------------------------------------------- commit

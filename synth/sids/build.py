@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage.errors import ConfigError, NotFound
 from storage.redact import redact
-from storage.runs import finish_run, start_run
+from storage.runs import recorded_run
 from storage.sid import LETTERS, format_sid
 from storage.workspace import Workspace
 from synth.sids.embed import embed_texts, item_text, load_user_vectors
@@ -108,14 +108,10 @@ def build_sids(ws: Workspace, config: SidConfig | None = None, *, progress: bool
     config = config or SidConfig()
     cfg = config.model_dump(mode="json")
     with ws.writer("sids"):
-        run_id = start_run(ws, "sids", cfg)
-        try:
-            result = _build(ws, config, cfg, run_id, progress)
-        except BaseException as exc:
-            finish_run(ws, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finish_run(ws, run_id, {"sid_version": result.sid_version, **{
-            k: result.report[k] for k in ("n_items", "collision_rate_before", "collision_rate_after", "total_s")}})
+        with recorded_run(ws, "sids", cfg) as run:
+            result = _build(ws, config, cfg, run.id, progress)
+            run.stats = {"sid_version": result.sid_version, **{
+                k: result.report[k] for k in ("n_items", "collision_rate_before", "collision_rate_after", "total_s")}}
     return result
 
 

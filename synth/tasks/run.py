@@ -21,7 +21,7 @@ import pyarrow as pa
 from storage.datasets import DatasetVersion, write_version
 from storage.errors import ConfigError, NotFound
 from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
-from storage.runs import finish_run, start_run
+from storage.runs import recorded_run
 from storage.sid import extract_sids
 from storage.workspace import Workspace
 from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, TaskContext, dumps
@@ -55,33 +55,27 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
     config = {"task": task.name, "level": task.level, "kind": task.kind, "options": opts, "executor": executor,
               "sid_version": sid_version, "template_version": template.ref, "dataset": dataset,
               "teachers": [t.public_dict() for t in teachers]}
-    run_id = start_run(ws, "synth", config)
-    ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template, run_id=run_id,
-                      created_at=datetime.now(timezone.utc))
-    stats: dict[str, Any] = {"task": task.name}
-    try:
-        with ws.writer("synth"):
-            if task.kind == DETERMINISTIC:
-                data, counter = _deterministic_batches(ctx, progress)
-            else:
-                rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor)
-                stats["teachers"] = engine_stats
-                data = samples_from_pylist(rows)
-            extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
-                     "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
-                     "options": opts}
-            dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
-                               parents=list(ctx.parents),
-                               schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})
-            stats.update(summarize(dv))
-            # keep the engine accounting it stored under stats['teacher'] while running
-            finish_run(ws, run_id, stats)
-    except KeyboardInterrupt:
-        finish_run(ws, run_id, stats, status="interrupted", error="interrupted")
-        raise
-    except BaseException as exc:
-        finish_run(ws, run_id, stats, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+    with recorded_run(ws, "synth", config) as run, ws.writer("synth"):
+        run_id = run.id
+        ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template,
+                          run_id=run_id, created_at=datetime.now(timezone.utc))
+        stats = run.stats
+        stats["task"] = task.name
+        if task.kind == DETERMINISTIC:
+            data, counter = _deterministic_batches(ctx, progress)
+        else:
+            rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor)
+            stats["teachers"] = engine_stats
+            data = samples_from_pylist(rows)
+        extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
+                 "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
+                 "options": opts}
+        dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
+                           parents=list(ctx.parents),
+                           schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})
+        stats.update(summarize(dv))
+        # the row is closed with these stats, replacing what the engine stored under stats['teacher'] while
+        # running (its accounting is kept under 'teachers')
     return dv
 
 

@@ -14,6 +14,7 @@ without repeating or duplicating anything it reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -148,27 +149,27 @@ class TeacherEngine:
         return request.key(self.config.backend, self.config.model)
 
     # ------------------------------------------------------------------ runs row
-    def _begin_run(self) -> None:
-        """Make (or, for a later run() of this engine, re-open) the engine's own 'teacher' run row; a row
-        the caller passed in is left to the caller."""
+    def _run_row(self) -> Any:
+        """The engine's own 'teacher' run row as a `recorded_run` (made, or re-opened for a later run() of this
+        engine); a null context when there is no workspace or the caller passed in its own row, which is left to
+        the caller (see `_note_in_caller_row`)."""
         if self.ws is None or (self._run_started and not self._owns_run):
-            return
-        from storage.runs import get_run, start_run
+            return contextlib.nullcontext()
+        from storage.runs import get_run, new_run_id, recorded_run
 
-        if self._owns_run or self.run_id is None or get_run(self.ws, self.run_id) is None:
-            self.run_id = start_run(self.ws, "teacher", {"teacher": self.config.public_dict()}, run_id=self.run_id)
-            self._owns_run = True
         self._run_started = True
+        if self._owns_run or self.run_id is None or get_run(self.ws, self.run_id) is None:
+            self._owns_run = True
+            self.run_id = self.run_id or new_run_id("teacher")
+            # quiet: accounting must not mask the run's own outcome
+            return recorded_run(self.ws, "teacher", {"teacher": self.config.public_dict()}, run_id=self.run_id,
+                                quiet=True)
+        return contextlib.nullcontext()
 
-    def _record_run(self, *, status: str = "done", error: str | None = None) -> None:
-        """Store the accounting in the runs row: the whole stats when the engine made the row, else under
-        stats['teacher'] of the caller's row (the caller's finish_run should keep it: include engine.stats)."""
-        if self.ws is None or self.run_id is None:
-            return
-        from storage.runs import finish_run
-
-        if self._owns_run:
-            finish_run(self.ws, self.run_id, self.stats, status=status, error=error)
+    def _note_in_caller_row(self) -> None:
+        """Store the accounting under stats['teacher'] of the caller's row (the caller's own stats, written when
+        its run ends, should keep it: include engine.stats)."""
+        if self.ws is None or self.run_id is None or self._owns_run:
             return
         with self.ws.transaction("teacher") as con:
             row = con.execute("SELECT stats FROM runs WHERE run_id = ?", [self.run_id]).fetchone()
@@ -264,38 +265,36 @@ class TeacherEngine:
         acc = self._acc
         t0 = time.monotonic()
         self.cache.reopen()
-        self._begin_run()
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(self.key(r), []).append(i)
-        acc.requests += len(requests)
-        acc.unique += len(groups)
-        misses: list[str] = []
-        status, error = "done", None
-        try:
-            for k, idxs in groups.items():
-                rec = self.cache.get(k) if k in self.cache else None
-                if rec is None:
-                    misses.append(k)
-                    continue
-                for i in idxs:
-                    acc.cached += 1
-                    yield self._from_record(requests[i], rec, i)
-            if misses:
-                async for k, resp in self._send_all(misses, requests, groups):
-                    for i in groups[k]:
-                        yield replace(resp, request=requests[i], index=i)
-        except BaseException as exc:
-            status, error = ("interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError,
-                                                                GeneratorExit)) else "failed"), repr(exc)
-            raise
-        finally:
-            acc.wall_s += time.monotonic() - t0
-            self.cache.flush()
+        with self._run_row() as run:  # None when the caller owns the row
+            groups: dict[str, list[int]] = {}
+            for i, r in enumerate(requests):
+                groups.setdefault(self.key(r), []).append(i)
+            acc.requests += len(requests)
+            acc.unique += len(groups)
+            misses: list[str] = []
             try:
-                self._record_run(status=status, error=error)
-            except Exception:  # noqa: BLE001 — accounting must not mask the run's own outcome
-                log.warning("could not store teacher accounting for run %s", self.run_id, exc_info=True)
+                for k, idxs in groups.items():
+                    rec = self.cache.get(k) if k in self.cache else None
+                    if rec is None:
+                        misses.append(k)
+                        continue
+                    for i in idxs:
+                        acc.cached += 1
+                        yield self._from_record(requests[i], rec, i)
+                if misses:
+                    async for k, resp in self._send_all(misses, requests, groups):
+                        for i in groups[k]:
+                            yield replace(resp, request=requests[i], index=i)
+            finally:
+                acc.wall_s += time.monotonic() - t0
+                self.cache.flush()
+                if run is not None:
+                    run.stats = self.stats  # recorded_run closes the row: done / failed / interrupted
+                else:
+                    try:
+                        self._note_in_caller_row()
+                    except Exception:  # noqa: BLE001 — accounting must not mask the run's own outcome
+                        log.warning("could not store teacher accounting for run %s", self.run_id, exc_info=True)
 
     async def _send_all(self, misses: list[str], requests: list[ChatRequest],
                         groups: dict[str, list[int]]) -> AsyncIterator[tuple[str, ChatResponse]]:
