@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from storage.atomic import atomic_write_json  # noqa: E402
 from synth.sids.build import SidConfig, quantize_items  # noqa: E402
 from synth.sids.report import collision_rate  # noqa: E402
 
@@ -206,10 +207,7 @@ def main() -> None:
     if not args.no_movielens:
         mx, mids, info = movielens_vectors()
         result["movielens_100k"] = {**compare("movielens-100k", mx, loop=True, ids=mids), "build_sids": info}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k.startswith(("synthetic", "movielens"))}, indent=1))
     print(f"wrote {args.out}")
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FAULT_SERVER = ROOT / "tests" / "fakes" / "fault_server.py"
 sys.path.insert(0, str(ROOT))
 
 from synth.teacher.config import TeacherConfig  # noqa: E402
@@ -34,8 +35,9 @@ from synth.teacher.types import ChatRequest, SamplingParams  # noqa: E402
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
     port_file = tmp / "port.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "synth.teacher.fault_server", "--mode", "echo",
-                             "--port-file", str(port_file)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    # the fault server is a test fake (tests/fakes/), run by file path in its own process
+    proc = subprocess.Popen([sys.executable, str(FAULT_SERVER), "--mode", "echo", "--port-file", str(port_file)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -162,7 +164,7 @@ def main() -> None:
     recot_rps = a.requests / min(recot_times)
     result = {
         "benchmark": "teacher engine overhead vs plain AsyncOpenAI (+ semaphore/gather, and + worker pool)",
-        "server": "synth.teacher.fault_server echo mode, separate process, 127.0.0.1",
+        "server": "tests/fakes/fault_server.py echo mode, separate process, 127.0.0.1",
         "requests": a.requests, "concurrency": a.concurrency, "rounds": a.rounds,
         "plain_asyncopenai": {"seconds": [round(x, 3) for x in plain_times], "best_rps": round(plain_rps, 1),
                               "client_cpu_ms_per_request": round(1000 * min(plain_cpu) / a.requests, 3)},

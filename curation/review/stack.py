@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from storage.atomic import atomic_write_json
 from storage.errors import RecotError
 from storage.workspace import Workspace
 
@@ -118,17 +119,7 @@ def _free_port() -> int:
 
 def _write_private_json(path: Path, data: dict) -> None:
     """Atomic write of a file only the user can read (credentials, state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, data, mode=0o600)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.atomic import atomic_open
 from storage.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,10 @@ class EmbeddingCache:
         table = pa.table({"text_hash": pa.array(hashes, pa.string()),
                           "vector": pa.FixedSizeListArray.from_arrays(
                               pa.array(vectors.astype(np.float32).ravel(), pa.float32()), dim)})
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self.dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.dir / name)
-        return self.dir / name
+        dest = self.dir / f"part-{uuid.uuid4().hex}.parquet"
+        with atomic_open(dest, "wb") as fh:
+            pq.write_table(table, fh)
+        return dest
 
 
 SHARED_CACHE_ENV = "RECOT_EMBEDDING_CACHE"

@@ -12,8 +12,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
+from storage.atomic import atomic_open
 from storage.errors import InputError, RecotError
 from synth.teacher.types import ChatRequest, SamplingParams
 
@@ -60,13 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         with make_engine(a.teacher, ws, run_id=a.run_id) as engine:
             responses = engine.run(reqs, progress=a.progress)
             if a.out:
-                tmp = Path(a.out).with_suffix(".tmp")
-                with open(tmp, "w") as f:
+                with atomic_open(a.out, "w") as f:
                     for r in responses:
                         f.write(json.dumps({"key": r.key, "ok": r.ok, "choices": r.choices, "error": r.error,
                                             "error_kind": r.error_kind, "cached": r.cached,
                                             "meta": r.request.meta}) + "\n")
-                os.replace(tmp, a.out)
             print(json.dumps(engine.stats))
     except RecotError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ from curation.chain import run_chain
 from curation.filters.judge import parse_judgement
 from curation_samples import good, make_sample, reasoning_text, sid, write_samples
 from storage.datasets import read_dv
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 
 
 def test_parse_judgement():

@@ -20,7 +20,11 @@ compare that log with the engine's accounting and cache.
     with FaultServer("scripted", script={"q1": ["429", "ok"]}) as srv:
         cfg = TeacherConfig(backend="openai", model="fake", base_url=srv.base_url)
 
-As a subprocess: `python -m synth.teacher.fault_server --mode echo --port-file p.txt --log log.jsonl`.
+As a subprocess (by file path, so it needs nothing on sys.path but the installed recot packages):
+`python tests/fakes/fault_server.py --mode echo --port-file p.txt --log log.jsonl`, or `subprocess_argv(...)`.
+
+A test fake, not product code: it lives under tests/ and needs the dev extra (uvicorn). Tests import it as
+`fakes.fault_server` (tests/ is on sys.path through tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -30,14 +34,18 @@ import json
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from storage.atomic import atomic_write_text
 from synth.teacher.types import messages_digest
+
+SCRIPT = Path(__file__).resolve()
 
 FAULT_NAMES = ("ok", "400", "429", "500", "503", "delay", "malformed", "truncated", "empty")
 
@@ -262,6 +270,11 @@ def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def subprocess_argv(*args: str) -> list[str]:
+    """The command line that runs this server in its own process: `subprocess_argv("--mode", "echo", ...)`."""
+    return [sys.executable, str(SCRIPT), *args]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="OpenAI-compatible fault-injecting test server (127.0.0.1 only)")
     ap.add_argument("--mode", default="echo", choices=["echo", "random"])
@@ -276,9 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     srv = FaultServer(a.mode, rates=json.loads(a.rates), seed=a.seed, latency_s=a.latency, delay_s=a.delay,
                       log_path=a.log, port=a.port).start()
     if a.port_file:
-        tmp = Path(a.port_file).with_suffix(".tmp")
-        tmp.write_text(str(srv.port))
-        os.replace(tmp, a.port_file)
+        atomic_write_text(a.port_file, str(srv.port))
     print(f"fault server listening on {srv.base_url}", flush=True)
     try:
         while srv._thread is not None and srv._thread.is_alive():

@@ -102,7 +102,7 @@ def _good_answer(body, attempt):
 
 def test_synth_teacher_task_killed_then_resumed_asks_nothing_twice(tmp_path):
     from synth.teacher.cache import TeacherCache
-    from synth.teacher.fault_server import FaultServer
+    from fakes.fault_server import FaultServer
 
     rng = random.Random(SEED + 1)
     ws_path = tmp_path / "ws"

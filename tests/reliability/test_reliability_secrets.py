@@ -24,7 +24,7 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
 
 
 def test_api_key_never_reaches_the_workspace_logs_or_output(tmp_path, caplog):
-    from synth.teacher.fault_server import FaultServer
+    from fakes.fault_server import FaultServer
 
     ws_path = tmp_path / "ws"
     build_catalog(Workspace.open(ws_path), n_items=30, n_users=6)

@@ -4,7 +4,7 @@ import pytest
 
 from storage.datasets import read_dv
 from synth.tasks.run import run_task
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 from test_synth_tasks_teacher import build_tiny, good_answer, teacher
 
 

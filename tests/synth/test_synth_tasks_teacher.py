@@ -1,4 +1,4 @@
-"""Teacher tasks against a real OpenAI-compatible HTTP server in scripted mode (synth.teacher.fault_server):
+"""Teacher tasks against a real OpenAI-compatible HTTP server in scripted mode (tests/fakes/fault_server.py):
 what the teacher is sent (history, hint vs blind), what is stored (never the target in the student turn),
 parsing of well-formed / malformed / partial answers, engine errors as rows, resume, several teachers."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from storage.errors import ConfigError, NotFound
 from storage.sid import format_sid
 from synth.tasks.run import run_task
 from synth.teacher.config import TeacherConfig
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 
 # A tiny two-domain catalog: 12 movies, 6 books; 5 users. Item i has SID (i % 4, i % 7, i).
 MOVIE_CATS = ["Drama", "Comedy", "Action", "Drama", "Romance", "Comedy", "Action", "Drama", "Sci-Fi", "Comedy",

@@ -9,7 +9,7 @@ import pytest
 
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None

@@ -7,7 +7,7 @@ import asyncio
 from synth.teacher.cache import TeacherCache
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 
 
@@ -93,7 +93,7 @@ def test_torn_last_line_is_ignored_and_its_request_resent(tmp_ws):
 
 
 def test_astream_yields_as_responses_complete(tmp_ws):
-    from synth.teacher.fault_server import Fault
+    from fakes.fault_server import Fault
     script = {"slow": [Fault("delay", delay_s=0.8)], "fast": ["ok"]}
     with FaultServer("scripted", script=script) as srv:
         engine = make_engine(_cfg(srv), tmp_ws)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from storage.errors import ConfigError
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 from ui.cli import app
 

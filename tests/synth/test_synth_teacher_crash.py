@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from synth.teacher.cache import TeacherCache
-from synth.teacher.fault_server import read_log
+from fakes.fault_server import read_log, subprocess_argv
 from synth.teacher.types import ChatRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +25,9 @@ N = 160
 
 def _start_server(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
     port_file, log = tmp_path / "port.txt", tmp_path / "server-log.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "synth.teacher.fault_server", "--mode", "random",
-                             "--rates", json.dumps({"429": 0.05, "500": 0.05}), "--latency", "0.1",
-                             "--port-file", str(port_file), "--log", str(log)], cwd=ROOT,
+    proc = subprocess.Popen(subprocess_argv("--mode", "random", "--rates", json.dumps({"429": 0.05, "500": 0.05}),
+                                            "--latency", "0.1", "--port-file", str(port_file), "--log", str(log)),
+                            cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not port_file.exists():

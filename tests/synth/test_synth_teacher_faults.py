@@ -2,14 +2,14 @@
 error row, and the engine's accounting matches what the server saw."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from synth.teacher.fault_server import FaultServer
+from fakes.fault_server import FaultServer
+from testutil import free_port
 from synth.teacher.types import ChatRequest, SamplingParams
 
 
@@ -113,7 +113,7 @@ def test_seeded_or_greedy_requests_do_not_retry_unusable_answers(tmp_ws):
 
 
 def test_retry_after_is_honoured(tmp_ws):
-    from synth.teacher.fault_server import Fault
+    from fakes.fault_server import Fault
     with FaultServer("scripted", script={"slow": [Fault("429", retry_after=0.6), "ok"]}) as srv:
         engine = make_engine(_cfg(srv, backoff_max_s=5), tmp_ws)
         [r] = engine.run([_req("slow")], progress=False)
@@ -160,10 +160,7 @@ def test_rpm_limit_spaces_requests(tmp_ws):
 
 
 def test_connection_errors_become_error_rows(tmp_ws):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
+    port = free_port()  # nothing listens there now
     cfg = TeacherConfig(backend="openai", model="fake", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2,
                         backoff_base_s=0.01, timeout_s=2)
     engine = make_engine(cfg, tmp_ws)

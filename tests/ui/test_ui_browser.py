@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 import pyarrow as pa
 
 from storage.datasets import write_version
+from testutil import free_port
 from ui_workspace import SCRIPT
 
 pytestmark = pytest.mark.browser
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -57,7 +51,7 @@ def _settle(page, timeout_ms: int = 30_000) -> None:
 @pytest.fixture
 def viewer_server(viewer_ws_copy, tmp_path):
     """`recot ui` as a subprocess in its own process group; always killed at the end."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "recot-ui.log", "w+")
     recot = Path(sys.executable).with_name("recot")
     cmd = [str(recot)] if recot.exists() else [sys.executable, "-m", "ui.cli"]
