@@ -71,17 +71,17 @@ def test_runs_list_and_show_display_teacher_accounting(tmp_ws):
 
 
 def test_engine_accounting_goes_under_teacher_in_a_callers_run(tmp_ws):
-    from storage.runs import finish_run, get_run, start_run
-    run_id = start_run(tmp_ws, "synth", {"task": "demo"})
-    with FaultServer("echo") as srv:
+    from storage.runs import get_run, recorded_run
+    with recorded_run(tmp_ws, "synth", {"task": "demo"}) as run, FaultServer("echo") as srv:
         engine = make_engine(TeacherConfig(backend="openai", model="fake", base_url=srv.base_url), tmp_ws,
-                             run_id=run_id)
+                             run_id=run.id)
         engine.run([ChatRequest.from_messages([{"role": "user", "content": "x"}])], progress=False)
-    row = get_run(tmp_ws, run_id)
-    assert row["status"] == "running"                    # the caller owns the row's status
-    assert row["stats"]["teacher"]["completed"] == 1
-    finish_run(tmp_ws, run_id, {"samples": 1, "teacher": engine.stats})
-    assert get_run(tmp_ws, run_id)["stats"]["teacher"]["sent"] == 1
+        row = get_run(tmp_ws, run.id)
+        assert row["status"] == "running"                    # the caller owns the row's status
+        assert row["stats"]["teacher"]["completed"] == 1
+        run.stats = {"samples": 1, "teacher": engine.stats}
+    row = get_run(tmp_ws, run.id)
+    assert row["status"] == "done" and row["stats"]["teacher"]["sent"] == 1
 
 
 def test_request_file_errors_name_the_line_and_field(tmp_path):
@@ -100,14 +100,13 @@ def test_request_file_errors_name_the_line_and_field(tmp_path):
 
 
 def test_runs_show_finds_teacher_accounting_inside_a_task_run(tmp_ws):
-    from storage.runs import finish_run, start_run
-    run_id = start_run(tmp_ws, "synth", {"task": "demo"})
-    with FaultServer("echo") as srv:
+    from storage.runs import recorded_run
+    with recorded_run(tmp_ws, "synth", {"task": "demo"}) as run, FaultServer("echo") as srv:
         engine = make_engine(TeacherConfig(backend="openai", model="fake-a", base_url=srv.base_url), tmp_ws,
-                             run_id=run_id)
+                             run_id=run.id)
         engine.run([ChatRequest.from_messages([{"role": "user", "content": "x"}])], progress=False)
-    finish_run(tmp_ws, run_id, {"samples": 1, "teachers": [engine.stats]})
-    res = CliRunner().invoke(app, ["runs", "show", run_id, "-w", str(tmp_ws.root)])
+        run.stats = {"samples": 1, "teachers": [engine.stats]}
+    res = CliRunner().invoke(app, ["runs", "show", run.id, "-w", str(tmp_ws.root)])
     assert res.exit_code == 0, res.output
     assert "openai:fake-a" in res.output and "teacher accounting" in res.output and '"samples": 1' in res.output
     from ui.commands.runs import _summary
