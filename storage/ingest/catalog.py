@@ -15,7 +15,6 @@ the source `_file`/`_line` of every row. This module:
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.atomic import atomic_replace
 from storage.errors import InputError
 from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace
@@ -118,8 +118,7 @@ class Rejects:
         self._fh.close()
         self._fh = None
         dest = self.ws.root / "rejects" / f"{run_id}.jsonl"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, dest)
+        atomic_replace(self._tmp, dest)
         return dest
 
     def discard(self) -> None:
