@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from storage.answer import Parsed  # noqa: F401  (re-exported: tasks build Parsed values)
 from storage.errors import ConfigError
 from storage.workspace import Workspace
 from synth.tasks.templates import Template
@@ -101,16 +102,6 @@ class Prompt:
     target_titles: list[str] = field(default_factory=list)
     mode: str = "none"
     reference: Any = None                  # JSON-able, stored in the `reference` column
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Parsed:
-    """A parsed teacher answer. `error` set = malformed/partial (the row is still written)."""
-
-    reasoning: str | None
-    answer: str | None
-    error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
