@@ -7,18 +7,9 @@ import logging
 import os
 import sys
 
-import click
 import typer
 
 from storage.errors import RecotError
-
-# typer >= 0.29 vendors its own click (typer._click): its usage errors and Abort are not click's classes,
-# so catch both, or a typo'd option would end in a traceback with exit code 1.
-try:
-    from typer._click.exceptions import ClickException as _TyperClickException
-    from typer.exceptions import Abort as _TyperAbort
-except ImportError:  # older typer: plain click
-    _TyperClickException, _TyperAbort = click.ClickException, click.exceptions.Abort
 from ui.commands import (curate, datasets, demo, evaluate, ingest, review, runs, sids, synth, train, viewer,
                          workspace)
 
@@ -45,16 +36,23 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except RecotError as exc:
-        click.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, _TyperAbort):
-        click.echo("interrupted", err=True)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
-        click.echo("interrupted (completed work is saved; re-run the same command to resume)", err=True)
+        typer.echo("interrupted (completed work is saved; re-run the same command to resume)", err=True)
         sys.exit(130)
-    except (click.ClickException, _TyperClickException) as exc:
-        exc.show()
+    except typer.TyperException as exc:
+        # Usage errors (unknown command or option, bad value: exit 2) and other command-line errors. typer
+        # vendors click and exports only their public base class, TyperException; the usage-error subclasses
+        # also print the usage line and a help hint through show().
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
 
