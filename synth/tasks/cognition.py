@@ -17,10 +17,10 @@ import random
 from collections import Counter
 from typing import Any
 
+from storage.answer import extract_json_object, parse_logic_chain, split_think
 from storage.errors import ConfigError
 from synth.tasks.base import COT_OPTIONS, TEACHER, Option, Parsed, Prompt, Task, TaskContext
 from synth.tasks.history import Event, UserHistory, load_histories, render_history
-from synth.tasks.parsing import extract_json_object, split_think, validate_logic_chain
 from synth.tasks.registry import register
 
 MODES = ("hint", "blind")
@@ -177,15 +177,12 @@ def parse_r1(p: Prompt, text: str, finish: str | None) -> Parsed:
 
 def parse_r2(p: Prompt, text: str, finish: str | None) -> Parsed:
     parsed = split_think(text, finish)
-    obj, why = extract_json_object(parsed.answer if parsed.answer is not None else text)
-    if obj is not None:
-        chain_err = validate_logic_chain(obj)
-        if isinstance(obj.get("logic_chain"), dict):
-            parsed.extra["logic_chain"] = obj["logic_chain"]
-        if parsed.error is None and chain_err:
-            parsed.error = chain_err
-    elif parsed.error is None:
-        parsed.error = why
+    answer = parsed.answer if parsed.answer is not None else text
+    obj, _ = extract_json_object(answer)
+    if obj is not None and isinstance(obj.get("logic_chain"), dict):
+        parsed.extra["logic_chain"] = obj["logic_chain"]      # kept for the viewer even when invalid
+    if parsed.error is None:
+        _, parsed.error = parse_logic_chain(answer)          # the same reason curation's format filter gives
     return parsed
 
 

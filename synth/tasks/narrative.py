@@ -7,9 +7,9 @@
 """
 from __future__ import annotations
 
+from storage.answer import plain_answer
 from synth.tasks.base import TEACHER, Option, Parsed, Prompt, Task, TaskContext
 from synth.tasks.history import load_histories, render_history
-from synth.tasks.parsing import plain_answer
 from synth.tasks.perception import build_item_prompts
 from synth.tasks.registry import register
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from storage.answer import split_think
 from storage.errors import NotFound
 from synth.tasks.base import DETERMINISTIC, TEACHER, Option, Parsed, Prompt, Task, TaskContext
-from synth.tasks.parsing import split_think
 from synth.tasks.registry import register
 from synth.tasks.sql import catalog_cte, fill, hash_order, samples_select
 from synth.tasks.templates import sql_str

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from storage.errors import ConfigError
-from synth.tasks.parsing import extract_json_object, plain_answer, split_think, validate_logic_chain
+from storage.answer import extract_json_object, parse_logic_chain, plain_answer, split_think, validate_logic_chain
 from synth.tasks.templates import load_template
 
 SID = "<|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>"
@@ -40,12 +40,33 @@ def test_json_extraction_and_chain_validation():
     chain = {"logic_chain": {"name": "n", "events": [{"action": "a", "logic": "l", "date": "2020-01-01"}]}}
     obj, why = extract_json_object("Here you go:\n```json\n" + json.dumps(chain) + "\n```")
     assert obj == chain and why is None and validate_logic_chain(obj) is None
+    assert extract_json_object("Sure: " + json.dumps(chain) + " — and {not this}") == (chain, None)
     obj, why = extract_json_object('{"logic_chain": {"name": "x", "events": [}')
-    assert obj is None and why.startswith("bad JSON")
+    assert obj is None and why.startswith("not JSON (") and "line 1 column" in why
     assert extract_json_object("no json here") == (None, "no JSON object in the answer")
-    assert validate_logic_chain({"logic_chain": {"name": "n", "events": []}}) == "logic_chain.events missing or empty"
-    assert validate_logic_chain({"logic_chain": {"name": "n", "events": [{"action": "a"}]}}) \
-        == "logic_chain.events[0].logic missing or not a string"
+    assert extract_json_object("[1, 2]") == (None, "no JSON object in the answer")       # objects only
+    assert extract_json_object("  ") == (None, "empty answer")
+
+
+@pytest.mark.parametrize("chain, reason", [
+    ({"name": "n", "events": []}, "'logic_chain.events': list should have at least 1 item"),
+    ({"name": " ", "events": [{"action": "a", "logic": "l", "date": "d"}]}, "'logic_chain.name': string should"),
+    ({"name": "n", "events": [{"action": "a"}]}, "missing key 'logic_chain.events[0].logic'"),
+    ({"name": "n", "events": [{"action": "a", "logic": "", "date": "d"}]}, "'logic_chain.events[0].logic'"),
+    ({"name": "n", "events": [{"action": 3, "logic": "l", "date": "d"}]}, "'logic_chain.events[0].action': input"),
+])
+def test_the_r2_schema_is_strict(chain, reason):
+    """Empty names, empty event lists and empty or non-string fields are rejected, with where."""
+    why = validate_logic_chain({"logic_chain": chain})
+    assert why.startswith("invalid R2 JSON: ") and reason in why
+    assert parse_logic_chain(json.dumps({"logic_chain": chain})) == (None, why)
+
+
+def test_parse_logic_chain_names_the_json_problem():
+    assert parse_logic_chain(None) == (None, "invalid R2 JSON: empty answer")
+    assert parse_logic_chain("prose") == (None, "invalid R2 JSON: no JSON object in the answer")
+    assert parse_logic_chain('{"logic_chain": ').__getitem__(1).startswith("invalid R2 JSON: not JSON (")
+    assert parse_logic_chain('{"x": 1}') == (None, "invalid R2 JSON: missing key 'logic_chain'")
 
 
 def test_templates_are_versioned_and_compile_to_sql():

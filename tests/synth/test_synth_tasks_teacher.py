@@ -251,7 +251,7 @@ def test_r2_chain_is_parsed_and_bad_json_is_an_error(tiny_ws):
     ref = json.loads(good["reference"])["logic_chain"]                  # data-derived reference chain
     assert ref["events"] and all(set(e) == {"action", "logic", "date"} for e in ref["events"])
     bad = next(r for u, r in rows.items() if u != "u1")
-    assert bad["error"].startswith("bad JSON") or bad["error"].startswith("no JSON")
+    assert bad["error"].startswith("invalid R2 JSON: not JSON")
 
 
 def test_r1_noise_never_uses_the_users_own_items(tiny_ws):
