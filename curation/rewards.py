@@ -11,19 +11,20 @@ Two layers:
   `target_sids` (list[str]) and optionally `think` (bool). Completions may be plain strings or chat message
   lists (`[{"role": "assistant", "content": ...}]`, TRL's conversational format); both are handled.
 
-Answer parsing follows the sample convention of `storage.records`: text inside `<think>…</think>` is
-reasoning, text after `</think>` is the answer. Only SIDs in the answer count as predictions — SIDs the model
-quotes from the history while reasoning are not guesses.
+Answer parsing and the format rule come from `storage.answer` (the one home for both): text inside
+`<think>…</think>` is reasoning, text after `</think>` is the answer. Only SIDs in the answer count as
+predictions — SIDs the model quotes from the history while reasoning are not guesses.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Callable, Collection, Iterable, Sequence
 
+from storage.answer import check_format, reasoning_and_answer
 from storage.sid import SidFormatError, extract_sids, find_malformed_sids, format_sid, parse_sid
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+# The (reasoning, answer) split under its historical name here (trainers and curation filters import it).
+split_think = reasoning_and_answer
 
 # SIDReasoner's prefix-partial schedule: 1 level → 0.25, 2 levels → 0.5, the whole SID → 1.0, and a 0.1
 # bonus for emitting a valid SID at all (so the policy first learns to speak the SID language).
@@ -185,21 +186,9 @@ def completion_text(completion: Any) -> str:
     return "".join(parts)
 
 
-def split_think(text: str) -> tuple[str | None, str]:
-    """(reasoning, answer). No think block → (None, whole text). An unclosed `<think>` → (rest, '')
-    because a model that never closed its reasoning gave no answer."""
-    if THINK_CLOSE in text:
-        head, _, answer = text.partition(THINK_CLOSE)
-        reasoning = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
-        return reasoning.strip(), answer.strip()
-    if THINK_OPEN in text:
-        return text.split(THINK_OPEN, 1)[1].strip(), ""
-    return None, text.strip()
-
-
 def answer_sids(completion: Any) -> list[str]:
     """Well-formed SIDs in the answer part, in order (the model's ranked list)."""
-    return extract_sids(split_think(completion_text(completion))[1])
+    return extract_sids(reasoning_and_answer(completion_text(completion))[1])
 
 
 def _per_sample_targets(n: int, target_sid: Any = None, target_sids: Any = None) -> list[list[str]]:
@@ -233,23 +222,19 @@ def format_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, 
                   **kwargs) -> list[float]:
     """1.0 when the completion has the expected shape, else 0.0.
 
-    Shape: at most one `<think>…</think>` block, closed, before the answer; a non-empty answer with at least
-    one well-formed SID and no malformed SID fragments. When the dataset has a `think` column, thinking rows
-    must reason (non-empty think block) and non-thinking rows must not (an empty `<think></think>` is fine,
-    as Qwen-style chat templates emit it for /no_think)."""
+    Shape: `storage.answer.check_format` (the rule curation's format filter applies: at most one
+    `<think>…</think>` block, closed, before a non-empty answer; when the dataset has a `think` column,
+    thinking rows must reason and non-thinking rows must not — an empty `<think></think>` is fine, as
+    Qwen-style chat templates emit it for /no_think), plus an answer with at least one well-formed SID and no
+    malformed SID fragments."""
     thinks = _broadcast(think, len(completions))
     out = []
     for comp, th in zip(completions, thinks):
         text = completion_text(comp)
-        ok = text.count(THINK_OPEN) <= 1 and text.count(THINK_CLOSE) == text.count(THINK_OPEN)
-        if ok and THINK_OPEN in text:
-            ok = text.index(THINK_OPEN) < text.index(THINK_CLOSE) and not text[:text.index(THINK_OPEN)].strip()
-        reasoning, answer = split_think(text) if ok else (None, "")
-        ok = ok and bool(answer) and bool(extract_sids(answer)) and not find_malformed_sids(answer)
-        if ok and th is True:
-            ok = bool(reasoning)
-        if ok and th is False:
-            ok = not reasoning
+        ok, _ = check_format(text, th if th is True or th is False else None)
+        if ok:
+            answer = reasoning_and_answer(text)[1]
+            ok = bool(extract_sids(answer)) and not find_malformed_sids(answer)
         out.append(1.0 if ok else 0.0)
     return out
 
@@ -260,7 +245,7 @@ def sid_validity_reward(prompts: Sequence[Any] | None, completions: Sequence[Any
     else well-formed) with no malformed fragments; else 0.0."""
     out = []
     for comp in completions:
-        answer = split_think(completion_text(comp))[1]
+        answer = reasoning_and_answer(completion_text(comp))[1]
         sids = extract_sids(answer)
         ok = bool(sids) and not find_malformed_sids(answer) and all(is_valid_prediction(s, valid_sids) for s in sids)
         out.append(1.0 if ok else 0.0)
