@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from curation.text import Tokens, subset_tokens, word_tokens
+from storage.errors import NotFound, RecotError
+from storage.sid_catalog import SidCatalog, latest_sid_version
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,12 @@ class Verdicts:
     def all_kept(cls, n: int, reason: str | None = None) -> "Verdicts":
         return cls(np.ones(n, dtype=bool), [reason] * n, np.full(n, np.nan))
 
+    @classmethod
+    def from_reasons(cls, reasons: list[str | None], score: np.ndarray | None = None) -> "Verdicts":
+        """A row is dropped exactly when it has a reason (no score unless given)."""
+        keep = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+        return cls(keep, reasons, np.full(len(reasons), np.nan) if score is None else score)
+
     def __post_init__(self) -> None:
         self.keep = np.asarray(self.keep, dtype=bool)
         self.score = np.asarray(self.score, dtype=np.float64)
@@ -50,11 +61,54 @@ class Verdicts:
             raise ValueError(f"verdict arrays differ in length: keep {len(self.keep)}, reason {len(self.reason)}, "
                              f"score {len(self.score)}")
 
+    def validate(self, n: int, who: str) -> "Verdicts":
+        """Self, once checked to hold `n` verdicts with str-or-None reasons (RecotError names the filter)."""
+        if len(self.keep) != n:
+            raise RecotError(f"filter {who!r} returned {len(self.keep)} verdicts for {n} samples")
+        if self.keep.ndim != 1 or self.score.ndim != 1:
+            raise RecotError(f"filter {who!r} returned verdict arrays that are not one-dimensional")
+        bad = next((r for r in self.reason if r is not None and not isinstance(r, str)), None)
+        if bad is not None:
+            raise RecotError(f"filter {who!r} returned a reason that is not a string: {bad!r}")
+        return self
+
+    def scatter(self, pos: np.ndarray, n: int) -> "Verdicts":
+        """These verdicts (for rows `pos`) placed among `n` rows; the others kept with no reason or score."""
+        out = Verdicts.all_kept(n)
+        out.keep[pos] = self.keep
+        out.score[pos] = self.score
+        for p, r in zip(pos.tolist(), self.reason):
+            out.reason[p] = r
+        return out
+
+
+_VersionKey = tuple[int, ...]
+
+
+def _version_key(versions: Iterable[int] | np.ndarray) -> _VersionKey:
+    return tuple(sorted({int(v) for v in versions}))
+
+
+@dataclass
+class RunCache:
+    """What the filters of one chain run compute once and share: SID catalogs and the tables derived from them,
+    word tokens, the judge's teacher accounting. Read and filled only through FilterContext's accessors."""
+
+    latest_sid_version: int | None = None
+    latest_sid_version_known: bool = False
+    catalogs: dict[int, SidCatalog] = field(default_factory=dict)
+    sid_tables: dict[_VersionKey, pa.Table] = field(default_factory=dict)
+    normalized_titles: dict[_VersionKey, frozenset[str]] = field(default_factory=dict)
+    sid_prefixes: dict[_VersionKey, frozenset[tuple[int, str]]] = field(default_factory=dict)
+    tokens: dict[str, tuple[np.ndarray, Tokens]] = field(default_factory=dict)
+    teacher_stats: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass
 class FilterContext:
     """What a filter may know besides its rows: the workspace (catalog lookups, teacher cache), the rank
-    score accumulated by earlier filters (for 'keep the best of each group') and the run id."""
+    score accumulated by earlier filters (for 'keep the best of each group') and the run id; catalog tables and
+    word tokens through typed accessors, computed once per chain run."""
 
     ws: Workspace | None
     rank_score: np.ndarray                      # per evaluated row: sum of earlier filters' scores
@@ -62,21 +116,70 @@ class FilterContext:
     run_id: str | None = None
     progress: bool = False
     sid_version: int | None = None              # chain-level override of the samples' own sid_version
-    cache: dict[str, Any] = field(default_factory=dict)  # shared across filters of one chain run (catalogs)
+    cache: RunCache = field(default_factory=RunCache)  # shared across filters of one chain run
     rows: np.ndarray | None = None              # positions of the evaluated rows in the whole input
     full: pa.Table | None = None                # the whole input (for artifacts computed once, e.g. word tokens)
 
-    def tokens(self, field: str, table: pa.Table | None = None):
+    def subset(self, pos: np.ndarray) -> "FilterContext":
+        """The context of rows `pos` (positions among this context's rows); the run cache is shared."""
+        return replace(self, rank_score=self.rank_score[pos],
+                       earlier_scores={k: v[pos] for k, v in self.earlier_scores.items()},
+                       rows=self.rows[pos] if self.rows is not None else None)
+
+    # -- the SID catalog ------------------------------------------------------------------------------------
+    def latest_sid_version(self) -> int | None:
+        """The workspace's newest SID version (None without a workspace or SIDs)."""
+        c = self.cache
+        if not c.latest_sid_version_known:
+            c.latest_sid_version = latest_sid_version(self.ws) if self.ws is not None else None
+            c.latest_sid_version_known = True
+        return c.latest_sid_version
+
+    def sid_catalog(self, version: int) -> SidCatalog:
+        """SID version `version` of the workspace catalog (NotFound without a workspace)."""
+        if int(version) not in self.cache.catalogs:
+            if self.ws is None:
+                raise NotFound("SID checks need a workspace with a SID version")
+            self.cache.catalogs[int(version)] = SidCatalog.load(self.ws, int(version))
+        return self.cache.catalogs[int(version)]
+
+    def sid_table(self, versions: Iterable[int] | np.ndarray) -> pa.Table:
+        """Rows (sid_version, sid, item_id, title) of the given SID versions, for DuckDB joins."""
+        from curation.catalog import sid_table
+
+        key = _version_key(versions)
+        if key not in self.cache.sid_tables:
+            self.cache.sid_tables[key] = sid_table([self.sid_catalog(v) for v in key])
+        return self.cache.sid_tables[key]
+
+    def normalized_titles(self, versions: Iterable[int] | np.ndarray) -> frozenset[str]:
+        """Every catalog title of the given SID versions, normalized (`curation.catalog.normalize_title`)."""
+        from curation.catalog import normalize_title
+
+        key = _version_key(versions)
+        if key not in self.cache.normalized_titles:
+            titles = self.sid_table(key).column("title").to_pylist()
+            self.cache.normalized_titles[key] = frozenset(normalize_title(x) for x in titles if x)
+        return self.cache.normalized_titles[key]
+
+    def sid_prefixes(self, versions: Iterable[int] | np.ndarray) -> frozenset[tuple[int, str]]:
+        """(version, code tokens) of every proper or full prefix of a catalog SID in the given versions."""
+        from curation.catalog import sid_prefix_set
+
+        key = _version_key(versions)
+        if key not in self.cache.sid_prefixes:
+            self.cache.sid_prefixes[key] = sid_prefix_set(self.sid_table(key))
+        return self.cache.sid_prefixes[key]
+
+    # -- text -----------------------------------------------------------------------------------------------
+    def tokens(self, field: str, table: pa.Table | None = None) -> Tokens:
         """Word-token hashes of column `field` for the evaluated rows. Cached per chain run and sliced for
         later filters that see a subset of those rows, so exact dedup, near dedup and repetition share the work."""
-        from curation.text import subset_tokens, word_tokens
-
         if self.full is None or self.rows is None:
             if table is None:
                 raise ValueError("tokens() needs the filter's table when the context has no full input")
             return word_tokens(table.column(field))
-        key = f"tokens:{field}"
-        cached = self.cache.get(key)
+        cached = self.cache.tokens.get(field)
         if cached is not None:  # reuse when the requested rows are a subset of the tokenized ones
             rows_c, tok = cached
             pos = np.searchsorted(rows_c, self.rows)
@@ -86,12 +189,34 @@ class FilterContext:
         if len(self.rows) < self.full.num_rows:
             col = col.take(pa.array(self.rows, pa.int64()))
         tok = word_tokens(col)
-        self.cache[key] = (np.asarray(self.rows).copy(), tok)
+        self.cache.tokens[field] = (np.asarray(self.rows).copy(), tok)
         return tok
+
+    # -- accounting -----------------------------------------------------------------------------------------
+    def record_teacher_stats(self, label: str, stats: Any) -> None:
+        """A teacher-backed filter's request accounting, reported in the funnel under its label."""
+        self.cache.teacher_stats[label] = stats
+
+
+def rows_where(table: pa.Table, column: str, values: Iterable[str]) -> np.ndarray:
+    """Boolean mask: `column` is one of `values` (null → False). For `Filter.applies_to`."""
+    hit = pc.is_in(table.column(column), pa.array(list(values), pa.string()))
+    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+
+
+def rows_nonempty(table: pa.Table, column: str) -> np.ndarray:
+    """Boolean mask: `column` (a string or list column) is neither null nor empty. For `Filter.applies_to`."""
+    col = table.column(column)
+    size = pc.list_value_length(col) if pa.types.is_list(col.type) else pc.utf8_length(col)
+    return pc.fill_null(pc.greater(size, 0), False).to_numpy(zero_copy_only=False)
 
 
 class Filter(ABC):
     """A filter: `apply(table, ctx) -> Verdicts`, one verdict per row of `table`.
+
+    The base owns the loop: empty input, row selection and verdict validation. A filter declares which rows it
+    checks once (`applies_to`; the others are kept with no reason and no score) and implements only `check`,
+    over the selected rows as one Arrow table. `RowFilter` is the kind for checks that are per row by nature.
 
     `only_kept` (default per class): evaluate only samples that are still kept. Set-level filters
     (deduplication, rejection sampling) and expensive ones (the judge) default to True — a broken sample
@@ -117,12 +242,63 @@ class Filter(ABC):
         self.label = label or self.type_name
         self.only_kept = self.only_kept_default if only_kept is None else only_kept
 
+    def applies_to(self, table: pa.Table) -> np.ndarray | None:
+        """Boolean mask of the rows this filter checks (`rows_where`, `rows_nonempty`); None: every row."""
+        return None
+
     @abstractmethod
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        """Verdicts for every row of `table`: the rows `applies_to` selected (never none), with SAMPLE_SCHEMA
+        columns plus `_completion` and `_chat`."""
+
+    @final
     def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
-        """Verdicts for every row of `table` (rows carry SAMPLE_SCHEMA columns plus `_completion`)."""
+        """Verdicts for every row of `table`: `check` over the selected rows, validated."""
+        n = table.num_rows
+        if n == 0:
+            return Verdicts.all_kept(0)
+        mask = self.applies_to(table)
+        if mask is None or bool(np.all(mask)):
+            return self.check(table, ctx).validate(n, self.label)
+        pos = np.flatnonzero(mask)
+        if len(pos) == 0:
+            return Verdicts.all_kept(n)
+        sub = table.take(pa.array(pos, pa.int64()))
+        return self.check(sub, ctx.subset(pos)).validate(len(pos), self.label).scatter(pos, n)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(label={self.label!r}, params={self.params!r})"
+
+
+RowVerdict = tuple[bool, str | None, float | None]
+
+
+class RowFilter(Filter):
+    """A filter whose check is per row by nature (parsing an answer, matching chains): implement
+    `check_row(row) -> (keep, reason, score)`, `row` being a dict of the declared `columns`. The base runs it
+    over Arrow record batches of the selected rows; a score of None means no score."""
+
+    columns: ClassVar[tuple[str, ...]]
+    batch_rows: ClassVar[int] = 16_384
+
+    @abstractmethod
+    def check_row(self, row: dict[str, Any]) -> RowVerdict:
+        """(keep, reason, score) of one row."""
+
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+        n = table.num_rows
+        keep = np.ones(n, bool)
+        reasons: list[str | None] = [None] * n
+        score = np.full(n, np.nan)
+        i = 0
+        for batch in table.select(list(self.columns)).to_batches(max_chunksize=self.batch_rows):
+            for row in batch.to_pylist():
+                k, r, s = self.check_row(row)
+                keep[i], reasons[i] = k, r
+                if s is not None:
+                    score[i] = s
+                i += 1
+        return Verdicts(keep, reasons, score)
 
 
 _REGISTRY: dict[str, type[Filter]] = {}

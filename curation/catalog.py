@@ -1,16 +1,21 @@
-"""The SID catalog as an Arrow table for DuckDB joins, loaded once per chain run (through SidCatalog)."""
+"""The SID catalog as Arrow tables for DuckDB joins (cached per chain run by `FilterContext.sid_table` and
+friends), the SID version each sample is checked against, and title normalization."""
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.base import FilterContext
 from storage.errors import NotFound
-from storage.sid_catalog import SidCatalog, latest_sid_version
+from storage.sid import CODE_TOKEN_RE, SID_BEGIN, SID_END
+from storage.sid_catalog import SidCatalog
+
+if TYPE_CHECKING:
+    from curation.base import FilterContext
 
 
 def sample_sid_versions(table: pa.Table, ctx: FilterContext) -> np.ndarray:
@@ -19,9 +24,7 @@ def sample_sid_versions(table: pa.Table, ctx: FilterContext) -> np.ndarray:
     n = table.num_rows
     if ctx.sid_version is not None:
         return np.full(n, int(ctx.sid_version), dtype=np.int64)
-    latest = ctx.cache.get("latest_sid_version")
-    if "latest_sid_version" not in ctx.cache:
-        latest = ctx.cache["latest_sid_version"] = latest_sid_version(ctx.ws) if ctx.ws is not None else None
+    latest = ctx.latest_sid_version()
     col = table.column("sid_version")
     if latest is None and col.null_count:
         raise NotFound("some samples have no sid_version and the workspace has no SID version; "
@@ -29,33 +32,32 @@ def sample_sid_versions(table: pa.Table, ctx: FilterContext) -> np.ndarray:
     return pc.fill_null(col, latest if latest is not None else 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def load_catalog(ctx: FilterContext, version: int) -> SidCatalog:
-    key = f"sid_catalog:{version}"
-    if key not in ctx.cache:
-        if ctx.ws is None:
-            raise NotFound("SID checks need a workspace with a SID version")
-        ctx.cache[key] = SidCatalog.load(ctx.ws, int(version))
-    return ctx.cache[key]
+def sid_table(catalogs: list[SidCatalog]) -> pa.Table:
+    """Rows (sid_version, sid, item_id, title) of the given SID versions (`FilterContext.sid_table` caches it)."""
+    parts = []
+    for cat in catalogs:
+        items = list(cat.item_to_sid)
+        parts.append(pa.table({
+            "sid_version": pa.array([cat.version] * len(items), pa.int64()),
+            "sid": pa.array([cat.item_to_sid[i] for i in items], pa.string()),
+            "item_id": pa.array(items, pa.string()),
+            "title": pa.array([cat.titles.get(i) for i in items], pa.string()),
+        }))
+    return pa.concat_tables(parts) if parts else pa.table(
+        {"sid_version": pa.array([], pa.int64()), "sid": pa.array([], pa.string()),
+         "item_id": pa.array([], pa.string()), "title": pa.array([], pa.string())})
 
 
-def catalog_table(ctx: FilterContext, versions) -> pa.Table:
-    """Rows (sid_version, sid, item_id, title) for the given SID versions."""
-    key = "sid_table:" + ",".join(str(v) for v in sorted(set(int(v) for v in versions)))
-    if key not in ctx.cache:
-        parts = []
-        for v in sorted(set(int(v) for v in versions)):
-            cat = load_catalog(ctx, v)
-            items = list(cat.item_to_sid)
-            parts.append(pa.table({
-                "sid_version": pa.array([v] * len(items), pa.int64()),
-                "sid": pa.array([cat.item_to_sid[i] for i in items], pa.string()),
-                "item_id": pa.array(items, pa.string()),
-                "title": pa.array([cat.titles.get(i) for i in items], pa.string()),
-            }))
-        ctx.cache[key] = pa.concat_tables(parts) if parts else pa.table(
-            {"sid_version": pa.array([], pa.int64()), "sid": pa.array([], pa.string()),
-             "item_id": pa.array([], pa.string()), "title": pa.array([], pa.string())})
-    return ctx.cache[key]
+def sid_prefix_set(table: pa.Table) -> frozenset[tuple[int, str]]:
+    """(sid_version, code tokens) of every prefix (1 code up to the whole SID) of the SIDs in a `sid_table`:
+    what an open prefix such as `<|sid_begin|><s_a_12>` in token alignment is checked against."""
+    known: set[tuple[int, str]] = set()
+    for v, sid in zip(table.column("sid_version").to_pylist(), table.column("sid").to_pylist()):
+        body = sid[len(SID_BEGIN):-len(SID_END)]
+        toks = [m.group(0) for m in CODE_TOKEN_RE.finditer(body)]
+        for k in range(1, len(toks) + 1):
+            known.add((int(v), "".join(toks[:k])))
+    return frozenset(known)
 
 
 _YEAR_RE = re.compile(r"\(\s*\d{4}\s*\)")

@@ -16,22 +16,24 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.base import Filter, FilterContext, Verdicts, reason_category
+from curation.base import Filter, FilterContext, RunCache, Verdicts, reason_category
 from curation.config import ChainConfig, load_chain
 from curation.text import chat_column, completion_column
 from storage.datasets import DatasetVersion, read_dv, resolve, write_version
-from storage.errors import InputError, RecotError
+from storage.errors import InputError
 from storage.executor import map_batches
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
 from storage.redact import redact
-from storage.runs import finish_run, start_run
+from storage.runs import recorded_run
 from storage.workspace import Workspace
 
 EXECUTOR_BATCH_ROWS = 20_000
@@ -122,9 +124,145 @@ def verdict_batch(f: Filter, ws_root: str | None, sid_version: int | None, run_i
     """One batch through one row-local filter, as a pure function (runs in a Ray worker): keep/reason/score."""
     ws = Workspace(root=Path(ws_root)) if ws_root else None  # a handle only: nothing is created or migrated
     ctx = FilterContext(ws=ws, rank_score=np.zeros(batch.num_rows), run_id=run_id, sid_version=sid_version)
-    v = f.apply(batch, ctx) if batch.num_rows else Verdicts.all_kept(0)
+    v = f.apply(batch, ctx)
     return pa.table({"keep": pa.array(v.keep, pa.bool_()), "reason": pa.array(v.reason, pa.string()),
                      "score": pa.array(v.score, pa.float64())})
+
+
+def with_text_columns(table: pa.Table) -> pa.Table:
+    """The samples plus what filters read: `_completion` (the assistant's answer) and `_chat` (the whole chat)."""
+    return table.append_column("_completion", completion_column(table)).append_column("_chat", chat_column(table))
+
+
+def checked_ids(table: pa.Table) -> pa.Array:
+    """The sample_id column, once checked to be unique and never null (InputError names the first offender)."""
+    id_col = table.column("sample_id").combine_chunks()
+    if pc.count_distinct(id_col).as_py() != table.num_rows or id_col.null_count:
+        seen: set[str] = set()
+        for i, s in enumerate(id_col.to_pylist()):
+            if s is None or s in seen:
+                raise InputError(f"duplicate or missing sample_id {s!r}: sample ids must be unique within a "
+                                 "dataset", line=i, field="sample_id")
+            seen.add(s)
+    return id_col
+
+
+@dataclass
+class ChainState:
+    """What a chain run has decided so far, per input row: still kept, the first filter that dropped it and
+    why, every filter's score and the rank score; plus one verdict table and one funnel stage per filter."""
+
+    ids: pa.Array
+    kept: np.ndarray
+    rejected_by: np.ndarray
+    reject_reason: np.ndarray
+    rank: np.ndarray
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    verdicts: list[pa.Table] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, ids: pa.Array) -> "ChainState":
+        n = len(ids)
+        return cls(ids, np.ones(n, bool), np.full(n, None, dtype=object), np.full(n, None, dtype=object),
+                   np.zeros(n))
+
+    def rows_for(self, f: Filter) -> np.ndarray:
+        """Positions of the rows `f` evaluates: the still-kept ones when it is `only_kept`, else all."""
+        return np.flatnonzero(self.kept) if f.only_kept else np.arange(len(self.kept))
+
+    def context(self, idx: np.ndarray, *, work: pa.Table, cache: RunCache, ws: Workspace | None,
+                sid_version: int | None, run_id: str | None, progress: bool) -> FilterContext:
+        return FilterContext(ws=ws, rank_score=self.rank[idx].copy(),
+                             earlier_scores={k: v[idx] for k, v in self.scores.items()}, run_id=run_id,
+                             progress=progress, sid_version=sid_version, cache=cache, rows=idx, full=work)
+
+    def record(self, f: Filter, idx: np.ndarray, v: Verdicts, seconds: float) -> None:
+        """Apply `f`'s verdicts on rows `idx`: first drops, scores, rank, the verdict rows and the funnel stage."""
+        n = len(self.kept)
+        before = int(self.kept.sum())
+        reasons = np.array(v.reason, dtype=object)
+        flagged_pos = np.flatnonzero(~v.keep)
+        new_pos = flagged_pos[self.kept[idx[flagged_pos]]]
+        self.rejected_by[idx[new_pos]] = f.label
+        self.reject_reason[idx[new_pos]] = reasons[new_pos]
+        self.kept[idx[flagged_pos]] = False
+        s_full = np.full(n, np.nan)
+        s_full[idx] = v.score
+        self.scores[f.label] = s_full
+        self.rank = self.rank + f.rank_weight * np.nan_to_num(s_full, nan=0.0)
+        sub_ids = self.ids if len(idx) == n else pc.take(self.ids, pa.array(idx, pa.int64()))
+        self.verdicts.append(verdict_rows(f.label, sub_ids, v, reasons))
+        self.stages.append({
+            "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
+            "params": redact(f.params.model_dump(mode="json")),  # the manifest is stored: no secrets
+            "evaluated": int(len(idx)), "in": before, "out": int(self.kept.sum()),
+            "dropped": before - int(self.kept.sum()), "flagged": int(len(flagged_pos)),
+            **stage_reasons(sub_ids, reasons, v.keep, new_pos),
+            "scores": _score_stats(v.score.copy()), "seconds": round(seconds, 4),
+        })
+        log.info("filter %s: %d → %d", f.label, before, int(self.kept.sum()))
+
+    def curated(self, table: pa.Table) -> pa.Table:
+        """The input with the decisions: keep, rejected_by, reject_reason and the scores as JSON."""
+        return table.append_column("keep", pa.array(self.kept, pa.bool_())) \
+            .append_column("rejected_by", pa.array(self.rejected_by, pa.string())) \
+            .append_column("reject_reason", pa.array(self.reject_reason, pa.string())) \
+            .append_column("scores", _scores_json(self.scores, len(self.kept))).cast(CURATED_SCHEMA)
+
+    def funnel(self, filters: list[Filter], cache: RunCache) -> dict:
+        n, kept = len(self.kept), int(self.kept.sum())
+        rej = {f.label: c for f in filters if (c := int((self.rejected_by == f.label).sum()))}
+        out = {"rows": n, "kept": kept, "rejected": n - kept, "rejected_by": rej, "filters": self.stages}
+        if cache.teacher_stats:
+            out["teacher_stats"] = cache.teacher_stats
+        return out
+
+
+def verdict_rows(label: str, sub_ids: pa.Array, v: Verdicts, reasons: np.ndarray) -> pa.Table:
+    """One filter's verdicts as VERDICT_SCHEMA rows."""
+    return pa.table({
+        "sample_id": sub_ids,
+        "filter": pa.array(np.full(len(sub_ids), label, dtype=object), pa.string()),
+        "keep": pa.array(v.keep, pa.bool_()),
+        "reason": pa.array(reasons, pa.string()),
+        "score": pa.array(v.score, pa.float64(), mask=np.isnan(v.score)),
+    }, schema=VERDICT_SCHEMA)
+
+
+def stage_reasons(ids: pa.Array, reasons: np.ndarray, keep: np.ndarray, new_pos: np.ndarray) -> dict:
+    """A funnel stage's reason histograms: of the rows it dropped first (with examples), of all it flagged,
+    and the notes it left on kept rows."""
+    reasons_new, examples = _reason_stats(ids, reasons, new_pos)
+    reasons_all, _ = _reason_stats(ids, reasons, np.flatnonzero(~keep))
+    notes, _ = _reason_stats(ids, reasons, np.flatnonzero(keep & (reasons != None)))  # noqa: E711
+    return {"reasons": reasons_new, "flagged_reasons": reasons_all, "notes": notes, "examples": examples}
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], None]]:
+    """`step(description)` shows the filter starting; `step(None)` marks it done. A no-op when disabled."""
+    if not enabled:
+        yield lambda desc: None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.start()
+    task = bar.add_task("curating", total=total)
+    try:
+        yield lambda desc: bar.update(task, description=desc) if desc is not None else bar.advance(task)
+    finally:
+        bar.stop()
+
+
+def _evaluate(f: Filter, work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
+    """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local."""
+    sub = work if len(idx) == work.num_rows else work.take(pa.array(idx, pa.int64()))
+    if executor != "local" and f.row_local and len(idx):
+        v = _verdicts_on_executor(f, sub, ctx.ws, ctx.sid_version, ctx.run_id, executor)
+        return v.validate(len(idx), f.label)
+    return f.apply(sub, ctx)
 
 
 def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None = None,
@@ -134,104 +272,20 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
 
     Pure apart from catalog reads (and the judge's teacher cache), so benchmarks and tests can call it
     without writing a version."""
-    n = table.num_rows
-    work = table.append_column("_completion", completion_column(table))
-    work = work.append_column("_chat", chat_column(table))
-    id_col = table.column("sample_id").combine_chunks()
-    if pc.count_distinct(id_col).as_py() != n or id_col.null_count:
-        ids = id_col.to_pylist()
-        seen, dup = set(), (0, None)
-        for i, s in enumerate(ids):
-            if s is None or s in seen:
-                dup = (i, s)
-                break
-            seen.add(s)
-        raise InputError(f"duplicate or missing sample_id {dup[1]!r}: sample ids must be unique within a dataset",
-                         line=dup[0], field="sample_id")
-    kept = np.ones(n, bool)
-    rejected_by = np.full(n, None, dtype=object)
-    reject_reason = np.full(n, None, dtype=object)
-    rank = np.zeros(n)
-    scores: dict[str, np.ndarray] = {}
-    shared: dict[str, Any] = {}
-    verdict_parts: list[pa.Table] = []
-    stages = []
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("curating", total=len(filters))
-    try:
+    work = with_text_columns(table)
+    state = ChainState.start(checked_ids(table))
+    cache = RunCache()
+    with _progress_bar(progress, len(filters)) as step:
         for f in filters:
             t0 = time.perf_counter()
-            idx = np.flatnonzero(kept) if f.only_kept else np.arange(n)
-            sub = work if len(idx) == n else work.take(pa.array(idx, pa.int64()))
-            ctx = FilterContext(ws=ws, rank_score=rank[idx].copy(),
-                                earlier_scores={k: v[idx] for k, v in scores.items()}, run_id=run_id,
-                                progress=progress, sid_version=sid_version, cache=shared, rows=idx, full=work)
-            if bar is not None:
-                bar.update(task, description=f"{f.label} ({len(idx):,} samples)")
-            if executor != "local" and f.row_local and len(idx):
-                v = _verdicts_on_executor(f, sub, ws, sid_version, run_id, executor)
-            else:
-                v = f.apply(sub, ctx) if len(idx) else Verdicts.all_kept(0)
-            if len(v.keep) != len(idx):
-                raise RecotError(f"filter {f.label!r} returned {len(v.keep)} verdicts for {len(idx)} samples")
-            before = int(kept.sum())
-            reasons = np.array(v.reason, dtype=object)
-            flagged_pos = np.flatnonzero(~v.keep)
-            flagged = idx[flagged_pos]
-            new_pos = flagged_pos[kept[flagged]]
-            newly = idx[new_pos]
-            rejected_by[newly] = f.label
-            reject_reason[newly] = reasons[new_pos]
-            kept[flagged] = False
-            s_full = np.full(n, np.nan)
-            s_full[idx] = v.score
-            scores[f.label] = s_full
-            rank = rank + f.rank_weight * np.nan_to_num(s_full, nan=0.0)
-            sub_ids = id_col if len(idx) == n else pc.take(id_col, pa.array(idx, pa.int64()))
-            verdict_parts.append(pa.table({
-                "sample_id": sub_ids,
-                "filter": pa.array(np.full(len(idx), f.label, dtype=object), pa.string()),
-                "keep": pa.array(v.keep, pa.bool_()),
-                "reason": pa.array(reasons, pa.string()),
-                "score": pa.array(v.score, pa.float64(), mask=np.isnan(v.score)),
-            }, schema=VERDICT_SCHEMA))
-            reasons_new, examples = _reason_stats(sub_ids, reasons, new_pos)
-            reasons_all, _ = _reason_stats(sub_ids, reasons, flagged_pos)
-            notes, _ = _reason_stats(sub_ids, reasons, np.flatnonzero(v.keep & (reasons != None)))  # noqa: E711
-            stages.append({
-                "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
-                "params": redact(f.params.model_dump(mode="json")),  # the manifest is stored: no secrets
-                "evaluated": int(len(idx)), "in": before, "out": int(kept.sum()),
-                "dropped": before - int(kept.sum()), "flagged": int(len(flagged)),
-                "reasons": reasons_new, "flagged_reasons": reasons_all, "notes": notes, "examples": examples,
-                "scores": _score_stats(v.score.copy()), "seconds": round(time.perf_counter() - t0, 4),
-            })
-            if bar is not None:
-                bar.advance(task)
-            log.info("filter %s: %d → %d", f.label, before, int(kept.sum()))
-    finally:
-        if bar is not None:
-            bar.stop()
-    curated = table.append_column("keep", pa.array(kept, pa.bool_())) \
-        .append_column("rejected_by", pa.array(rejected_by, pa.string())) \
-        .append_column("reject_reason", pa.array(reject_reason, pa.string())) \
-        .append_column("scores", _scores_json(scores, n))
-    verdicts = pa.concat_tables(verdict_parts) if verdict_parts else VERDICT_SCHEMA.empty_table()
-    rej: dict[str, int] = {}
-    for f in filters:
-        c = int((rejected_by == f.label).sum())
-        if c:
-            rej[f.label] = c
-    funnel = {"rows": n, "kept": int(kept.sum()), "rejected": n - int(kept.sum()),
-              "rejected_by": rej, "filters": stages}
-    if "teacher_stats" in shared:
-        funnel["teacher_stats"] = shared["teacher_stats"]
-    return curated.cast(CURATED_SCHEMA), verdicts, funnel
+            idx = state.rows_for(f)
+            step(f"{f.label} ({len(idx):,} samples)")
+            ctx = state.context(idx, work=work, cache=cache, ws=ws, sid_version=sid_version, run_id=run_id,
+                                progress=progress)
+            state.record(f, idx, _evaluate(f, work, idx, ctx, executor), time.perf_counter() - t0)
+            step(None)
+    verdicts = pa.concat_tables(state.verdicts) if state.verdicts else VERDICT_SCHEMA.empty_table()
+    return state.curated(table), verdicts, state.funnel(filters, cache)
 
 
 def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Path | ChainConfig | dict = "default",
@@ -244,30 +298,24 @@ def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Pat
     out = out or f"{src.name}-curated"
     table = load_samples(src)
     config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref, "executor": executor}
-    with ws.writer("curate"):
-        run_id = start_run(ws, "curate", config)
-        try:
-            curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version, executor=executor,
-                                                    run_id=run_id, progress=progress)
-            funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
-            def store_verdicts(con, name: str, version: int) -> None:
-                con.register("v", verdicts)
-                con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
-                            [name, version, run_id])
-                con.unregister("v")
+    with ws.writer("curate"), recorded_run(ws, "curate", config) as run:
+        run.stats = {"input": src.ref}
+        curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version, executor=executor,
+                                                run_id=run.id, progress=progress)
+        funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
 
-            # the verdicts are inserted in the transaction that registers the version: both or neither
-            dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],
-                               run_id=run_id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel},
-                               on_commit=store_verdicts)
-        except BaseException as exc:
-            finish_run(ws, run_id, {"input": src.ref}, status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
-                 "rejected_by": funnel["rejected_by"]}
+        def store_verdicts(con, name: str, version: int) -> None:
+            con.register("v", verdicts)
+            con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
+                        [name, version, run.id])
+            con.unregister("v")
+
+        # the verdicts are inserted in the transaction that registers the version: both or neither
+        dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],
+                           run_id=run.id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel},
+                           on_commit=store_verdicts)
+        run.stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
+                     "rejected_by": funnel["rejected_by"]}
         if "teacher_stats" in funnel:
-            stats["teacher"] = funnel["teacher_stats"]
-        finish_run(ws, run_id, stats)
+            run.stats["teacher"] = funnel["teacher_stats"]
     return dv
-
-

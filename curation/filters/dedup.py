@@ -49,11 +49,9 @@ class ExactDedupFilter(Filter):
     only_kept_default = True
     row_local = False
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
         n = table.num_rows
-        if n == 0:
-            return Verdicts.all_kept(0)
         if p.normalize:
             keys = text_keys(ctx.tokens(p.field, table))
         else:
@@ -137,30 +135,9 @@ def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
         return labels, {}
     csh = subset_tokens(sh, cand)
     sig = np.array(minhash_matrix(csh, p.num_perm, p.seed).to_rows(), dtype=np.uint64)
-    r = p.num_perm // p.bands
-    mult = np.array([((0x9E3779B97F4A7C15 ^ (i * 0x632BE59BD9B4E019)) & 0xFFFFFFFFFFFFFFFF) | 1 for i in range(r)],
-                    dtype=np.uint64)
-    pairs = []
-    with np.errstate(over="ignore"):
-        for b in range(p.bands):
-            key = (sig[:, b * r:(b + 1) * r] * mult).sum(axis=1)
-            order = np.lexsort((np.arange(len(key)), key))
-            k = key[order]
-            same = np.r_[False, k[1:] == k[:-1]]          # member i shares the bucket of member i-1
-            if not same.any():
-                continue
-            first = np.maximum.accumulate(np.where(~same, np.arange(len(k)), 0))
-            idx = np.flatnonzero(same)
-            # each bucket member is linked to its predecessor (chain) and to the bucket's first member (star):
-            # all pairs for buckets of ≤ 3 members; for larger buckets a subset (the other bands and the
-            # transitive closure of the verified links usually supply the rest)
-            pairs.append(np.stack([order[idx - 1], order[idx]], 1))
-            star = idx[first[idx] != idx - 1]
-            if len(star):
-                pairs.append(np.stack([order[first[star]], order[star]], 1))
-    if not pairs:
+    pr = _band_pairs(sig, p.bands)
+    if pr is None:
         return labels, {}
-    pr = np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
     sets = [np.unique(csh.hashes[csh.offsets[i]:csh.offsets[i + 1]]) for i in range(len(cand))]
     sims = {}
     keep_edges = []
@@ -182,6 +159,35 @@ def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
     return labels, sims
 
 
+def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray | None:
+    """Candidate pairs (rows of `sig` sharing a bucket in some band), unique and sorted; None when there are
+    none."""
+    r = sig.shape[1] // bands
+    mult = np.array([((0x9E3779B97F4A7C15 ^ (i * 0x632BE59BD9B4E019)) & 0xFFFFFFFFFFFFFFFF) | 1 for i in range(r)],
+                    dtype=np.uint64)
+    pairs = []
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            key = (sig[:, b * r:(b + 1) * r] * mult).sum(axis=1)
+            order = np.lexsort((np.arange(len(key)), key))
+            k = key[order]
+            same = np.r_[False, k[1:] == k[:-1]]          # member i shares the bucket of member i-1
+            if not same.any():
+                continue
+            first = np.maximum.accumulate(np.where(~same, np.arange(len(k)), 0))
+            idx = np.flatnonzero(same)
+            # each bucket member is linked to its predecessor (chain) and to the bucket's first member (star):
+            # all pairs for buckets of ≤ 3 members; for larger buckets a subset (the other bands and the
+            # transitive closure of the verified links usually supply the rest)
+            pairs.append(np.stack([order[idx - 1], order[idx]], 1))
+            star = idx[first[idx] != idx - 1]
+            if len(star):
+                pairs.append(np.stack([order[first[star]], order[star]], 1))
+    if not pairs:
+        return None
+    return np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
+
+
 @register
 class NearDedupFilter(Filter):
     type_name = "near_dedup"
@@ -190,11 +196,9 @@ class NearDedupFilter(Filter):
     only_kept_default = True
     row_local = False
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows
-        if n == 0:
-            return Verdicts.all_kept(0)
         labels, sims = near_duplicate_clusters(ctx.tokens(p.field, table), p)
         reasons: list[str | None] = [None] * n
         keep = np.ones(n, bool)

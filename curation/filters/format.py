@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
 
 
 
@@ -97,11 +97,9 @@ class FormatFilter(Filter):
     review_label = "format"
     Params = FormatParams
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: FormatParams = self.params
         n = table.num_rows
-        if n == 0:
-            return Verdicts.all_kept(0)
         comp = table.column("_completion")
         text = pc.fill_null(comp.combine_chunks() if isinstance(comp, pa.ChunkedArray) else comp, "")
 
@@ -133,25 +131,9 @@ class FormatFilter(Filter):
             ~no_tags & empty_answer_after,
         ]
         code = np.select(conds, np.arange(1, len(conds) + 1), 0)
-        reasons: list[str | None] = [None] * n
-        bad = np.flatnonzero(code)
-        bad_text = pc.take(text, pa.array(bad, pa.int64())).to_pylist() if len(bad) else []
-        for i, t in zip(bad, bad_text):
-            c = code[i]
-            reasons[i] = (
-                f"generation error: {err_col[int(i)].as_py()}" if c == 1 else
-                "empty completion: no assistant text" if c == 2 else
-                "missing think block: expected <think>…</think> before the answer" if c == 3 else
-                f"broken think tags: {t.count('<think>')} <think> and {t.count('</think>')} </think> "
-                "(expected one of each)" if c == 4 else
-                "broken think tags: </think> before <think> or text before <think>" if c == 5 else
-                "empty reasoning: nothing inside <think>…</think>" if c == 6 else
-                "unexpected reasoning: a /no_think sample has text inside <think>…</think>" if c == 7 else
-                "empty answer: nothing after </think>")
+        reasons = _structure_reasons(code, text, err_col)
         # R2 answers (only rows that passed the structure checks) must hold the evolution-chain JSON.
-        is_r2 = (pc.fill_null(pc.is_in(table.column("level"), pa.array(p.r2_levels, pa.string())), False).to_numpy(
-            zero_copy_only=False) | pc.fill_null(pc.is_in(table.column("task"), pa.array(p.r2_tasks, pa.string())),
-                                                 False).to_numpy(zero_copy_only=False))
+        is_r2 = rows_where(table, "level", p.r2_levels) | rows_where(table, "task", p.r2_tasks)
         check = np.flatnonzero(is_r2 & (code == 0))
         if len(check):
             answers = [t.split("</think>", 1)[-1] for t in pc.take(text, pa.array(check)).to_pylist()]
@@ -159,5 +141,24 @@ class FormatFilter(Filter):
                 _, why = parse_r2(a)
                 if why:
                     reasons[i] = why
-        keep = np.array([r is None for r in reasons])
-        return Verdicts(keep, reasons, np.full(n, np.nan))
+        return Verdicts.from_reasons(reasons)
+
+
+def _structure_reasons(code: np.ndarray, text: pa.Array, err_col: pa.ChunkedArray) -> list[str | None]:
+    """The reason per row for the first structure check (`code`, 1-based; 0 = fine) it failed."""
+    reasons: list[str | None] = [None] * len(code)
+    bad = np.flatnonzero(code)
+    bad_text = pc.take(text, pa.array(bad, pa.int64())).to_pylist() if len(bad) else []
+    for i, t in zip(bad, bad_text):
+        c = code[i]
+        reasons[i] = (
+            f"generation error: {err_col[int(i)].as_py()}" if c == 1 else
+            "empty completion: no assistant text" if c == 2 else
+            "missing think block: expected <think>…</think> before the answer" if c == 3 else
+            f"broken think tags: {t.count('<think>')} <think> and {t.count('</think>')} </think> "
+            "(expected one of each)" if c == 4 else
+            "broken think tags: </think> before <think> or text before <think>" if c == 5 else
+            "empty reasoning: nothing inside <think>…</think>" if c == 6 else
+            "unexpected reasoning: a /no_think sample has text inside <think>…</think>" if c == 7 else
+            "empty answer: nothing after </think>")
+    return reasons

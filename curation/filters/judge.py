@@ -82,14 +82,12 @@ class JudgeFilter(Filter):
     only_kept_default = True
     row_local = False
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         from synth.teacher.engine import make_engine
         from synth.teacher.types import ChatRequest, SamplingParams
 
         p: JudgeParams = self.params
         n = table.num_rows
-        if n == 0:
-            return Verdicts.all_kept(0)
         msgs = table.column("messages").to_pylist()
         comps = table.column("_completion").to_pylist()
         schema = ({"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
@@ -104,7 +102,7 @@ class JudgeFilter(Filter):
         engine = make_engine(p.teacher, ctx.ws, run_id=ctx.run_id)
         try:
             responses = engine.run(requests, progress=ctx.progress)
-            ctx.cache.setdefault("teacher_stats", {})[self.label] = engine.stats
+            ctx.record_teacher_stats(self.label, engine.stats)
         finally:
             engine.close()
         keep = np.ones(n, bool)

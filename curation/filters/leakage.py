@@ -8,9 +8,8 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
 from curation.catalog import normalize_title
 
 
@@ -38,38 +37,19 @@ class LeakageFilter(Filter):
     review_label = "leaked_target"
     Params = LeakageParams
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
-        p: LeakageParams = self.params
+    def applies_to(self, table: pa.Table) -> np.ndarray:
+        return rows_where(table, "mode", self.params.modes)
+
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         n = table.num_rows
-        in_mode = pc.fill_null(pc.is_in(table.column("mode"), pa.array(p.modes, pa.string())), False)
-        rows = np.flatnonzero(in_mode.to_numpy(zero_copy_only=False))
-        reasons: list[str | None] = [None] * n
-        if len(rows) == 0:
-            return Verdicts.all_kept(n)
-        sub = table.take(pa.array(rows))
-        needles: list[tuple[int, str, str, str]] = []  # (row, kind, needle, shown)
-        tids = sub.column("target_item_ids").to_pylist()
-        tsids = sub.column("target_sids").to_pylist()
-        titles = _titles(ctx, [i for ids in tids if ids for i in ids]) if p.check_titles else {}
-        for j, r in enumerate(rows):
-            if p.check_sids:
-                for s in tsids[j] or []:
-                    needles.append((int(r), "sid", s.lower(), s))
-            if p.check_titles:
-                for it in tids[j] or []:
-                    title = titles.get(it)
-                    if not title:
-                        continue
-                    for variant in {normalize_title(title), _plain(title)}:
-                        if len(variant) >= p.min_title_chars:
-                            needles.append((int(r), "title", variant, title))
+        needles = self._needles(table, ctx)
         if not needles:
             return Verdicts.all_kept(n)
         nd = pa.table({"_row": pa.array([x[0] for x in needles], pa.int64()),
                        "kind": [x[1] for x in needles], "needle": [x[2] for x in needles],
                        "shown": [x[3] for x in needles]})
         rt = pa.table({"_row": pa.array(np.arange(n), pa.int64()), "reasoning": table.column("reasoning"),
-                       "comp": table.column("_completion")}).take(pa.array(rows))
+                       "comp": table.column("_completion")})
         con = duckdb.connect()
         try:
             con.register("nd", nd)
@@ -87,11 +67,32 @@ class LeakageFilter(Filter):
                 GROUP BY ALL ORDER BY 1, 2""").fetchall()
         finally:
             con.close()
+        reasons: list[str | None] = [None] * n
         for row, kind, shown in hits:
             msg = f"target {'SID' if kind == 'sid' else 'title'} {shown!r} appears in the reasoning"
             reasons[row] = f"hint leakage: {msg}" if reasons[row] is None else reasons[row] + f"; {msg}"
-        keep = np.array([r is None for r in reasons])
-        return Verdicts(keep, reasons, np.full(n, np.nan))
+        return Verdicts.from_reasons(reasons)
+
+    def _needles(self, table: pa.Table, ctx: FilterContext) -> list[tuple[int, str, str, str]]:
+        """(row, kind, needle, shown): the target SIDs and the target titles (two normalizations) per row."""
+        p: LeakageParams = self.params
+        needles: list[tuple[int, str, str, str]] = []
+        tids = table.column("target_item_ids").to_pylist()
+        tsids = table.column("target_sids").to_pylist()
+        titles = _titles(ctx, [i for ids in tids if ids for i in ids]) if p.check_titles else {}
+        for r in range(table.num_rows):
+            if p.check_sids:
+                for s in tsids[r] or []:
+                    needles.append((r, "sid", s.lower(), s))
+            if p.check_titles:
+                for it in tids[r] or []:
+                    title = titles.get(it)
+                    if not title:
+                        continue
+                    for variant in {normalize_title(title), _plain(title)}:
+                        if len(variant) >= p.min_title_chars:
+                            needles.append((r, "title", variant, title))
+        return needles
 
 
 def _plain(title: str) -> str:

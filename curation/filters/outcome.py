@@ -7,12 +7,12 @@ default). Other samples (item descriptions, alignment titles, R1/R2 chains) are 
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import FilterParams, RowFilter, RowVerdict, register, rows_nonempty, rows_where
 from curation.rewards import exact_hit, ndcg_at_k, prefix_match_levels, prefix_partial_reward, split_think
 from storage.sid import SidFormatError, extract_sids, parse_sid
 
@@ -75,27 +75,17 @@ def judge_outcome(preds: list[str], targets: list[str], p: OutcomeParams) -> tup
 
 
 @register
-class OutcomeFilter(Filter):
+class OutcomeFilter(RowFilter):
     type_name = "outcome"
     review_label = "wrong_logic"
     Params = OutcomeParams
+    columns = ("answer_sids", "answer", "_completion", "target_sids")
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def applies_to(self, table: pa.Table) -> np.ndarray:
         p: OutcomeParams = self.params
-        n = table.num_rows
-        a_sids = table.column("answer_sids").to_pylist()
-        answers = table.column("answer").to_pylist()
-        comps = table.column("_completion").to_pylist()
-        targets = table.column("target_sids").to_pylist()
-        levels = table.column("level").to_pylist()
-        tasks = table.column("task").to_pylist()
-        lv, tk = set(p.levels), set(p.tasks)
-        keep = np.ones(n, bool)
-        reasons: list[str | None] = [None] * n
-        score = np.full(n, np.nan)
-        for i in range(n):
-            if not targets[i] or not (levels[i] in lv or tasks[i] in tk):
-                continue
-            ok, why, s = judge_outcome(predictions(a_sids[i], answers[i], comps[i]), targets[i], p)
-            keep[i], reasons[i], score[i] = ok, why, s
-        return Verdicts(keep, reasons, score)
+        chosen = rows_where(table, "level", p.levels) | rows_where(table, "task", p.tasks)
+        return chosen & rows_nonempty(table, "target_sids")
+
+    def check_row(self, row: dict[str, Any]) -> RowVerdict:
+        preds = predictions(row["answer_sids"], row["answer"], row["_completion"])
+        return judge_outcome(preds, row["target_sids"], self.params)

@@ -46,7 +46,7 @@ class LengthFilter(Filter):
     review_label = "format"
     Params = LengthParams
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LengthParams = self.params
         n = table.num_rows
         comp_len = pc.fill_null(pc.utf8_length(_col(table, "_completion")), 0).to_numpy(zero_copy_only=False)
@@ -64,8 +64,7 @@ class LengthFilter(Filter):
                 bound = p.min_reasoning_chars if side == "short" else p.max_reasoning_chars
                 reasons[i] = (f"reasoning too {side}: {r_len[i]} chars "
                               f"({'min' if side == 'short' else 'max'} {bound})")
-        keep = np.array([r is None for r in reasons])
-        return Verdicts(keep, reasons, np.full(n, np.nan))
+        return Verdicts.from_reasons(reasons)
 
 
 class RepetitionParams(FilterParams):
@@ -99,7 +98,7 @@ class RepetitionFilter(Filter):
     Params = RepetitionParams
     rank_weight = 0.0
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: RepetitionParams = self.params
         n = table.num_rows
         text = _col(table, "_completion")
@@ -130,7 +129,7 @@ class LanguageFilter(Filter):
     Params = LanguageParams
     rank_weight = 0.0
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LanguageParams = self.params
         n = table.num_rows
         text = pc.replace_substring_regex(pc.fill_null(_col(table, p.field), ""), SID_RE.pattern, " ")

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import FilterParams, RowFilter, RowVerdict, register, rows_nonempty, rows_where
 from curation.filters.format import extract_json_text
 from curation.filters.quality import STOPWORDS_EN
 from storage.sid import SID_RE
@@ -105,27 +106,21 @@ class R2ScoreParams(FilterParams):
 
 
 @register
-class R2ScoreFilter(Filter):
+class R2ScoreFilter(RowFilter):
     type_name = "r2_score"
     review_label = "wrong_logic"
     Params = R2ScoreParams
+    columns = ("answer", "reference")
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def applies_to(self, table: pa.Table) -> np.ndarray:
+        return rows_where(table, "level", self.params.levels) & rows_nonempty(table, "reference")
+
+    def check_row(self, row: dict[str, Any]) -> RowVerdict:
         p: R2ScoreParams = self.params
-        n = table.num_rows
-        levels = table.column("level").to_pylist()
-        refs = table.column("reference").to_pylist()
-        answers = table.column("answer").to_pylist()
-        keep = np.ones(n, bool)
-        reasons: list[str | None] = [None] * n
-        score = np.full(n, np.nan)
-        for i in range(n):
-            if levels[i] not in p.levels or not refs[i] or events_of(refs[i]) is None:
-                continue
-            s, a, lg = r2_chain_score(answers[i] or "", refs[i], p.match_threshold)
-            score[i] = s
-            if s < p.min_score:
-                keep[i] = False
-                reasons[i] = (f"low R2 score: {s:.2f} = 0.5·action-F1 {a:.2f} + 0.5·logic-F1 {lg:.2f} "
-                              f"(min {p.min_score:.2f})")
-        return Verdicts(keep, reasons, score)
+        if events_of(row["reference"]) is None:
+            return True, None, None  # not a chain: nothing to score against
+        s, a, lg = r2_chain_score(row["answer"] or "", row["reference"], p.match_threshold)
+        if s >= p.min_score:
+            return True, None, s
+        return False, (f"low R2 score: {s:.2f} = 0.5·action-F1 {a:.2f} + 0.5·logic-F1 {lg:.2f} "
+                       f"(min {p.min_score:.2f})"), s

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import duckdb
@@ -22,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
-from curation.catalog import catalog_table, normalize_title, sample_sid_versions
-from storage.sid import CODE_TOKEN_RE, SID_BEGIN, SID_END, SID_RE, find_malformed_sids, is_valid_sid
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
+from curation.catalog import normalize_title, sample_sid_versions
+from storage.sid import SID_RE, find_malformed_sids, is_valid_sid
 
 _SID = SID_RE.pattern  # RE2-compatible (no look-around)
 _AFTER = _SID + (r"""(?:\s*\(\s*"([^"\n]{2,200})"\s*\)"""                 # SID ("Title")
@@ -52,146 +53,162 @@ def _names(items: list[str], k: int) -> str:
     return shown + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 
+@dataclass
+class _Tally:
+    """Per row: the issues found (in the order they are reported), SIDs seen and SIDs that are bad."""
+
+    issues: list[list[str]]
+    n_sids: np.ndarray
+    n_bad: np.ndarray
+
+    @classmethod
+    def of(cls, n: int) -> "_Tally":
+        return cls([[] for _ in range(n)], np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+
 @register
 class SidGroundingFilter(Filter):
     type_name = "sid_grounding"
     review_label = "hallucinated_item"
     Params = SidGroundingParams
 
-    def apply(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
+    def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: SidGroundingParams = self.params
-        n = table.num_rows
-        if n == 0:
-            return Verdicts.all_kept(0)
         versions = sample_sid_versions(table, ctx)
-        cat = catalog_table(ctx, np.unique(versions))
+        cat = ctx.sid_table(np.unique(versions))
         text = table.column("_completion")
-        issues: list[list[str]] = [[] for _ in range(n)]
-        prefix_sids = np.zeros(n, np.int64)
-        prefix_bad = np.zeros(n, np.int64)
+        tally = _Tally.of(table.num_rows)
         if p.prefix_tasks and "task" in table.column_names:
-            text = self._check_prefixes(table, text, versions, cat, ctx, issues, prefix_sids, prefix_bad)
-        t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
-        con = duckdb.connect()
-        try:
-            con.register("t", t)
-            con.register("cat", cat)
-            # per row: SIDs by the regex, and raw counts of begin tags and code tokens; a row whose counts
-            # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python below)
-            counts = con.sql("""
-                SELECT (length(text) - length(replace(text, '<|sid_begin|>', ''))) // 13 AS n_begin,
-                       (length(text) - length(replace(text, '<s_', ''))) // 3 AS n_code FROM t ORDER BY _row
-                """).fetchnumpy()
-            occ = con.execute(f"""
-                WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{_SID}')) AS sid FROM t)
-                SELECT _row, count(*) AS n_sids,
-                       sum((length(occ.sid) - length(replace(occ.sid, '<s_', ''))) // 3) AS n_codes,
-                       count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
-                       list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
-                FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
-                GROUP BY _row ORDER BY _row""").fetchall()
-            mentions = []
-            if p.check_titles:
-                mentions = con.execute(f"""
-                    WITH m AS (
-                        SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
-                               unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
-                               unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
-                               unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c,
-                               unnest(regexp_extract_all(text, '{_AFTER}', 5)) AS d FROM t
-                        UNION ALL
-                        SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
-                               unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
-                    SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
-                           cat.title
-                    FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = '<|sid_begin|>' || m.sid || '<|sid_end|>'
-                    ORDER BY m._row""").fetchall()
-        finally:
-            con.close()
+            text = self._check_prefixes(table, text, versions, ctx, tally)
+        counts, occ, mentions = _find_sids(text, versions, cat, p.check_titles)
+        self._report_malformed(text, counts, occ, tally)
+        self._report_unknown(occ, versions, tally)
+        if mentions:
+            self._report_titles(mentions, ctx.normalized_titles(np.unique(versions)), tally)
+        n_sids, n_bad = tally.n_sids, tally.n_bad
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
+        return Verdicts.from_reasons(["; ".join(x) if x else None for x in tally.issues], score)
 
-        n_sids = prefix_sids.copy()
-        n_bad = prefix_bad.copy()
+    def _report_malformed(self, text: pa.ChunkedArray, counts: dict, occ: list, tally: _Tally) -> None:
+        """Rows whose raw counts of begin tags and code tokens exceed what their well-formed SIDs account for
+        hold a malformed fragment: name it."""
+        n = len(tally.issues)
         seen_begin = np.zeros(n, np.int64)
         seen_codes = np.zeros(n, np.int64)
         for row, total, codes, _, _ in occ:
             seen_begin[row], seen_codes[row] = total, codes
         cand = np.flatnonzero((counts["n_begin"] != seen_begin) | (counts["n_code"] != seen_codes))
-        if len(cand):
-            for i, s in zip(cand, pc.take(text, pa.array(cand)).to_pylist()):
-                bad = find_malformed_sids(s)
-                if bad:
-                    n_sids[i] += len(bad)
-                    n_bad[i] += len(bad)
-                    issues[i].append(f"malformed SID: {_names([repr(b) for b in bad], p.max_named)}")
-        for row, total, _, unknown_n, unknown in occ:
-            n_sids[row] += total
-            if unknown_n:
-                n_bad[row] += unknown_n
-                # SID_RE accepts any level letters; a skipped or repeated level does not parse → malformed
-                bad = [u for u in unknown if not is_valid_sid(u)]
-                unknown = [u for u in unknown if is_valid_sid(u)]
-                if bad:
-                    issues[row].append(f"malformed SID: {_names([repr(b) for b in bad], p.max_named)}")
-                if unknown:
-                    issues[row].append(f"hallucinated SID: {_names(unknown, p.max_named)} not in SID version "
-                                       f"{versions[row]} ({unknown_n - len(bad)} of {total} SIDs unknown)")
-        if mentions:
-            tkey = "normalized_titles:" + ",".join(str(v) for v in np.unique(versions))
-            other_titles = ctx.cache.get(tkey)
-            if other_titles is None:
-                other_titles = ctx.cache[tkey] = {
-                    normalize_title(x) for x in cat.column("title").to_pylist() if x}
-            seen = set()
-            for row, sid, mention, own in mentions:
-                if not mention or (row, sid, mention) in seen:
-                    continue
-                seen.add((row, sid, mention))
-                m_n, o_n = normalize_title(mention), normalize_title(own)
-                if not m_n:
-                    continue
-                same = (m_n == o_n or (o_n and (m_n in o_n or o_n in m_n)) or
-                        difflib.SequenceMatcher(None, m_n, o_n).ratio() >= p.title_similarity)
-                if same or (p.title_mismatch == "other_title" and m_n not in other_titles):
-                    continue
-                full = f"<|sid_begin|>{sid}<|sid_end|>"
-                issues[row].append(f"title mismatch: {full} is {own!r} but the text calls it {mention!r}")
-                n_bad[row] += 1
-        reasons = ["; ".join(x) if x else None for x in issues]
-        keep = np.array([r is None for r in reasons])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
-        return Verdicts(keep, reasons, score)
+        if not len(cand):
+            return
+        for i, s in zip(cand, pc.take(text, pa.array(cand)).to_pylist()):
+            bad = find_malformed_sids(s)
+            if bad:
+                tally.n_sids[i] += len(bad)
+                tally.n_bad[i] += len(bad)
+                tally.issues[i].append(f"malformed SID: {_names([repr(b) for b in bad], self.params.max_named)}")
 
-    def _check_prefixes(self, table: pa.Table, text: pa.ChunkedArray, versions, cat: pa.Table, ctx: FilterContext,
-                        issues: list[list[str]], n_sids: np.ndarray, n_bad: np.ndarray) -> pa.ChunkedArray:
+    def _report_unknown(self, occ: list, versions: np.ndarray, tally: _Tally) -> None:
+        """Well-formed-looking SIDs not in the catalog: malformed when they do not parse, else hallucinated."""
+        k = self.params.max_named
+        for row, total, _, unknown_n, unknown in occ:
+            tally.n_sids[row] += total
+            if not unknown_n:
+                continue
+            tally.n_bad[row] += unknown_n
+            # SID_RE accepts any level letters; a skipped or repeated level does not parse → malformed
+            bad = [u for u in unknown if not is_valid_sid(u)]
+            unknown = [u for u in unknown if is_valid_sid(u)]
+            if bad:
+                tally.issues[row].append(f"malformed SID: {_names([repr(b) for b in bad], k)}")
+            if unknown:
+                tally.issues[row].append(f"hallucinated SID: {_names(unknown, k)} not in SID version "
+                                         f"{versions[row]} ({unknown_n - len(bad)} of {total} SIDs unknown)")
+
+    def _report_titles(self, mentions: list, other_titles: frozenset[str], tally: _Tally) -> None:
+        """A title written next to a SID that is not the SID's own title (and, by default, is another item's)."""
+        p: SidGroundingParams = self.params
+        seen = set()
+        for row, sid, mention, own in mentions:
+            if not mention or (row, sid, mention) in seen:
+                continue
+            seen.add((row, sid, mention))
+            m_n, o_n = normalize_title(mention), normalize_title(own)
+            if not m_n:
+                continue
+            same = (m_n == o_n or (o_n and (m_n in o_n or o_n in m_n)) or
+                    difflib.SequenceMatcher(None, m_n, o_n).ratio() >= p.title_similarity)
+            if same or (p.title_mismatch == "other_title" and m_n not in other_titles):
+                continue
+            full = f"<|sid_begin|>{sid}<|sid_end|>"
+            tally.issues[row].append(f"title mismatch: {full} is {own!r} but the text calls it {mention!r}")
+            tally.n_bad[row] += 1
+
+    def _check_prefixes(self, table: pa.Table, text: pa.ChunkedArray, versions: np.ndarray, ctx: FilterContext,
+                        tally: _Tally) -> pa.ChunkedArray:
         """For rows of `prefix_tasks`: check each open SID prefix against the catalog's SID prefixes and blank
         it out of the text the rest of the filter reads (so it is not reported as malformed)."""
         p: SidGroundingParams = self.params
-        rows = np.flatnonzero(pc.is_in(table.column("task"), pa.array(p.prefix_tasks, pa.string()))
-                              .to_numpy(zero_copy_only=False))
+        rows = np.flatnonzero(rows_where(table, "task", p.prefix_tasks))
         if not len(rows):
             return text
-        key = "sid_prefixes:" + ",".join(str(v) for v in np.unique(versions))
-        prefixes = ctx.cache  # shared per chain run, like the catalog tables
-        if key not in prefixes:
-            known: set[tuple[int, str]] = set()
-            for v, sid in zip(cat.column("sid_version").to_pylist(), cat.column("sid").to_pylist()):
-                body = sid[len(SID_BEGIN):-len(SID_END)]
-                toks = [m.group(0) for m in CODE_TOKEN_RE.finditer(body)]
-                for k in range(1, len(toks) + 1):
-                    known.add((int(v), "".join(toks[:k])))
-            prefixes[key] = known
-        known = prefixes[key]
+        known = ctx.sid_prefixes(np.unique(versions))
         values = text.to_pylist()
         for i in rows:
             s = values[i] or ""
             for m in _OPEN_PREFIX_RE.finditer(s):
-                n_sids[i] += 1
+                tally.n_sids[i] += 1
                 if (int(versions[i]), m.group(1)) not in known:
-                    n_bad[i] += 1
-                    issues[i].append(f"unknown SID prefix: {m.group(0)!r} starts no SID in version {versions[i]}")
+                    tally.n_bad[i] += 1
+                    tally.issues[i].append(f"unknown SID prefix: {m.group(0)!r} starts no SID in version "
+                                           f"{versions[i]}")
             values[i] = _OPEN_PREFIX_RE.sub(" ", s)
         return pa.chunked_array([pa.array(values, pa.string())])
+
+
+def _find_sids(text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table, check_titles: bool
+               ) -> tuple[dict, list, list]:
+    """One DuckDB pass over the texts: per row the raw counts of begin tags and code tokens; per row with SIDs
+    their number, code count and the unknown ones; and the title mentions next to known SIDs."""
+    n = len(versions)
+    t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
+    con = duckdb.connect()
+    try:
+        con.register("t", t)
+        con.register("cat", cat)
+        # per row: SIDs by the regex, and raw counts of begin tags and code tokens; a row whose counts
+        # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python)
+        counts = con.sql("""
+            SELECT (length(text) - length(replace(text, '<|sid_begin|>', ''))) // 13 AS n_begin,
+                   (length(text) - length(replace(text, '<s_', ''))) // 3 AS n_code FROM t ORDER BY _row
+            """).fetchnumpy()
+        occ = con.execute(f"""
+            WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{_SID}')) AS sid FROM t)
+            SELECT _row, count(*) AS n_sids,
+                   sum((length(occ.sid) - length(replace(occ.sid, '<s_', ''))) // 3) AS n_codes,
+                   count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
+                   list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
+            FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
+            GROUP BY _row ORDER BY _row""").fetchall()
+        mentions = []
+        if check_titles:
+            mentions = con.execute(f"""
+                WITH m AS (
+                    SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
+                           unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
+                           unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
+                           unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c,
+                           unnest(regexp_extract_all(text, '{_AFTER}', 5)) AS d FROM t
+                    UNION ALL
+                    SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
+                           unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
+                SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
+                       cat.title
+                FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = '<|sid_begin|>' || m.sid || '<|sid_end|>'
+                ORDER BY m._row""").fetchall()
+    finally:
+        con.close()
+    return counts, occ, mentions
 
 
 # `<|sid_begin|>` + code tokens NOT followed by another code token or the end tag: an open prefix
