@@ -1,0 +1,194 @@
+"""Three-level cognition traces: the level parser, `cognition_structure` (each malformed kind rejected with a
+reason naming the level), `skeleton_agreement` (scores on hand-computed cases) and the default chain on a
+well-formed skeleton-style corpus."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curation.chain import run_filters
+from curation.config import load_chain
+from curation_samples import HALLUCINATED, TITLES, make_sample, reasoning_text, sid
+from storage.cognition import LEVELS, PREAMBLE, skeleton_of, split_levels
+from storage.records import samples_from_pylist
+
+V2 = "r3_recommend@v2"
+
+
+def levels_text(p: str = "I see {a} and {b}.", i: str = "(1) crime comedies.", e: str = "It shifts to (1).",
+                **kw) -> str:
+    return (f"Perception: {p.format(a=sid('2'), b=sid('3'))}\n\nInterest points: {i}\n\nEvolution: {e}")
+
+
+def v2_sample(key: str, reasoning: str, *, answer_item: str = "1", skeleton: dict | None = None,
+              template: str = V2, think: bool = True, **kw) -> dict:
+    completion = (f"<think>{reasoning}</think>\nAnswer: {sid(answer_item)} {TITLES[answer_item]}" if think
+                  else f"Answer: {sid(answer_item)} {TITLES[answer_item]}")
+    row = make_sample(key, completion, think=think, target=kw.pop("target", answer_item), **kw)
+    row["template_version"] = template
+    row["teacher"] = "skeleton:v1"
+    if skeleton is not None:
+        row["extra"] = json.dumps({"skeleton": skeleton})
+    return row
+
+
+def run(ws, rows: list[dict], spec: dict) -> dict[str, tuple[bool, str | None, float | None]]:
+    cfg, src = load_chain({"name": "t", "filters": [spec]})
+    _, verdicts, _ = run_filters(samples_from_pylist(rows), cfg.build(src), ws=ws)
+    return {r["sample_id"]: (r["keep"], r["reason"], r["score"]) for r in verdicts.to_pylist()}
+
+
+# ------------------------------------------------------------------------------------------ split_levels
+def test_split_levels_returns_each_level_without_its_label():
+    text = "Let me look.\nPerception: a\nmore a\n\nInterest points: b\n  Evolution: c\nso (1)."
+    assert split_levels(text) == {PREAMBLE: "Let me look.", "Perception": "a\nmore a", "Interest points": "b",
+                                  "Evolution": "c\nso (1)."}
+    assert LEVELS == ("Perception", "Interest points", "Evolution")
+
+
+@pytest.mark.parametrize("text, reason", [
+    (None, "missing level: Perception, Interest points, Evolution"),
+    ("Perception: a\nInterest points: b", "missing level: Evolution"),
+    ("Perception: a\nInterest Points: b\nEvolution: c",
+     "missing level: Interest points (found 'Interest Points:': labels are case-sensitive)"),
+    ("**Perception:** a\nInterest points: b\nEvolution: c",
+     "missing level: Perception (found '**Perception:**': expected exactly 'Perception:' at the start of a line)"),
+    ("Perception: a. Interest points: b\nEvolution: c",
+     "missing level: Interest points (found 'Interest points:': not at the start of a line)"),
+    ("Interest points: b\nPerception: a\nEvolution: c",
+     "levels out of order: Interest points before Perception (expected Perception → Interest points → Evolution)"),
+    ("Perception: a\nEvolution: c\nInterest points: b",
+     "levels out of order: Evolution before Interest points (expected Perception → Interest points → Evolution)"),
+    ("Perception: a\nInterest points:\n  \nEvolution: c", "empty level: Interest points"),
+    ("Perception: a\nInterest points: b\nEvolution:   ", "empty level: Evolution"),
+    ("Perception: a\nInterest points: b\nEvolution: c\nPerception: d", "repeated level: Perception (2 times)"),
+])
+def test_split_levels_names_what_is_wrong(text, reason):
+    assert split_levels(text) == reason
+
+
+def test_skeleton_of_reads_only_a_versioned_skeleton():
+    assert skeleton_of(json.dumps({"skeleton": {"version": 1, "perception": []}})) == {"version": 1,
+                                                                                       "perception": []}
+    assert skeleton_of(json.dumps({"skeleton": {"version": 99}})) is None
+    assert skeleton_of('{"skeleton": not json') is None and skeleton_of(None) is None
+    assert skeleton_of(json.dumps({"relation": "x"})) is None
+
+
+# ------------------------------------------------------------------------------------ cognition_structure
+def structure_rows() -> list[dict]:
+    return [
+        v2_sample("ok", levels_text()),
+        v2_sample("ok_v3_french", levels_text(), template="r3_recommend@v3.fr"),
+        v2_sample("missing", "Perception: a\n\nInterest points: b"),
+        v2_sample("order", "Perception: a\n\nEvolution: c\n\nInterest points: b"),
+        v2_sample("empty", "Perception: a\n\nInterest points:\n\nEvolution: c"),
+        v2_sample("free_form", reasoning_text(3)),
+        v2_sample("v1_free_form", reasoning_text(4), template="r3_recommend@v1"),      # not asked for levels
+        v2_sample("no_think", "", think=False),                                       # nothing to check
+        v2_sample("other_task", reasoning_text(5), template="r2_evolve@v2"),
+    ]
+
+
+def test_cognition_structure_rejects_each_malformed_kind_with_the_level(cat_ws):
+    v = run(cat_ws, structure_rows(), {"type": "cognition_structure"})
+    assert {k for k, (keep, _, _) in v.items() if not keep} == {"missing", "order", "empty", "free_form"}
+    assert v["missing"][1] == "missing level: Evolution"
+    assert v["order"][1].startswith("levels out of order: Evolution before Interest points")
+    assert v["empty"][1] == "empty level: Interest points"
+    assert v["free_form"][1] == "missing level: Perception, Interest points, Evolution"
+    assert all(r is None and s is None for k, (_, r, s) in v.items() if k.startswith(("ok", "v1", "no_", "oth")))
+
+
+def test_cognition_structure_templates_param(cat_ws):
+    v = run(cat_ws, structure_rows(), {"type": "cognition_structure", "params": {"templates": ["r3_recommend@v1"]}})
+    assert not v["v1_free_form"][0] and v["v1_free_form"][1].startswith("missing level")
+    with pytest.raises(Exception, match="name@vN"):
+        run(cat_ws, structure_rows(), {"type": "cognition_structure", "params": {"templates": ["r3_recommend"]}})
+
+
+# ------------------------------------------------------------------------------------- skeleton_agreement
+def skeleton(points: list[dict] | None = None) -> dict:
+    """User history 2, 3, 4, 5. Points: (1) spy action thrillers = items 2, 5; (2) crime comedies = items 3, 4,
+    under prefix a3 (item 3's first code; items 7 and 11 share it); (3) family animation = no member cited."""
+    if points is None:
+        points = [
+            {"id": 1, "label": "spy action thrillers", "sids": [sid("2"), sid("5")], "sid_prefix": None},
+            {"id": 2, "label": "crime comedies", "sids": [sid("3"), sid("4")], "sid_prefix": "<|sid_begin|><s_a_3>"},
+            {"id": 3, "label": "family animation", "sids": [sid("12")], "sid_prefix": None},
+        ]
+    for p in points:
+        p.update({"categories": [], "count": len(p["sids"]), "share": 0.25, "recent_count": 0, "last_date": None})
+    return {"version": 1,
+            "perception": [{"sid": sid(i), "title": TITLES[i], "categories": [], "date": None} for i in "2345"],
+            "interest_points": points,
+            "evolution": {"periods": [], "long_term": 1, "recent": 2, "shifts": []}, "target_point": 2}
+
+
+def agreement_rows() -> list[dict]:
+    sk = skeleton()
+    return [
+        # cited {2, 3, HALLUCINATED}: 2/3 grounded; points (1) by member 2, (2) by member 3 → 2/3
+        v2_sample("a", levels_text(p=f"{sid('2')} and {sid('3')}, then {HALLUCINATED}."), skeleton=sk),
+        # cited {7, 1}: 7 is no history item, 1 is the answer → 1/2; (2) by prefix a3 (item 7),
+        # (1) by label words "action" + "thriller(s)" (2 of 3) → 2/3
+        v2_sample("b", levels_text(p=f"{sid('7')} is an action thriller", e=f"so {sid('1')}."), skeleton=sk),
+        # no SID: 0; only (3) by its label words → 1/3
+        v2_sample("c", levels_text(p="family animation films", i="none", e="none"), skeleton=sk),
+        v2_sample("no_skeleton", levels_text()),
+        v2_sample("no_think", "", think=False, skeleton=sk),
+        # a skeleton without interest points: the score is the SID share (2 of 2 in the history)
+        v2_sample("no_points", levels_text(), skeleton=skeleton(points=[])),
+    ]
+
+
+def test_skeleton_agreement_scores_hand_computed_cases(cat_ws):
+    v = run(cat_ws, agreement_rows(), {"type": "skeleton_agreement", "params": {"min_score": 0.5}})
+    assert v["a"][2] == pytest.approx(0.5 * 2 / 3 + 0.5 * 2 / 3)
+    assert v["b"][2] == pytest.approx(0.5 * 1 / 2 + 0.5 * 2 / 3)
+    assert v["c"][2] == pytest.approx(0.5 * 0 + 0.5 * 1 / 3)
+    assert v["no_points"][2] == pytest.approx(1.0)
+    assert v["a"][0] and v["b"][0] and v["no_points"][0]
+    assert v["no_skeleton"] == (True, None, None) and v["no_think"] == (True, None, None)
+    assert not v["c"][0]
+    assert v["c"][1] == ("low skeleton agreement: score 0.17 < 0.5 (the reasoning cites no SID; interest points "
+                         "covered 1/3; not covered: (1) spy action thrillers, (2) crime comedies)")
+
+
+def test_skeleton_agreement_weight_and_max_points(cat_ws):
+    v = run(cat_ws, agreement_rows(), {"type": "skeleton_agreement",
+                                       "params": {"min_score": 0.7, "sid_weight": 1.0, "max_points": 1}})
+    assert v["a"][2] == pytest.approx(2 / 3) and not v["a"][0]
+    assert v["a"][1] == ("low skeleton agreement: score 0.67 < 0.7 (cited SIDs in history or answer 2/3; "
+                         "interest points covered 1/1)")
+    v = run(cat_ws, agreement_rows(), {"type": "skeleton_agreement", "params": {"sid_weight": 0.0, "max_points": 1}})
+    assert v["c"][2] == pytest.approx(0.0)   # "family animation" is point 3, outside the first one
+    assert v["b"][2] == pytest.approx(1.0)   # point 1 covered by its label words
+
+
+# ---------------------------------------------------------------------------------------- default chain
+def test_default_chain_keeps_well_formed_three_level_traces_and_names_defects(cat_ws):
+    """A skeleton-teacher-like corpus (hint mode, answer = target, levels that cite history SIDs and name the
+    interest points) passes the whole default chain; malformed siblings are rejected by the new filters."""
+    sk = skeleton()
+    rows = []
+    for k in range(10):
+        p = (f"{sid('2')} and {sid('5')} are spy action thrillers; {sid('3')} and {sid('4')} are crime comedies. "
+             f"{reasoning_text(100 + k, 3)}")
+        i = f"(1) spy action thrillers, 2 of 4 items; (2) crime comedies, 2 of 4. {reasoning_text(200 + k, 2)}"
+        e = f"The recent items are crime comedies, so (2) leads. {reasoning_text(300 + k, 2)}"
+        rows.append(v2_sample(f"good{k}", levels_text(p=p, i=i, e=e), skeleton=sk, mode="hint"))
+    rows.append(v2_sample("bad_order", levels_text(p=p, i=i, e=e).replace("Perception:", "Evolution:", 1)
+                          .replace("\n\nEvolution:", "\n\nPerception:", 1), skeleton=sk, mode="hint"))
+    rows.append(v2_sample("bad_agreement", levels_text(p=reasoning_text(400, 3), i=reasoning_text(401, 2),
+                                                       e=reasoning_text(402, 2)), skeleton=sk, mode="hint"))
+    cfg, src = load_chain("default")
+    out, verdicts, _ = run_filters(samples_from_pylist(rows), cfg.build(src), ws=cat_ws)
+    kept = {r["sample_id"] for r in out.to_pylist() if r["keep"]}
+    assert len(kept & {f"good{k}" for k in range(10)}) >= 9
+    why = {r["sample_id"]: (r["rejected_by"], r["reject_reason"]) for r in out.to_pylist() if not r["keep"]}
+    assert why["bad_order"][0] == "cognition_structure" and why["bad_order"][1].startswith("levels out of order")
+    assert why["bad_agreement"][0] == "skeleton_agreement"
+    assert why["bad_agreement"][1].startswith("low skeleton agreement: score ")
+    assert "(the reasoning cites no SID; interest points covered" in why["bad_agreement"][1]
