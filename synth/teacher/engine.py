@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
 
+from storage.answer import extract_json_object
 from storage.errors import ConfigError
 from synth.teacher.backends import Backend, Completion, make_backend
 from synth.teacher.cache import TeacherCache
@@ -36,16 +37,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- usability
-def _json_text(text: str) -> str:
-    """Text of a JSON answer, tolerating a ```json fence (models add one even when asked not to)."""
-    t = text.strip()
-    if t.startswith("```"):
-        t = t.split("\n", 1)[1] if "\n" in t else t[3:]
-        if t.rstrip().endswith("```"):
-            t = t.rstrip()[:-3]
-    return t.strip()
-
-
 def check_usable(request: ChatRequest, comp: Completion) -> None:
     """Raise TeacherAttemptError(empty|truncated|invalid_json) when no choice can be used.
 
@@ -60,10 +51,10 @@ def check_usable(request: ChatRequest, comp: Completion) -> None:
         elif not (text or "").strip():
             problems.append(("empty", "the answer is empty"))
         elif request.json_schema is not None:
-            try:
-                json.loads(_json_text(text))
-            except json.JSONDecodeError as exc:
-                problems.append(("invalid_json", f"JSON was requested but the answer does not parse: {exc}"))
+            # the same extraction the answer's consumer uses (storage.answer): retry exactly when it would fail
+            _, why = extract_json_object(text)
+            if why:
+                problems.append(("invalid_json", f"JSON was requested but the answer has no JSON object: {why}"))
                 continue
             return
         else:
