@@ -31,8 +31,8 @@ SKELETON_VERSION = 1
 
 _LABEL_RE = re.compile(r"^[ \t]*(" + "|".join(re.escape(lv) for lv in LEVELS) + r"):", re.M)
 # Anything a reader would take for a label: any case, Markdown bold/heading/list markers, mid-line.
-_LOOSE_RE = re.compile(r"[#*>\-\d.) \t]*\**[ \t]*(" + "|".join(re.escape(lv) for lv in LEVELS) + r")[ \t]*\**[ \t]*:"
-                       r"\**", re.I)
+_LOOSE_RE = re.compile(r"(?:[#>*\-]+|\d+[.)])?[ \t]*\**[ \t]*(" + "|".join(re.escape(lv) for lv in LEVELS)
+                       + r")[ \t]*\**[ \t]*:\**", re.I)
 
 
 def _near_miss(text: str, level: str) -> str:
@@ -40,7 +40,7 @@ def _near_miss(text: str, level: str) -> str:
     for m in _LOOSE_RE.finditer(text):
         if m.group(1).lower() == level.lower():
             found = m.group(0).strip()
-            at_line_start = m.start() == 0 or text[m.start() - 1] == "\n"
+            at_line_start = not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip()
             why = "labels are case-sensitive" if found != f"{level}:" and found.lower() == f"{level.lower()}:" \
                 else "not at the start of a line" if found == f"{level}:" and not at_line_start \
                 else f"expected exactly '{level}:' at the start of a line"
