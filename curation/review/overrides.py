@@ -11,19 +11,30 @@ verdicts are copied to the new version, plus one 'human' verdict per reviewed sa
 """
 from __future__ import annotations
 
-import json
 import logging
+from functools import partial
 
 import duckdb
 import pyarrow as pa
 
-from curation.review.report import human_decisions
+from curation.review.report import HumanDecision, human_decisions
 from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import NotFound, RecotError
 from storage.records import CURATED_SCHEMA
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+
+def _store_verdicts(parent: DatasetVersion, decisions: dict[str, HumanDecision], con: duckdb.DuckDBPyConnection,
+                    name: str, version: int) -> None:
+    """The parent's verdicts plus one 'human' verdict per reviewed sample, for the new version; run in the
+    transaction that registers the version (both or neither)."""
+    con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, run_id FROM verdicts "
+                "WHERE dataset = ? AND version = ?", [name, version, parent.name, parent.version])
+    con.executemany("INSERT INTO verdicts VALUES (?, ?, ?, 'human', ?, ?, ?, NULL)",
+                    [[name, version, d.sample_id, d.keep, None if d.keep else d.reason, d.mean_rating]
+                     for d in decisions.values()])
 
 
 def apply_reviews(ws: Workspace, dataset_ref: str) -> DatasetVersion:
@@ -74,17 +85,11 @@ def apply_reviews(ws: Workspace, dataset_ref: str) -> DatasetVersion:
         "reviewed_samples": len(decisions),
         "flipped_to_keep": to_keep, "flipped_to_drop": to_drop,
     }}
-    def store_verdicts(con, name: str, version: int) -> None:  # same transaction as the version: both or neither
-        con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, run_id FROM verdicts "
-                    "WHERE dataset = ? AND version = ?", [name, version, parent.name, parent.version])
-        con.executemany("INSERT INTO verdicts VALUES (?, ?, ?, 'human', ?, ?, ?, NULL)",
-                        [[name, version, d.sample_id, d.keep, None if d.keep else d.reason,
-                          d.mean_rating] for d in decisions.values()])
-
     dv = write_version(ws, parent.name, table, step="review_apply", schema=CURATED_SCHEMA,
                        parents=[(parent.name, parent.version)],
                        config={"dataset": parent.ref, "rule": "majority of submitted reviews; tie = drop; bad = "
-                               "correct=no or rating<=2"}, extra_manifest=manifest, on_commit=store_verdicts)
+                               "correct=no or rating<=2"}, extra_manifest=manifest,
+                       on_commit=partial(_store_verdicts, parent, decisions))
     log.info("%s: %d reviewed samples applied (%d now kept, %d now dropped) → %s", parent.ref, len(decisions),
              len(to_keep), len(to_drop), dv.ref)
     return dv

@@ -1,16 +1,17 @@
-"""Push a sample of a curated dataset version to Argilla for human review.
+"""Push a sample of a curated dataset version to Argilla for human review, through the `argilla` SDK.
 
 What an annotator sees per record (one sample): the user history as titles with their SIDs, the teacher's
 reasoning, its answer (with the SIDs it named resolved to titles) and the target; questions: overall rating
 (1–5), correct yes/no, issue labels and an optional corrected answer. The curation filters' and the judge's
 opinions come as *suggestions* (pre-filled, with agent = filter name and a score), and each filter's
-verdict is a metadata property so annotators can slice by it.
+verdict is a metadata property so annotators can slice by it. A dropping filter suggests the issue label
+its class declares (`Filter.review_label`, see filter_kinds).
 
-Resumable by construction: Argilla record ids (`external_id`) are recot sample ids and the server has a
-unique (dataset, external_id) constraint, so a push first lists the ids already there and sends only the
-rest, in batches; a push killed at any point and run again ends with every record exactly once.
-Selection is deterministic for a given (dataset version, strategy, size, seed), so the re-run picks the
-same samples.
+Resumable by construction: Argilla record ids (`rg.Record(id=...)`, `external_id` on the server) are recot
+sample ids and the server has a unique (dataset, external_id) constraint, so a push first lists the ids
+already there and sends only the rest, in batches; a push killed at any point and run again ends with every
+record exactly once. Selection is deterministic for a given (dataset version, strategy, size, seed), so the
+re-run picks the same samples.
 """
 from __future__ import annotations
 
@@ -19,16 +20,21 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from curation.review.client import ArgillaClient, DatasetGone
+from curation.review.client import (DatasetGone, argilla_client, ensure_workspace, find_dataset, is_published,
+                                    record_ids)
+from curation.review.filter_kinds import FilterKinds, filter_kinds
 from curation.review.stack import Connection, connect, ping
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import ConfigError, NotFound, RecotError
-from storage.runs import finish_run, start_run
+from storage.runs import recorded_run
 from storage.workspace import Workspace
+
+if TYPE_CHECKING:
+    import argilla as rg
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ ARGILLA_WORKSPACE = "recot"
 STRATEGIES = ("stratified", "uncertain", "random")
 ISSUE_LABELS = ("hallucinated_item", "leaked_target", "wrong_logic", "format", "other")
 TEXT_FIELDS = ("history", "reasoning", "answer", "target")
+TERMS = ("level", "task", "teacher", "mode")
 
 GUIDELINES = (
     "Each record is one synthetic reasoning trace for a recommendation task. Read the user's history "
@@ -58,24 +65,6 @@ def metadata_name(filter_name: str) -> str:
     return "verdict_" + re.sub(r"[^a-z0-9_]+", "_", filter_name.lower()).strip("_")
 
 
-def is_judge(filter_name: str) -> bool:
-    return "judge" in filter_name.lower()
-
-
-def issue_label_for(filter_name: str) -> str:
-    """Which issue label a dropping filter stands for (by name; unknown filters → 'other')."""
-    n = filter_name.lower()
-    if "leak" in n:
-        return "leaked_target"
-    if any(k in n for k in ("halluc", "ground", "valid_sid", "sid_valid", "unknown_item", "catalog")):
-        return "hallucinated_item"
-    if any(k in n for k in ("format", "parse", "length", "malformed", "empty", "lang", "repet")):
-        return "format"
-    if any(k in n for k in ("judge", "logic", "consisten", "correct", "reason", "outcome", "r2")):
-        return "wrong_logic"
-    return "other"
-
-
 def judge_rating(score: float | None) -> int | None:
     """A judge score on any of the usual scales (0–1, 1–5, 0–10) as a 1–5 rating."""
     if score is None or (isinstance(score, float) and math.isnan(score)):
@@ -96,33 +85,30 @@ def _unit(score: float | None) -> float | None:
     return float(score) if 0.0 <= float(score) <= 1.0 else None
 
 
-def dataset_settings(filters: list[str], terms: dict[str, list[str]]) -> dict[str, list[dict]]:
-    """Fields, questions and metadata properties (REST payloads) of a review dataset."""
-    fields = [
-        {"name": "history", "title": "User history (titles [SID])", "required": True,
-         "settings": {"type": "text", "use_markdown": False}},
-        {"name": "reasoning", "title": "Reasoning", "required": False,
-         "settings": {"type": "text", "use_markdown": False}},
-        {"name": "answer", "title": "Answer", "required": True, "settings": {"type": "text", "use_markdown": False}},
-        {"name": "target", "title": "Target", "required": False, "settings": {"type": "text", "use_markdown": False}},
-    ]
+def review_settings(client: "rg.Argilla", filters: list[str], terms: dict[str, list[str]]) -> "rg.Settings":
+    """Fields, questions and metadata properties of a review dataset (one record per sample, one response
+    per annotator: overlap distribution with min_submitted = 1)."""
+    import argilla as rg
+
+    fields = [rg.TextField(name="history", title="User history (titles [SID])", required=True, client=client),
+              rg.TextField(name="reasoning", title="Reasoning", required=False, client=client),
+              rg.TextField(name="answer", title="Answer", required=True, client=client),
+              rg.TextField(name="target", title="Target", required=False, client=client)]
     questions = [
-        {"name": "rating", "title": "Overall quality (1 = useless, 5 = train on it)", "required": True,
-         "settings": {"type": "rating", "options": [{"value": v} for v in range(1, 6)]}},
-        {"name": "correct", "title": "Is the answer correct / acceptable?", "required": True,
-         "settings": {"type": "label_selection", "options": [{"value": "yes", "text": "yes"},
-                                                             {"value": "no", "text": "no"}]}},
-        {"name": "issues", "title": "Issues", "required": False,
-         "settings": {"type": "multi_label_selection",
-                      "options": [{"value": v, "text": v.replace("_", " ")} for v in ISSUE_LABELS]}},
-        {"name": "corrected_answer", "title": "Corrected answer (optional)", "required": False,
-         "settings": {"type": "text", "use_markdown": False}},
+        rg.RatingQuestion(name="rating", title="Overall quality (1 = useless, 5 = train on it)",
+                          values=[1, 2, 3, 4, 5], required=True, client=client),
+        rg.LabelQuestion(name="correct", title="Is the answer correct / acceptable?",
+                         labels={"yes": "yes", "no": "no"}, required=True, client=client),
+        rg.MultiLabelQuestion(name="issues", title="Issues", required=False, client=client,
+                              labels={v: v.replace("_", " ") for v in ISSUE_LABELS}),
+        rg.TextQuestion(name="corrected_answer", title="Corrected answer (optional)", required=False, client=client),
     ]
-    metadata = [{"name": k, "title": k, "visible_for_annotators": True,
-                 "settings": {"type": "terms", "values": sorted(v) or ["unknown"]}} for k, v in terms.items()]
-    metadata += [{"name": metadata_name(f), "title": f"verdict: {f}", "visible_for_annotators": True,
-                  "settings": {"type": "terms", "values": ["keep", "drop"]}} for f in filters]
-    return {"fields": fields, "questions": questions, "metadata": metadata}
+    metadata = [rg.TermsMetadataProperty(name=k, title=k, options=sorted(v) or ["unknown"], client=client)
+                for k, v in terms.items()]
+    metadata += [rg.TermsMetadataProperty(name=metadata_name(f), title=f"verdict: {f}", options=["keep", "drop"],
+                                          client=client) for f in filters]
+    return rg.Settings(guidelines=GUIDELINES, fields=fields, questions=questions, metadata=metadata,
+                       allow_extra_metadata=False, distribution=rg.TaskDistribution(min_submitted=1))
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -147,46 +133,56 @@ def select_samples(ws: Workspace, dv: DatasetVersion, size: int, strategy: str, 
         con.execute(f"CREATE TEMP TABLE s AS SELECT sample_id, level, task, keep, "
                     f"hash(sample_id || '#' || {int(seed)}) AS h FROM {_sample_sql(dv)}")
         if strategy == "random":
-            return [r[0] for r in con.execute("SELECT sample_id FROM s ORDER BY h, sample_id LIMIT ?", [size]).fetchall()]
-        if strategy == "stratified":
-            strata = con.execute("SELECT level, task, keep, count(*) FROM s GROUP BY ALL ORDER BY ALL").fetchall()
-            quotas = _allocate([c for *_, c in strata], size)
-            con.execute("CREATE TEMP TABLE q (level VARCHAR, task VARCHAR, keep BOOLEAN, quota INTEGER)")
-            con.executemany("INSERT INTO q VALUES (?, ?, ?, ?)",
-                            [[lv, t, k, n] for (lv, t, k, _), n in zip(strata, quotas)])
-            rows = con.execute("""
-                SELECT sample_id FROM (
-                    SELECT s.sample_id, s.h, q.quota,
-                           row_number() OVER (PARTITION BY s.level, s.task, s.keep ORDER BY s.h, s.sample_id) AS rn
-                    FROM s JOIN q ON s.level IS NOT DISTINCT FROM q.level AND s.task IS NOT DISTINCT FROM q.task
-                                 AND s.keep IS NOT DISTINCT FROM q.keep)
-                WHERE rn <= quota ORDER BY h, sample_id""").fetchall()
-            return [r[0] for r in rows]
-        # uncertain
-        v = ws.query("SELECT sample_id, filter, keep, score FROM verdicts WHERE dataset = ? AND version = ?",
-                     [dv.name, dv.version])
-        con.execute("CREATE TEMP TABLE v (sample_id VARCHAR, filter VARCHAR, keep BOOLEAN, score DOUBLE)")
-        if v:
-            con.executemany("INSERT INTO v VALUES (?, ?, ?, ?)", [list(r) for r in v])
-        rows = con.execute("""
-            WITH agg AS (
-                SELECT sample_id,
-                       count(*) AS n, sum(CASE WHEN keep THEN 0 ELSE 1 END) AS drops,
-                       max(CASE WHEN lower(filter) LIKE '%judge%' THEN score END) AS judge
-                FROM v GROUP BY sample_id),
-            u AS (
-                SELECT s.sample_id, s.h,
-                       coalesce(least(agg.drops, agg.n - agg.drops) / nullif(agg.n, 0), 0) AS disagreement,
-                       CASE WHEN agg.judge IS NULL THEN 0
-                            WHEN agg.judge BETWEEN 0 AND 1 THEN 1 - 2 * abs(agg.judge - 0.5)
-                            WHEN agg.judge <= 5 THEN 1 - abs(agg.judge - 3) / 2
-                            ELSE 1 - abs(agg.judge - 5) / 5 END AS near_boundary
-                FROM s LEFT JOIN agg USING (sample_id))
-            SELECT sample_id FROM u ORDER BY disagreement + near_boundary DESC, h, sample_id LIMIT ?""",
-                           [size]).fetchall()
+            rows = con.execute("SELECT sample_id FROM s ORDER BY h, sample_id LIMIT ?", [size]).fetchall()
+        elif strategy == "stratified":
+            rows = _select_stratified(con, size)
+        else:
+            rows = _select_uncertain(con, ws, dv, size)
         return [r[0] for r in rows]
     finally:
         con.close()
+
+
+def _select_stratified(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple]:
+    strata = con.execute("SELECT level, task, keep, count(*) FROM s GROUP BY ALL ORDER BY ALL").fetchall()
+    quotas = _allocate([c for *_, c in strata], size)
+    con.execute("CREATE TEMP TABLE q (level VARCHAR, task VARCHAR, keep BOOLEAN, quota INTEGER)")
+    con.executemany("INSERT INTO q VALUES (?, ?, ?, ?)", [[lv, t, k, n] for (lv, t, k, _), n in zip(strata, quotas)])
+    return con.execute("""
+        SELECT sample_id FROM (
+            SELECT s.sample_id, s.h, q.quota,
+                   row_number() OVER (PARTITION BY s.level, s.task, s.keep ORDER BY s.h, s.sample_id) AS rn
+            FROM s JOIN q ON s.level IS NOT DISTINCT FROM q.level AND s.task IS NOT DISTINCT FROM q.task
+                         AND s.keep IS NOT DISTINCT FROM q.keep)
+        WHERE rn <= quota ORDER BY h, sample_id""").fetchall()
+
+
+def _select_uncertain(con: duckdb.DuckDBPyConnection, ws: Workspace, dv: DatasetVersion, size: int) -> list[tuple]:
+    """Filters' disagreement (share of the minority verdict) + closeness of the judge's score to the middle
+    of its scale; the judge is whichever label the funnel says is a judge filter."""
+    v = ws.query("SELECT sample_id, filter, keep, score FROM verdicts WHERE dataset = ? AND version = ?",
+                 [dv.name, dv.version])
+    kinds = filter_kinds(ws, dv)
+    con.execute("CREATE TEMP TABLE v (sample_id VARCHAR, filter VARCHAR, keep BOOLEAN, score DOUBLE)")
+    if v:
+        con.executemany("INSERT INTO v VALUES (?, ?, ?, ?)", [list(r) for r in v])
+    judges = sorted({r[1] for r in v if kinds.is_judge(r[1])}) or [""]
+    return con.execute("""
+        WITH agg AS (
+            SELECT sample_id,
+                   count(*) AS n, sum(CASE WHEN keep THEN 0 ELSE 1 END) AS drops,
+                   max(CASE WHEN list_contains(?::VARCHAR[], filter) THEN score END) AS judge
+            FROM v GROUP BY sample_id),
+        u AS (
+            SELECT s.sample_id, s.h,
+                   coalesce(least(agg.drops, agg.n - agg.drops) / nullif(agg.n, 0), 0) AS disagreement,
+                   CASE WHEN agg.judge IS NULL THEN 0
+                        WHEN agg.judge BETWEEN 0 AND 1 THEN 1 - 2 * abs(agg.judge - 0.5)
+                        WHEN agg.judge <= 5 THEN 1 - abs(agg.judge - 3) / 2
+                        ELSE 1 - abs(agg.judge - 5) / 5 END AS near_boundary
+            FROM s LEFT JOIN agg USING (sample_id))
+        SELECT sample_id FROM u ORDER BY disagreement + near_boundary DESC, h, sample_id LIMIT ?""",
+                       [judges, size]).fetchall()
 
 
 def _allocate(counts: list[int], size: int) -> list[int]:
@@ -270,45 +266,48 @@ def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
     return {k: display_text(v) for k, v in fields.items()}
 
 
-def build_record(row: dict, verdicts: list[dict], cat: _Catalog, qids: dict[str, str],
-                 filters: list[str]) -> dict:
-    """The bulk-upsert payload of one sample: fields, metadata (incl. one verdict per filter) and the
-    filters' and judge's suggestions."""
-    by_filter = {v["filter"]: v for v in verdicts}
-    metadata = {k: (row.get(k) or "unknown") for k in ("level", "task", "teacher", "mode")}
-    for f in filters:
-        if f in by_filter:
-            metadata[metadata_name(f)] = "keep" if by_filter[f]["keep"] else "drop"
-    suggestions = []
+def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list["rg.Suggestion"]:
+    """The filters' and the judge's opinions: `correct` (the curation decision, scored by the share of
+    filters agreeing with it), `issues` (each dropping filter's review label) and `rating` (the judge)."""
+    import argilla as rg
+
     drops = [v for v in verdicts if not v["keep"]]
     keep = bool(row.get("keep")) if row.get("keep") is not None else not drops
     agreeing = [v for v in verdicts if bool(v["keep"]) == keep]
-    agent = "/".join(sorted(v["filter"] for v in drops))[:200] if not keep and drops else "curation"
-    suggestions.append({"question_id": qids["correct"], "value": "yes" if keep else "no", "type": "model",
-                        "agent": agent, "score": round(len(agreeing) / len(verdicts), 4) if verdicts else None})
+    dropped_by = "/".join(sorted(v["filter"] for v in drops))[:200]
+    out = [rg.Suggestion("correct", "yes" if keep else "no", type="model",
+                         agent=dropped_by if not keep and drops else "curation",
+                         score=round(len(agreeing) / len(verdicts), 4) if verdicts else None)]
     if drops:
         labels: dict[str, float | None] = {}
         for v in drops:
-            lab = issue_label_for(v["filter"])
-            s = _unit(v.get("score"))
-            labels[lab] = s if labels.get(lab) is None else labels[lab]
+            lab = kinds.issue_label(v["filter"])
+            labels[lab] = _unit(v.get("score")) if labels.get(lab) is None else labels[lab]
         values = sorted(labels)
         scores = [labels[v] for v in values]
-        sug = {"question_id": qids["issues"], "value": values, "type": "model",
-               "agent": "/".join(sorted(v["filter"] for v in drops))[:200]}
-        if all(s is not None for s in scores):
-            sug["score"] = scores
-        suggestions.append(sug)
-    judges = [v for v in verdicts if is_judge(v["filter"])]
+        out.append(rg.Suggestion("issues", values, type="model", agent=dropped_by,
+                                 score=scores if all(s is not None for s in scores) else None))
+    judges = [v for v in verdicts if kinds.is_judge(v["filter"])]
     if judges and judge_rating(judges[0].get("score")) is not None:
         j = judges[0]
-        suggestions.append({"question_id": qids["rating"], "value": judge_rating(j["score"]), "type": "model",
-                            "agent": j["filter"], "score": _unit(j["score"])})
-    for s in suggestions:
-        if s.get("score") is None:
-            s.pop("score", None)
-    return {"external_id": row["sample_id"], "fields": render_fields(row, cat), "metadata": metadata,
-            "suggestions": suggestions}
+        out.append(rg.Suggestion("rating", judge_rating(j["score"]), type="model", agent=j["filter"],
+                                 score=_unit(j["score"])))
+    return out
+
+
+def build_record(row: dict, verdicts: list[dict], cat: _Catalog, filters: list[str],
+                 kinds: FilterKinds) -> "rg.Record":
+    """The Argilla record of one sample (id = sample id): fields, metadata (incl. one verdict per filter)
+    and the filters' and judge's suggestions."""
+    import argilla as rg
+
+    by_filter = {v["filter"]: v for v in verdicts}
+    metadata = {k: (row.get(k) or "unknown") for k in TERMS}
+    for f in filters:
+        if f in by_filter:
+            metadata[metadata_name(f)] = "keep" if by_filter[f]["keep"] else "drop"
+    return rg.Record(id=row["sample_id"], fields=render_fields(row, cat), metadata=metadata,
+                     suggestions=_suggestions(row, verdicts, kinds))
 
 
 # ---------------------------------------------------------------------------------------------- push
@@ -353,63 +352,76 @@ def _terms(dv: DatasetVersion) -> dict[str, list[str]]:
     con = duckdb.connect()
     try:
         return {c: [r[0] or "unknown" for r in con.execute(
-            f"SELECT DISTINCT {c} FROM {_sample_sql(dv)} ORDER BY 1").fetchall()]
-            for c in ("level", "task", "teacher", "mode")}
+            f"SELECT DISTINCT {c} FROM {_sample_sql(dv)} ORDER BY 1").fetchall()] for c in TERMS}
     finally:
         con.close()
 
 
-def ensure_review_dataset(client: ArgillaClient, ws: Workspace, dv: DatasetVersion) -> dict:
-    filters, _ = _verdicts(ws, dv)
-    w = client.ensure_workspace(ARGILLA_WORKSPACE)
-    s = dataset_settings(filters, _terms(dv))
-    return client.create_dataset(w["id"], argilla_dataset_name(dv), guidelines=GUIDELINES, **s)
+def ensure_review_dataset(client: "rg.Argilla", ws: Workspace, dv: DatasetVersion) -> "rg.Dataset":
+    """The published Argilla dataset of `dv`, created (settings, then published) when missing."""
+    import argilla as rg
+
+    name = argilla_dataset_name(dv)
+    ds = find_dataset(client, ARGILLA_WORKSPACE, name)
+    if ds is not None and not is_published(ds):
+        # a draft left by a push killed while the SDK created it: the server accepts records only in a
+        # published dataset, so a draft holds none and is simply made again
+        log.info("Argilla dataset %s is an unfinished draft: recreating it", name)
+        ds.delete()
+        ds = None
+    if ds is None:
+        w = ensure_workspace(client, ARGILLA_WORKSPACE)
+        filters, _ = _verdicts(ws, dv)
+        ds = rg.Dataset(name=name, workspace=w, settings=review_settings(client, filters, _terms(dv)),
+                        client=client).create()
+    return ds
 
 
-def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "stratified", seed: int = 0,
-         batch_size: int = 64, conn: Connection | None = None,
-         on_batch: Callable[[int, int], None] | None = None) -> PushResult:
-    """Push `size` samples of curated version `dataset_ref` to Argilla; only records not yet on the server
-    are sent. `on_batch(sent_so_far, to_send)` is called after every batch (progress bars)."""
+def _curated(ws: Workspace, dataset_ref: str, batch_size: int) -> DatasetVersion:
     dv = resolve(ws, dataset_ref)
-    names = {f["name"] for f in dv.manifest.get("schema", [])}
-    if "keep" not in names:
+    if "keep" not in {f["name"] for f in dv.manifest.get("schema", [])}:
         raise RecotError(f"{dv.ref} is not a curated dataset (no 'keep' column); push the output of "
                          "`recot curate run` (a curated version)")
     if batch_size < 1 or batch_size > 500:
         raise ConfigError(f"--batch-size must be between 1 and 500 (got {batch_size})")
+    return dv
+
+
+def _send(ws: Workspace, dv: DatasetVersion, ds: "rg.Dataset", todo: list[str], batch_size: int) -> None:
+    """Render the samples `todo` and log them into `ds`; the SDK sends them `batch_size` at a time (and draws
+    its own progress bar), so the records of every finished batch are on the server even if this dies."""
+    if not todo:
+        return
+    filters, verdicts = _verdicts(ws, dv)
+    kinds, cat = filter_kinds(ws, dv), _Catalog(ws)
+    records = [build_record(r, verdicts.get(r["sample_id"], []), cat, filters, kinds) for r in _load_rows(dv, todo)]
+    ds.records.log(records, batch_size=batch_size)
+
+
+def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "stratified", seed: int = 0,
+         batch_size: int = 64, conn: Connection | None = None) -> PushResult:
+    """Push `size` samples of curated version `dataset_ref` to Argilla; only records not yet on the server
+    are sent."""
+    dv = _curated(ws, dataset_ref, batch_size)
     conn = conn or connect(ws, check=False)
     ping(conn)  # fail before touching the catalog when the server is down or the key is wrong
     ids = select_samples(ws, dv, size, strategy, seed)
-    run_id = start_run(ws, "review_push", {"dataset": dv.ref, "argilla_dataset": argilla_dataset_name(dv),
-                                           "url": conn.url, "size": size, "strategy": strategy, "seed": seed})
-    sent = batches = 0
-    try:
-        with ArgillaClient(conn) as client:
-            ds = ensure_review_dataset(client, ws, dv)
-            existing = client.external_ids(ds["id"])
-            todo = [i for i in ids if i not in existing]
-            filters, verdicts = _verdicts(ws, dv)
-            qids = {q["name"]: q["id"] for q in client.questions(ds["id"])}
-            cat = _Catalog(ws)
-            log.info("push %s → %s: %d selected, %d already there, %d to send", dv.ref, ds["name"], len(ids),
-                     len(ids) - len(todo), len(todo))
-            for start in range(0, len(todo), batch_size):
-                rows = _load_rows(dv, todo[start:start + batch_size])
-                items = [build_record(r, verdicts.get(r["sample_id"], []), cat, qids, filters) for r in rows]
-                client.bulk_upsert(ds["id"], items)
-                sent += len(items)
-                batches += 1
-                if on_batch:
-                    on_batch(sent, len(todo))
-        result = PushResult(dataset=dv.ref, argilla_dataset=ds["name"], url=conn.url, selected=len(ids),
-                            already_there=len(ids) - len(todo), sent=sent, batches=batches, run_id=run_id)
-        finish_run(ws, run_id, result.as_dict())
-        return result
-    except BaseException as exc:
-        finish_run(ws, run_id, {"sent": sent, "batches": batches}, status="failed",
-                   error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
+    name = argilla_dataset_name(dv)
+    config = {"dataset": dv.ref, "argilla_dataset": name, "url": conn.url, "size": size, "strategy": strategy,
+              "seed": seed}
+    with recorded_run(ws, "review_push", config) as run, argilla_client(conn, f"push to {name}") as client:
+        ds = ensure_review_dataset(client, ws, dv)
+        existing = record_ids(ds)
+        todo = [i for i in ids if i not in existing]
+        log.info("push %s → %s: %d selected, %d already there, %d to send", dv.ref, name, len(ids),
+                 len(ids) - len(todo), len(todo))
+        run.stats = {"selected": len(ids), "already_there": len(ids) - len(todo), "to_send": len(todo)}
+        _send(ws, dv, ds, todo, batch_size)
+        result = PushResult(dataset=dv.ref, argilla_dataset=name, url=conn.url, selected=len(ids),
+                            already_there=len(ids) - len(todo), sent=len(todo),
+                            batches=math.ceil(len(todo) / batch_size), run_id=run.id)
+        run.stats = result.as_dict()
+    return result
 
 
 def pushed_datasets(ws: Workspace) -> list[dict]:
@@ -425,4 +437,4 @@ def pushed_datasets(ws: Workspace) -> list[dict]:
 
 
 __all__ = ["push", "select_samples", "PushResult", "argilla_dataset_name", "pushed_datasets", "DatasetGone",
-           "ISSUE_LABELS", "ensure_review_dataset"]
+           "ISSUE_LABELS", "ensure_review_dataset", "review_settings", "build_record"]

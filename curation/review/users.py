@@ -1,12 +1,13 @@
 """Annotator accounts. Annotators get their own user (role `annotator`, member of the 'recot' Argilla
-workspace) and their own API key; they never see the owner's key."""
+workspace) and their own API key; they never see the owner's key. Users and workspaces go through the
+`argilla` SDK; only the key itself is read over REST (the SDK's user model has no `api_key`)."""
 from __future__ import annotations
 
 import re
 import secrets
 from dataclasses import dataclass, field
 
-from curation.review.client import ArgillaClient
+from curation.review.client import annotator_api_key, argilla_client, ensure_workspace
 from curation.review.push import ARGILLA_WORKSPACE
 from curation.review.stack import Connection, connect
 from storage.errors import ConfigError
@@ -28,19 +29,23 @@ def add_annotator(ws: Workspace, username: str, *, password: str | None = None,
                   conn: Connection | None = None) -> Annotator:
     """Create (or find) annotator `username`, add it to the 'recot' workspace and return its credentials.
     An existing user keeps its password (not retrievable); its API key is returned."""
+    import argilla as rg
+
     if not USERNAME_RE.match(username):
         raise ConfigError(f"bad annotator name {username!r}: use lowercase letters, digits, '-' and '_'")
     conn = conn or connect(ws)
-    with ArgillaClient(conn) as client:
-        w = client.ensure_workspace(ARGILLA_WORKSPACE)
-        existing = next((u for u in client.users() if u["username"] == username), None)
-        created = existing is None
-        if created:
+    with argilla_client(conn, f"annotator {username}") as client:
+        w = ensure_workspace(client, ARGILLA_WORKSPACE)
+        user = next((u for u in client.users.list() if u.username == username), None)
+        created = user is None
+        if user is None:
             password = password or secrets.token_urlsafe(12)
-            existing = client.create_user(username, password, role="annotator")
-        elif existing["role"] != "annotator":
-            raise ConfigError(f"user {username!r} exists with role {existing['role']!r}, not 'annotator'")
-        client.add_user_to_workspace(w["id"], existing["id"])
-        full = client.user(existing["id"])  # the owner can read an annotator's API key
-    return Annotator(username=username, user_id=existing["id"], api_key=full["api_key"],
+            user = rg.User(username=username, password=password, role="annotator", client=client).create()
+        elif user.role != "annotator":
+            raise ConfigError(f"user {username!r} exists with role {getattr(user.role, 'value', user.role)!r}, "
+                              "not 'annotator'")
+        if all(m.id != user.id for m in client.users.list(workspace=w)):
+            user.add_to_workspace(w)
+        api_key = annotator_api_key(client, str(user.id))
+    return Annotator(username=username, user_id=str(user.id), api_key=api_key,
                      password=password if created else None, created=created)

@@ -68,7 +68,7 @@ def test_main_job_end_to_end(tmp_path):
 
     # ---- 2. review: push to the real Argilla stack, annotate as an annotator, pull, apply ----------------
     from curation.review import stack
-    from curation.review.client import ArgillaClient
+    from curation.review.client import server_record_ids
     from curation.review.overrides import apply_reviews
     from curation.review.pull import pull
     from curation.review.push import push
@@ -83,9 +83,7 @@ def test_main_job_end_to_end(tmp_path):
         assert push(ws, target.ref, size=6, strategy="random", seed=1).sent == 0  # nothing twice
         ann = add_annotator(ws, "e2e-annotator")
         conn = stack.connect(ws)
-        with ArgillaClient(conn) as c:
-            ds = c.find_dataset(c.ensure_workspace("recot")["id"], res.argilla_dataset)
-            rid = {r["external_id"]: r["id"] for r in c.iter_records(ds["id"])}
+        rid = server_record_ids(conn, "recot", res.argilla_dataset)
         assert len(rid) == 6
         reviewed = sorted(rid)[:3]
         for i, sid in enumerate(reviewed):

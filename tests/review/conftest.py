@@ -17,6 +17,9 @@ from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA
 from storage.sid import format_sid
 
 FILTERS = ("format", "sid_validity", "leakage", "llm_judge")
+# the chain stage behind each verdict label, as curation's funnel records it (label → filter type): review
+# takes issue labels and the judge from the filter classes, not from the labels' wording
+FILTER_TYPES = {"format": "format", "sid_validity": "sid_grounding", "leakage": "hint_leakage", "llm_judge": "judge"}
 N_ITEMS = 40
 N_SAMPLES = 24
 
@@ -95,7 +98,9 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
         for f in FILTERS:
             verdicts.append([f"{name}.s{i:03d}", f, v[f], None if v[f] else f"{f} said no", scores[f]])
     table = pa.Table.from_pylist([{c: r.get(c) for c in CURATED_SCHEMA.names} for r in rows], schema=CURATED_SCHEMA)
-    dv = write_version(ws, name, table, step="curate", schema=CURATED_SCHEMA, config={"chain": "test"})
+    funnel = {"filters": [{"name": f, "type": FILTER_TYPES[f]} for f in FILTERS]}
+    dv = write_version(ws, name, table, step="curate", schema=CURATED_SCHEMA, config={"chain": "test"},
+                       extra_manifest={"funnel": funnel})
     with ws.transaction("test") as con:
         con.executemany("INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, 'test')",
                         [[dv.name, dv.version, *v] for v in verdicts])
@@ -112,6 +117,8 @@ def curated(argilla_ws):
 
 
 def annotator_post(conn, record_id: str, api_key: str, values: dict, status: str = "submitted"):
+    """An annotator answering in the UI, simulated over REST with the annotator's own key (the SDK only
+    writes responses through a records upsert, which an annotator may not call)."""
     import httpx
 
     r = httpx.post(f"{conn.url}/api/v1/records/{record_id}/responses",

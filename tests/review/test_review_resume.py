@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.argilla
@@ -25,12 +24,29 @@ def _recot(ws, *args, env_extra=None, **kw):
                           text=True, timeout=300, **kw)
 
 
-def _server_records(conn, name):
-    from curation.review.client import ArgillaClient
+KILL_SEED = 21  # the kill point is random across batches but the same on every run
 
-    with ArgillaClient(conn) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], name)
-        return [] if ds is None else [r["external_id"] for r in c.iter_records(ds["id"])]
+
+def _server_records(conn, name):
+    from curation.review.client import argilla_client, find_dataset
+
+    with argilla_client(conn) as c:
+        ds = find_dataset(c, "recot", name)
+        return [] if ds is None else [r.id for r in ds.records(batch_size=1000, with_suggestions=False,
+                                                                  with_responses=False)]
+
+
+def _settled(conn, name, deadline_s: float = 60.0) -> list[str]:
+    """The dataset's record ids once two reads a second apart agree (a request in flight when the client
+    died still completes on the server)."""
+    deadline = time.monotonic() + deadline_s
+    prev, ids = None, _server_records(conn, name)
+    while prev != len(ids):
+        assert time.monotonic() < deadline, f"record count on the server still changing after {deadline_s:.0f}s"
+        prev = len(ids)
+        time.sleep(1.0)
+        ids = _server_records(conn, name)
+    return ids
 
 
 def test_kill_9_during_push_then_push_again_sends_each_record_once(make_curated, argilla_ws):
@@ -41,7 +57,7 @@ def test_kill_9_during_push_then_push_again_sends_each_record_once(make_curated,
     dv = make_curated("killme", 60)
     conn = connect(ws)
     name = f"{dv.name}-v{dv.version}"
-    kill_at = random.Random().randint(2, 20)
+    kill_at = random.Random(KILL_SEED).randint(2, 20)
     env = {**os.environ, "RECOT_WORKSPACE": str(ws.root)}
     proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "review", "push", "-d", dv.ref, "-n", "60",
                              "--strategy", "random", "--batch-size", "1"], cwd=REPO, env=env,
@@ -50,7 +66,7 @@ def test_kill_9_during_push_then_push_again_sends_each_record_once(make_curated,
         deadline = time.monotonic() + 120
         while len(_server_records(conn, name)) < kill_at:
             assert proc.poll() is None, f"push ended before the kill: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "push made no progress"
+            assert time.monotonic() < deadline, f"push did not reach {kill_at} records on the server within 120s"
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -58,12 +74,7 @@ def test_kill_9_during_push_then_push_again_sends_each_record_once(make_curated,
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    # a request in flight when the client died still completes on the server: wait until the count settles
-    partial, prev = _server_records(conn, name), None
-    while prev != len(partial):
-        prev = len(partial)
-        time.sleep(1.0)
-        partial = _server_records(conn, name)
+    partial = _settled(conn, name)
     assert kill_at <= len(partial) < 60, len(partial)
 
     out = _recot(ws, "review", "push", "-d", dv.ref, "-n", "60", "--strategy", "random", "--batch-size", "7",
@@ -102,7 +113,7 @@ def test_server_down_and_wrong_key_fail_cleanly_and_push_resumes(make_curated, a
 
 
 def test_dataset_deleted_on_server(make_curated, argilla_ws, post_response):
-    from curation.review.client import ArgillaClient
+    from curation.review.client import argilla_client, find_dataset, server_record_ids
     from curation.review.pull import pull
     from curation.review.push import push
     from curation.review.stack import StackError, connect
@@ -113,13 +124,11 @@ def test_dataset_deleted_on_server(make_curated, argilla_ws, post_response):
     push(ws, dv.ref, size=8)
     conn = connect(ws)
     carol = add_annotator(ws, "carol")
-    with ArgillaClient(conn) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], f"{dv.name}-v{dv.version}")
-        rid = {r["external_id"]: r["id"] for r in c.iter_records(ds["id"])}
+    rid = server_record_ids(conn, "recot", f"{dv.name}-v{dv.version}")
     post_response(conn, rid[f"{dv.name}.s001"], carol.api_key, {"rating": 5, "correct": "yes"})
     assert pull(ws, dv.ref).new == 1
-    r = httpx.delete(f"{conn.url}/api/v1/datasets/{ds['id']}", headers=conn.headers())
-    assert r.status_code == 200, r.text
+    with argilla_client(conn) as c:  # someone deletes the dataset in Argilla
+        find_dataset(c, "recot", f"{dv.name}-v{dv.version}").delete()
 
     out = _recot(ws, "review", "pull", "-d", dv.ref)
     assert out.returncode == 1 and "no longer exists" in out.stderr and "Traceback" not in out.stderr

@@ -42,7 +42,7 @@ def test_status_up_noop_and_key_hidden(argilla_ws, monkeypatch):
 
 def test_down_then_up_keeps_pushed_records(argilla_ws, make_curated):
     from curation.review import stack
-    from curation.review.client import ArgillaClient
+    from curation.review.client import server_record_ids
     from curation.review.push import push
 
     ws = argilla_ws
@@ -58,8 +58,6 @@ def test_down_then_up_keeps_pushed_records(argilla_ws, make_curated):
 
     st = stack.up(ws, watch_pid=os.getpid())
     assert st.state == "running"
-    with ArgillaClient(stack.connect(ws)) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], f"{dv.name}-v{dv.version}")
-        assert ds is not None
-        assert sorted(c.external_ids(ds["id"])) == [f"{dv.name}.s{i:03d}" for i in range(6)]  # reindexed from SQLite
+    ids = server_record_ids(stack.connect(ws), "recot", f"{dv.name}-v{dv.version}")
+    assert sorted(ids) == [f"{dv.name}.s{i:03d}" for i in range(6)]  # reindexed from SQLite
     assert push(ws, dv.ref, size=6).already_there == 6

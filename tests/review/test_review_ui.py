@@ -16,7 +16,7 @@ CHROMIUM = "/usr/bin/chromium"
 def test_annotator_reviews_trace_in_browser(curated, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from curation.review.client import ArgillaClient
+    from curation.review.client import argilla_client, find_dataset
     from curation.review.pull import pull
     from curation.review.push import push
     from curation.review.stack import connect
@@ -27,9 +27,10 @@ def test_annotator_reviews_trace_in_browser(curated, tmp_path):
     res = push(ws, dv.ref, size=1, strategy="uncertain")
     dora = add_annotator(ws, "dora", password="dora-pass-123")
     conn = connect(ws)
-    with ArgillaClient(conn) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], res.argilla_dataset)
-        (rec,) = list(c.iter_records(ds["id"]))
+    with argilla_client(conn) as c:
+        ds = find_dataset(c, "recot", res.argilla_dataset)
+        (rec,) = list(ds.records(with_suggestions=False, with_responses=False))
+        dataset_id, history, sample_id = ds.id, rec.fields["history"], rec.id
     shot = os.environ.get("RECOT_REVIEW_SCREENSHOT") or str(tmp_path / "argilla-trace.png")
 
     with sync_playwright() as p:
@@ -43,10 +44,9 @@ def test_annotator_reviews_trace_in_browser(curated, tmp_path):
             page.locator("input[type=password]").fill("dora-pass-123")
             page.locator("button[type=submit]").click()
             page.wait_for_url(lambda u: "sign-in" not in u, timeout=60_000)
-            page.goto(f"{conn.url}/dataset/{ds['id']}/annotation-mode", wait_until="networkidle")
+            page.goto(f"{conn.url}/dataset/{dataset_id}/annotation-mode", wait_until="networkidle")
             page.get_by_text("User history (titles [SID])").wait_for(timeout=60_000)
             body = page.inner_text("body")
-            history = rec["fields"]["history"]
             first_line = history.splitlines()[0][3:]  # "Movie k (year) ‹|sid_begin|›‹s_a_…›…‹|sid_end|›"
             assert first_line in body, (first_line, body[:2000])  # SID tokens survive the UI literally
             assert "‹s_a_" in body and "Overall quality" in body and "hallucinated item" in body
@@ -64,6 +64,6 @@ def test_annotator_reviews_trace_in_browser(curated, tmp_path):
     out = pull(ws, dv.ref)
     assert out.new >= 1
     rows = ws.query("SELECT status, rating, correct FROM reviews WHERE sample_id = ? AND annotator = 'dora'",
-                    [rec["external_id"]])
+                    [sample_id])
     # rating 2 clicked (replacing the judge's pre-filled 3), "no" kept from the filters' suggestion
     assert rows == [("submitted", 2, "no")]

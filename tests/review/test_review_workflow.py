@@ -22,7 +22,7 @@ def _kappa_by_hand(tp: int, fp: int, fn: int, tn: int) -> float:
 
 
 def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
-    from curation.review.client import ArgillaClient
+    from curation.review.client import argilla_client, find_dataset
     from curation.review.push import display_text, push, select_samples
     from curation.review.stack import connect
     from storage.sid import format_sid
@@ -38,31 +38,34 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
                       f"({','.join(repr(i) for i in ids)})")
     assert len(picked) == len(strata)
 
-    with ArgillaClient(connect(ws)) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], res.argilla_dataset)
-        recs = {r["external_id"]: r for r in c.iter_records(ds["id"], include=("suggestions",))}
-        qname = {q["id"]: q["name"] for q in c.questions(ds["id"])}
+    with argilla_client(connect(ws)) as c:  # read back through the SDK, as an owner would
+        ds = find_dataset(c, "recot", res.argilla_dataset)
+        assert [q.name for q in ds.questions] == ["rating", "correct", "issues", "corrected_answer"]
+        assert ds.distribution.min_submitted == 1
+        recs = {r.id: r for r in ds.records(with_suggestions=True, with_responses=False)}
     assert set(recs) == set(ids)
     # sample s009 (if picked) or any record dropped by sid_validity: its trace and the filters' opinions
-    dropped = [r for r in recs.values() if r["metadata"].get("verdict_sid_validity") == "drop"]
+    dropped = [r for r in recs.values() if r.metadata.get("verdict_sid_validity") == "drop"]
     assert dropped, "stratified sample should include a sid_validity drop"
     r = dropped[0]
-    i = int(r["external_id"].rsplit(".s", 1)[1])
+    i = int(r.id.rsplit(".s", 1)[1])
     k = i % 40
     sid = format_sid([k % 8, (k // 8) % 8, k % 3])
+    fields = dict(r.fields)
     # SIDs shown with ‹ › (the UI would swallow <s_a_1> as an HTML tag), exactly as written otherwise
-    assert r["fields"]["history"].startswith(f"1. Movie {k} ({1990 + k}) {display_text(sid)}\n")
+    assert fields["history"].startswith(f"1. Movie {k} ({1990 + k}) {display_text(sid)}\n")
     assert display_text(sid) == sid.replace("<", "\u2039").replace(">", "\u203a")
-    assert not any("<" in v or ">" in v for v in r["fields"].values())
-    assert "(not in the catalog)" in r["fields"]["answer"]  # the hallucinated SID is flagged for the annotator
-    assert r["fields"]["target"].startswith(f"Movie {(i + 7) % 40} ")
-    assert r["metadata"]["level"] == ("R1" if i % 2 == 0 else "R3")
-    assert r["metadata"]["teacher"] in ("local:smollm2", "openai:gpt-x")
-    sug = {qname[s["question_id"]]: s for s in r["suggestions"]}
-    assert sug["correct"]["value"] == "no" and "sid_validity" in sug["correct"]["agent"]
-    assert "hallucinated_item" in sug["issues"]["value"]
-    assert sug["rating"]["agent"] == "llm_judge"
-    assert sug["rating"]["value"] == max(1, min(5, math.floor(1 + 4 * round(i / 23, 4) + 0.5)))
+    assert not any("<" in v or ">" in v for v in fields.values())
+    assert "(not in the catalog)" in fields["answer"]  # the hallucinated SID is flagged for the annotator
+    assert fields["target"].startswith(f"Movie {(i + 7) % 40} ")
+    assert r.metadata["level"] == ("R1" if i % 2 == 0 else "R3")
+    assert r.metadata["teacher"] in ("local:smollm2", "openai:gpt-x")
+    sug = {s.question_name: s for s in r.suggestions}
+    assert sug["correct"].value == "no" and "sid_validity" in sug["correct"].agent
+    # the issue label comes from the filter class behind the label (sid_grounding → hallucinated_item)
+    assert "hallucinated_item" in sug["issues"].value
+    assert sug["rating"].agent == "llm_judge"
+    assert sug["rating"].value == max(1, min(5, math.floor(1 + 4 * round(i / 23, 4) + 0.5)))
 
     # a second push with a larger size only sends what is missing
     res2 = push(ws, dv.ref, size=14, strategy="stratified", batch_size=4)
@@ -72,7 +75,7 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
 
 
 def test_annotate_pull_report_override(curated, post_response):
-    from curation.review.client import ArgillaClient
+    from curation.review.client import server_record_ids
     from curation.review.overrides import apply_reviews
     from curation.review.pull import pull
     from curation.review.push import push
@@ -90,9 +93,7 @@ def test_annotate_pull_report_override(curated, post_response):
     assert add_annotator(ws, "alice").api_key == alice.api_key  # idempotent, same key
 
     conn = connect(ws)
-    with ArgillaClient(conn) as c:
-        ds = c.find_dataset(c.ensure_workspace("recot")["id"], f"{dv.name}-v{dv.version}")
-        rid = {r["external_id"]: r["id"] for r in c.iter_records(ds["id"])}
+    rid = server_record_ids(conn, "recot", f"{dv.name}-v{dv.version}")
     # the annotator's own key works for the annotator's own user, not as owner
     me = httpx.get(f"{conn.url}/api/v1/me", headers={"X-Argilla-Api-Key": alice.api_key}).json()
     assert (me["username"], me["role"]) == ("alice", "annotator")

@@ -5,7 +5,6 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
@@ -17,6 +16,13 @@ app = typer.Typer(no_args_is_help=True, help=(
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Curated dataset: NAME (latest version) or NAME@vN.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+
+
+def _printed_json(as_json: bool, result) -> bool:
+    """With --json, print `result.as_dict()` as JSON and say so (the caller then prints nothing else)."""
+    if as_json:
+        console.print_json(json.dumps(result.as_dict()))
+    return as_json
 
 
 def _fmt(x) -> str:
@@ -45,8 +51,7 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS,
 
     ws = open_ws(workspace)
     st = stack.status(ws)
-    if as_json:
-        console.print_json(json.dumps(st.as_dict()))
+    if _printed_json(as_json, st):
         return
     _print_status(st, ws, show_key=show_key)
     if st.state not in ("running", "external"):
@@ -113,17 +118,13 @@ def push(dataset: DatasetOpt,
          batch_size: Annotated[int, typer.Option(help="Records per upload request.")] = 64,
          workspace: WorkspaceOpt = DEFAULT_WS, as_json: JsonOpt = False) -> None:
     """Push samples of a curated version to Argilla (record id = sample id). Re-running, or running after
-    an interruption, sends only the records not yet on the server."""
+    an interruption, sends only the records not yet on the server. The Argilla SDK shows its own
+    'Sending records' bar on stderr."""
     from curation.review.push import push as _push
 
     ws = open_ws(workspace)
-    with Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=as_json or not console.is_terminal) as prog:
-        task = prog.add_task("push", total=None)
-        res = _push(ws, dataset, size=size, strategy=strategy, seed=seed, batch_size=batch_size,
-                    on_batch=lambda done, total: prog.update(task, completed=done, total=total))
-    if as_json:
-        console.print_json(json.dumps(res.as_dict()))
+    res = _push(ws, dataset, size=size, strategy=strategy, seed=seed, batch_size=batch_size)
+    if _printed_json(as_json, res):
         return
     console.print(f"{res.dataset} → Argilla dataset [bold]{res.argilla_dataset}[/] (workspace 'recot') at {res.url}")
     console.print(f"  selected {res.selected} ({strategy}), already there {res.already_there}, "
@@ -139,8 +140,7 @@ def pull(dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help=
 
     ws = open_ws(workspace)
     res = _pull(ws, dataset)
-    if as_json:
-        console.print_json(json.dumps(res.as_dict()))
+    if _printed_json(as_json, res):
         return
     console.print(f"pulled from {', '.join(res.datasets)}: {res.seen} responses — {res.new} new, "
                   f"{res.updated} updated, {res.unchanged} unchanged" +
@@ -155,8 +155,7 @@ def report(dataset: DatasetOpt, workspace: WorkspaceOpt = DEFAULT_WS, as_json: J
 
     ws = open_ws(workspace)
     rep = agreement(ws, dataset)
-    if as_json:
-        console.print_json(json.dumps(rep.as_dict()))
+    if _printed_json(as_json, rep):
         return
     console.print(f"{rep.dataset}: {rep.reviewed} reviewed samples, {rep.human_bad} judged bad by "
                   f"{', '.join(rep.annotators)}")
