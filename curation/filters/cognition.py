@@ -17,8 +17,8 @@
   `cited` are the distinct well-formed SIDs in the reasoning; `history` the skeleton's perception SIDs (the
   user's train history); `answer` the sample's answer SIDs. An interest point is *covered* when the reasoning
   (a) cites one of its member SIDs, or (b) cites a SID under its `sid_prefix` (the prefix's code tokens start
-  the SID's), or (c) contains at least half (rounded up) of its label's content words (SIDs removed from the
-  reasoning first) — lower-cased runs of
+  the SID's) or writes that prefix in synth's prose form (`a_1/b_2`, as a whole), or (c) contains at least
+  half (rounded up) of its label's content words (SIDs removed from the reasoning first) — lower-cased runs of
   letters/digits, at least 3 characters, not stop words, a final "s" dropped on both sides so "thriller"
   matches "thrillers". Points considered: the first `max_points` of the skeleton's list (synth lists them by
   share, largest first), all by default. A score below `min_score` drops the sample; the reason gives both
@@ -91,8 +91,10 @@ _WORD_RE = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     "the and for with from into onto over under about after before than then that this these those their "
     "there what which who whom whose are was were been being has have had not but all any some more most "
-    "other such only own same very can will just its per via films movies items products".split())
-"""Words that never make a label covered on their own ("films" would match every movie trace)."""
+    "other such only own same very can will just its per via film movie item product user history sid prefix"
+    .split())
+"""Words that never make a label covered on their own: "film" would match every movie trace, and synth labels
+a point grouped by SID prefix "SID prefix a_1/b_2" (that one is covered by the prefix rule instead)."""
 
 
 def _stem(w: str) -> str:
@@ -109,14 +111,23 @@ def _codes(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(CODE_TOKEN_RE.findall(text))
 
 
-def point_covered(point: dict, cited: set[str], cited_codes: list[tuple[tuple[str, str], ...]],
+def prefix_prose(codes: tuple[tuple[str, str], ...]) -> str:
+    """A SID prefix as synth writes it in prose (no SID tokens, which would read as a malformed SID):
+    (('a', '1'), ('b', '2')) → 'a_1/b_2'."""
+    return "/".join(f"{letter}_{code}" for letter, code in codes)
+
+
+def point_covered(point: dict, text: str, cited: set[str], cited_codes: list[tuple[tuple[str, str], ...]],
                   words: set[str]) -> bool:
-    """Whether the reasoning (its cited SIDs, their code tokens, its content words) covers one interest point:
-    a member SID cited, a cited SID under the point's sid_prefix, or ≥ half of the label's content words."""
+    """Whether the reasoning (its text, cited SIDs, their code tokens, content words) covers one interest point:
+    a member SID cited, a cited SID under the point's sid_prefix or that prefix written in prose ('a_1/b_2'),
+    or ≥ half of the label's content words."""
     if cited.intersection(point.get("sids") or []):
         return True
     prefix = _codes(point.get("sid_prefix") or "")
     if prefix and any(c[:len(prefix)] == prefix for c in cited_codes):
+        return True
+    if prefix and re.search(r"(?<![\w/])" + re.escape(prefix_prose(prefix)) + r"(?![\w/])", text):
         return True
     label = set(content_words(point.get("label")))
     return bool(label) and len(label & words) >= math.ceil(len(label) / 2)
@@ -182,7 +193,7 @@ class SkeletonAgreementFilter(Filter):
             points = points[:p.max_points] if p.max_points is not None else points
             c = set(cited[i] or [])
             words = set(content_words(SID_RE.sub(" ", texts[i] or "")))  # SID tokens are not label words
-            covered = [point_covered(q, c, [_codes(s) for s in c], words) for q in points]
+            covered = [point_covered(q, texts[i] or "", c, [_codes(s) for s in c], words) for q in points]
             point_share = sum(covered) / len(points) if points else None
             s = sid_share if point_share is None else p.sid_weight * sid_share + (1 - p.sid_weight) * point_share
             score[i] = s

@@ -192,3 +192,24 @@ def test_default_chain_keeps_well_formed_three_level_traces_and_names_defects(ca
     assert why["bad_agreement"][0] == "skeleton_agreement"
     assert why["bad_agreement"][1].startswith("low skeleton agreement: score ")
     assert "(the reasoning cites no SID; interest points covered" in why["bad_agreement"][1]
+
+
+def test_point_coverage_rules():
+    from curation.filters.cognition import _codes, content_words, point_covered
+    from storage.sid import format_sid
+
+    point = {"id": 4, "label": "SID prefix a_1/b_2", "sids": [format_sid((1, 2, 0))],
+             "sid_prefix": "<|sid_begin|><s_a_1><s_b_2>"}
+
+    def covered(text: str, cited: tuple = ()) -> bool:
+        return point_covered(point, text, set(cited), [_codes(s) for s in cited], set(content_words(text)))
+
+    assert not covered("Every item has a SID prefix; the user history is long.")  # generic words only
+    assert covered("Items under a_1/b_2 dominate.")                                  # the prefix in prose
+    assert not covered("Items under a_1/b_23 dominate.") and not covered("under x_a_1/b_2")
+    assert covered("It cites", (format_sid((1, 2, 9)),))                             # a SID under the prefix
+    assert not covered("It cites", (format_sid((1, 3, 0)),))
+    assert covered("It cites", (format_sid((1, 2, 0)),))                             # a member SID
+    crime = {"id": 1, "label": "Crime & Thriller", "sids": [], "sid_prefix": None}
+    assert point_covered(crime, "", set(), [], set(content_words("tense thrillers")))  # 1 of 2 words, stemmed
+    assert not point_covered(crime, "", set(), [], set(content_words("films and movies")))
