@@ -236,6 +236,18 @@ class Filter(ABC):
     """The human-review issue label a drop by this filter stands for (curation.review.push ISSUE_LABELS:
     'hallucinated_item', 'leaked_target', 'wrong_logic', 'format', 'other')."""
 
+    def __init_subclass__(cls, *, type_name: str | None = None, params: type[FilterParams] | None = None,
+                          review_label: str | None = None, only_kept: bool | None = None,
+                          row_local: bool | None = None, rank_weight: float | None = None, **kw: Any) -> None:
+        """A filter is declared in its class line, e.g. `class LengthFilter(Filter, type_name="length",
+        params=LengthParams, review_label="format")`; what is not given is inherited (or set as class attributes)."""
+        super().__init_subclass__(**kw)
+        for attr, value in (("type_name", type_name), ("Params", params), ("review_label", review_label),
+                            ("only_kept_default", only_kept), ("row_local", row_local),
+                            ("rank_weight", rank_weight)):
+            if value is not None:
+                setattr(cls, attr, value)
+
     def __init__(self, params: FilterParams | None = None, *, label: str | None = None,
                  only_kept: bool | None = None):
         self.params = params if params is not None else self.Params()
@@ -270,6 +282,15 @@ class Filter(ABC):
         return f"{type(self).__name__}(label={self.label!r}, params={self.params!r})"
 
 
+class SetFilter(Filter):
+    """A filter that sees the still-kept samples as one set, on the driver: deduplication and rejection sampling
+    (a row's verdict depends on the other rows; a broken sample must not win its group) and the judge (each
+    sample costs a teacher request, and the teacher engine batches, caches and accounts them in one place)."""
+
+    only_kept_default = True
+    row_local = False
+
+
 RowVerdict = tuple[bool, str | None, float | None]
 
 
@@ -280,6 +301,11 @@ class RowFilter(Filter):
 
     columns: ClassVar[tuple[str, ...]]
     batch_rows: ClassVar[int] = 16_384
+
+    def __init_subclass__(cls, *, columns: tuple[str, ...] | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if columns is not None:
+            cls.columns = tuple(columns)
 
     @abstractmethod
     def check_row(self, row: dict[str, Any]) -> RowVerdict:

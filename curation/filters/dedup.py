@@ -24,7 +24,7 @@ from pydantic import model_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register
 from curation.text import Tokens, ngram_hashes, subset_tokens, text_keys, word_tokens
 
 
@@ -42,13 +42,7 @@ class ExactDedupParams(FilterParams):
 
 
 @register
-class ExactDedupFilter(Filter):
-    type_name = "exact_dedup"
-    review_label = "other"
-    Params = ExactDedupParams
-    only_kept_default = True
-    row_local = False
-
+class ExactDedupFilter(SetFilter, type_name="exact_dedup", params=ExactDedupParams, review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
         n = table.num_rows
@@ -189,13 +183,7 @@ def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray | None:
 
 
 @register
-class NearDedupFilter(Filter):
-    type_name = "near_dedup"
-    review_label = "other"
-    Params = NearDedupParams
-    only_kept_default = True
-    row_local = False
-
+class NearDedupFilter(SetFilter, type_name="near_dedup", params=NearDedupParams, review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register
 
 DEFAULT_RUBRIC = """You grade training data for a recommender that reasons before answering. Items are named by
 semantic IDs like <|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>.
@@ -75,13 +75,7 @@ def judge_messages(prompt: str, completion: str, p: JudgeParams) -> list[dict[st
 
 
 @register
-class JudgeFilter(Filter):
-    type_name = "judge"
-    review_label = "wrong_logic"
-    Params = JudgeParams
-    only_kept_default = True
-    row_local = False
-
+class JudgeFilter(SetFilter, type_name="judge", params=JudgeParams, review_label="wrong_logic"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         from synth.teacher.engine import make_engine
         from synth.teacher.types import ChatRequest, SamplingParams

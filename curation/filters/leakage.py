@@ -32,11 +32,7 @@ def _titles(ctx: FilterContext, item_ids: list[str]) -> dict[str, str]:
 
 
 @register
-class LeakageFilter(Filter):
-    type_name = "hint_leakage"
-    review_label = "leaked_target"
-    Params = LeakageParams
-
+class LeakageFilter(Filter, type_name="hint_leakage", params=LeakageParams, review_label="leaked_target"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_where(table, "mode", self.params.modes)
 

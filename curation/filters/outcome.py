@@ -75,12 +75,8 @@ def judge_outcome(preds: list[str], targets: list[str], p: OutcomeParams) -> tup
 
 
 @register
-class OutcomeFilter(RowFilter):
-    type_name = "outcome"
-    review_label = "wrong_logic"
-    Params = OutcomeParams
-    columns = ("answer_sids", "answer", "_completion", "target_sids")
-
+class OutcomeFilter(RowFilter, type_name="outcome", params=OutcomeParams, review_label="wrong_logic",
+                    columns=("answer_sids", "answer", "_completion", "target_sids")):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         p: OutcomeParams = self.params
         chosen = rows_where(table, "level", p.levels) | rows_where(table, "task", p.tasks)

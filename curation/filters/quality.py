@@ -41,11 +41,7 @@ class LengthParams(FilterParams):
 
 
 @register
-class LengthFilter(Filter):
-    type_name = "length"
-    review_label = "format"
-    Params = LengthParams
-
+class LengthFilter(Filter, type_name="length", params=LengthParams, review_label="format"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LengthParams = self.params
         n = table.num_rows
@@ -56,7 +52,8 @@ class LengthFilter(Filter):
         for i in np.flatnonzero((comp_len < p.min_chars) | (comp_len > p.max_chars)):
             side = "short" if comp_len[i] < p.min_chars else "long"
             bound = p.min_chars if side == "short" else p.max_chars
-            reasons[i] = f"too {side}: completion has {comp_len[i]} chars ({'min' if side == 'short' else 'max'} {bound})"
+            reasons[i] = (f"too {side}: completion has {comp_len[i]} chars "
+                          f"({'min' if side == 'short' else 'max'} {bound})")
         bad_r = think & ((r_len < p.min_reasoning_chars) | (r_len > p.max_reasoning_chars))
         for i in np.flatnonzero(bad_r):
             if reasons[i] is None:
@@ -92,12 +89,8 @@ def repeated_ngram_ratio(texts: pa.Array | Tokens, n: int) -> tuple[np.ndarray, 
 
 
 @register
-class RepetitionFilter(Filter):
-    type_name = "repetition"
-    review_label = "format"
-    Params = RepetitionParams
-    rank_weight = 0.0
-
+class RepetitionFilter(Filter, type_name="repetition", params=RepetitionParams, review_label="format",
+                       rank_weight=0.0):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: RepetitionParams = self.params
         n = table.num_rows
@@ -123,12 +116,7 @@ class LanguageParams(FilterParams):
 
 
 @register
-class LanguageFilter(Filter):
-    type_name = "language"
-    review_label = "format"
-    Params = LanguageParams
-    rank_weight = 0.0
-
+class LanguageFilter(Filter, type_name="language", params=LanguageParams, review_label="format", rank_weight=0.0):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LanguageParams = self.params
         n = table.num_rows

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_nonempty
+from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register, rows_nonempty
 from curation.filters.outcome import OutcomeParams, judge_outcome, predictions
 
 
@@ -25,13 +25,8 @@ class RejectionParams(FilterParams):
 
 
 @register
-class RejectionSamplingFilter(Filter):
-    type_name = "rejection_sampling"
-    review_label = "other"
-    Params = RejectionParams
-    only_kept_default = True
-    row_local = False
-
+class RejectionSamplingFilter(SetFilter, type_name="rejection_sampling", params=RejectionParams,
+                              review_label="other"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_nonempty(table, "target_sids")  # samples without targets are not rejection sampled
 

@@ -67,11 +67,8 @@ class _Tally:
 
 
 @register
-class SidGroundingFilter(Filter):
-    type_name = "sid_grounding"
-    review_label = "hallucinated_item"
-    Params = SidGroundingParams
-
+class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingParams,
+                         review_label="hallucinated_item"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: SidGroundingParams = self.params
         versions = sample_sid_versions(table, ctx)
