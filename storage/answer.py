@@ -126,7 +126,7 @@ def plain_answer(text: str | None, finish_reason: str | None = None) -> Parsed:
 
 # ------------------------------------------------------------------------------------------------- JSON
 _FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-NO_JSON = "no JSON object in the answer"
+NO_JSON = "not JSON: no object in the answer"
 
 
 def _first_object(t: str) -> tuple[dict | None, json.JSONDecodeError | None]:

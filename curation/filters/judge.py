@@ -8,14 +8,13 @@ that failed after retries, is *not* a verdict on the sample: by default it is ke
 """
 from __future__ import annotations
 
-import json
-import re
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register
+from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from storage.answer import extract_json_object
 
 DEFAULT_RUBRIC = """You grade training data for a recommender that reasons before answering. Items are named by
 semantic IDs like <|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>.
@@ -24,7 +23,6 @@ specific, does not invent facts, and the answer follows from it.
 Reply with JSON only: {"score": <integer 1-5>, "reason": "<one sentence>"}"""
 
 TEMPLATE_VERSION = "curation-judge@1"
-_OBJ_RE = re.compile(r"\{.*\}", re.S)
 
 
 class JudgeParams(FilterParams):
@@ -47,14 +45,10 @@ def parse_judgement(text: str | None) -> tuple[int | None, str]:
     """(score 1–5, reason) or (None, why it could not be read)."""
     if not text or not text.strip():
         return None, "empty answer"
-    m = _OBJ_RE.search(text)
-    if not m:
-        return None, f"no JSON object in {text[:80]!r}"
-    try:
-        data = json.loads(m.group(0))
-    except json.JSONDecodeError as exc:
-        return None, f"not JSON ({exc.msg}) in {text[:80]!r}"
-    if not isinstance(data, dict) or "score" not in data:
+    data, why = extract_json_object(text)
+    if data is None:
+        return None, f"{why} in {text[:80]!r}"
+    if "score" not in data:
         return None, f"no 'score' key in {text[:80]!r}"
     try:
         score = float(data["score"])
@@ -75,7 +69,13 @@ def judge_messages(prompt: str, completion: str, p: JudgeParams) -> list[dict[st
 
 
 @register
-class JudgeFilter(SetFilter, type_name="judge", params=JudgeParams, review_label="wrong_logic"):
+class JudgeFilter(Filter):
+    type_name = "judge"
+    review_label = "wrong_logic"
+    Params = JudgeParams
+    only_kept_default = True
+    row_local = False
+
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         from synth.teacher.engine import make_engine
         from synth.teacher.types import ChatRequest, SamplingParams

@@ -12,7 +12,6 @@ Samples without a reference are kept unscored; an unparsable answer scores 0.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from typing import Any
@@ -21,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from curation.base import FilterParams, RowFilter, RowVerdict, register, rows_nonempty, rows_where
-from curation.filters.format import extract_json_text
 from curation.filters.quality import STOPWORDS_EN
+from storage.answer import extract_json_object
 from storage.sid import SID_RE
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
@@ -73,10 +72,7 @@ def matched_f1(pred: list[str], ref: list[str], threshold: float) -> float:
 def events_of(obj) -> list[dict] | None:
     """Events from an R2 answer/reference: {"logic_chain": {"events": [...]}}, {"events": [...]} or a list."""
     if isinstance(obj, str):
-        try:
-            obj = json.loads(extract_json_text(obj))
-        except json.JSONDecodeError:
-            return None
+        obj, _ = extract_json_object(obj)
     if isinstance(obj, dict) and isinstance(obj.get("logic_chain"), dict):
         obj = obj["logic_chain"]
     if isinstance(obj, dict):

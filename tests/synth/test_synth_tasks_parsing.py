@@ -43,8 +43,8 @@ def test_json_extraction_and_chain_validation():
     assert extract_json_object("Sure: " + json.dumps(chain) + " — and {not this}") == (chain, None)
     obj, why = extract_json_object('{"logic_chain": {"name": "x", "events": [}')
     assert obj is None and why.startswith("not JSON (") and "line 1 column" in why
-    assert extract_json_object("no json here") == (None, "no JSON object in the answer")
-    assert extract_json_object("[1, 2]") == (None, "no JSON object in the answer")       # objects only
+    assert extract_json_object("no json here") == (None, "not JSON: no object in the answer")
+    assert extract_json_object("[1, 2]") == (None, "not JSON: no object in the answer")       # objects only
     assert extract_json_object("  ") == (None, "empty answer")
 
 
@@ -64,7 +64,7 @@ def test_the_r2_schema_is_strict(chain, reason):
 
 def test_parse_logic_chain_names_the_json_problem():
     assert parse_logic_chain(None) == (None, "invalid R2 JSON: empty answer")
-    assert parse_logic_chain("prose") == (None, "invalid R2 JSON: no JSON object in the answer")
+    assert parse_logic_chain("prose") == (None, "invalid R2 JSON: not JSON: no object in the answer")
     assert parse_logic_chain('{"logic_chain": ').__getitem__(1).startswith("invalid R2 JSON: not JSON (")
     assert parse_logic_chain('{"x": 1}') == (None, "invalid R2 JSON: missing key 'logic_chain'")
 
