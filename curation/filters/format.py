@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
 from storage.answer import (EMPTY_THINK_PATTERN, PLAIN_ANSWER_PATTERN, THINK_CLOSE, check_format, parse_logic_chain,
                             think_format_pattern)
@@ -30,11 +31,7 @@ class FormatParams(FilterParams):
 
 
 @register
-class FormatFilter(Filter):
-    type_name = "format"
-    review_label = "format"
-    Params = FormatParams
-
+class FormatFilter(Filter, type_name="format", params=FormatParams, review_label="format"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: FormatParams = self.params
         n = table.num_rows

@@ -102,12 +102,8 @@ class R2ScoreParams(FilterParams):
 
 
 @register
-class R2ScoreFilter(RowFilter):
-    type_name = "r2_score"
-    review_label = "wrong_logic"
-    Params = R2ScoreParams
-    columns = ("answer", "reference")
-
+class R2ScoreFilter(RowFilter, type_name="r2_score", params=R2ScoreParams, review_label="wrong_logic",
+                    columns=("answer", "reference")):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_where(table, "level", self.params.levels) & rows_nonempty(table, "reference")
 
