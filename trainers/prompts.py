@@ -2,7 +2,8 @@
 time exactly the prompt shape it was trained on:
 
 - R3: the `student` part of `synth/prompts/r3_recommend` (history lines `SID title (date)`, oldest first,
-  never the target), plus the Qwen3 soft switch ` /think` or ` /no_think` that synth appends to the user turn;
+  never the target; `history_format` "sid" or "title" shows only the SID or only the title, as synth's option of
+  the same name does), plus the Qwen3 soft switch ` /think` or ` /no_think` that synth appends to the user turn;
 - R0 grounding: the `user` part of `synth/prompts/r0_grounding` (description → SID), ` /no_think`.
 
 Synth stores a /no_think answer as `<think>\\n\\n</think>\\n\\n{answer}`; evaluation prefills that empty think
@@ -22,16 +23,21 @@ def _template(name: str):
     return load_template(name)
 
 
-def history_line(title: str | None, sid: str, ts: datetime | None = None) -> str:
-    """Same line format as synth's history events: 'SID title (YYYY-MM-DD)'."""
-    d = f" ({ts:%Y-%m-%d})" if ts is not None else ""
-    return f"{sid} {title or ''}{d}".rstrip()
+def history_line(title: str | None, sid: str, ts: datetime | None = None, history_format: str = "sid_title") -> str:
+    """Same line format as synth's history events: 'SID title (YYYY-MM-DD)' (or 'SID (…)' / 'title (…)')."""
+    from synth.tasks.history import history_line as line
+
+    return line(sid, title, f"{ts:%Y-%m-%d}" if ts is not None else None, history_format)
 
 
-def r3_messages(history: Sequence[tuple], *, think: bool) -> list[dict[str, str]]:
-    """[(title, sid[, ts]), …] oldest first → the student R3 chat (one user turn) with the think switch."""
-    lines = "\n".join(history_line(*h) for h in history)
-    user = _template("r3_recommend").render("student", history=lines, domain_note="")
+def r3_messages(history: Sequence[tuple], *, think: bool, history_format: str = "sid_title") -> list[dict[str, str]]:
+    """[(title, sid[, ts]), …] oldest first → the student R3 chat (one user turn) with the think switch.
+    `history_format` (sid_title | sid | title) must match the one the model was trained with."""
+    from synth.tasks.history import history_fields
+
+    lines = "\n".join(history_line(*h, history_format=history_format) for h in history)
+    user = _template("r3_recommend").render("student", history=lines, domain_note="",
+                                            history_fields=history_fields(history_format))
     return [{"role": "user", "content": user + (" /think" if think else " /no_think")}]
 
 

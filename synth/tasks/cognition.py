@@ -6,22 +6,30 @@
   parsed chain goes to extra["logic_chain"], and a data-derived reference chain (dominant category per
   period) to `reference`;
 - r3_recommend: the next item as SID + title, single-domain, and cross-domain when the catalog has several
-  domains.
+  domains. Every prompt carries its data-derived cognition skeleton (skeleton.py) in extra["skeleton"]; the
+  v2 template (the default; `template_version=1` for the free-form one) asks for the three-level think block
+  (Perception → Interest points → Evolution, storage/cognition.py) and gives the teacher the skeleton as
+  grounding facts in hint mode. `history_format` (sid_title | sid | title) sets how the student turn shows
+  history items.
 
 Modes: `hint` puts the held-out target into the TEACHER's instructions only; the stored sample's user turn is
 the `student` template part, built from the history alone, in both modes.
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from typing import Any
 
 from storage.answer import extract_json_object, parse_logic_chain, split_think
+from storage.cognition import SKELETON_KEY, split_levels
 from storage.errors import ConfigError
 from synth.tasks.base import COT_OPTIONS, TEACHER, Option, Parsed, Prompt, Task, TaskContext
-from synth.tasks.history import Event, UserHistory, load_histories, render_history
+from synth.tasks.history import (HISTORY_FORMATS, Event, UserHistory, check_history_format, history_fields,
+                                 load_histories, render_history)
 from synth.tasks.registry import register
+from synth.tasks.skeleton import compute_skeletons
 
 MODES = ("hint", "blind")
 
@@ -89,21 +97,29 @@ def reference_chain(user_id: str, events: list[Event], phases: int = 3) -> dict 
 
 
 def build_history_prompts(ctx: TaskContext, *, noise: bool = False, reference: str | None = None,
-                          cross_domain: bool = False) -> list[Prompt]:
+                          cross_domain: bool = False, skeleton: bool = False) -> list[Prompt]:
     """Prompts for R1/R2/R3 from users' histories. One single-domain prompt per user (history restricted to
     the target's domain when the catalog has several), plus a cross-domain prompt (history from the OTHER
-    domains) when asked and possible."""
+    domains) when asked and possible. `skeleton`: compute every prompt's cognition skeleton (skeleton.py, one
+    query for all prompts) into extra["skeleton"], and into the teacher's hint as grounding facts when the
+    template asks for ${skeleton_block}."""
     from synth.tasks.run import prompt_id_of
 
     tpl, mode = ctx.template, _mode(ctx)
     max_h, min_h = int(ctx.opt("max_history")), int(ctx.opt("min_history"))
     dates = bool(ctx.options.get("dates", True))
+    fmt = check_history_format(ctx.options.get("history_format", "sid_title"))
+    if fmt != "sid_title" and "history_fields" not in tpl.variables("student"):
+        raise ConfigError(f"template {tpl.ref} says 'semantic ID, title' in its student prompt, so it cannot show "
+                          f"history_format={fmt}; use a template whose student part has ${{history_fields}} "
+                          f"(r3_recommend: template_version=2)")
+    three_level = tpl.has("cot_format") and tpl.part("cot_format").strip() == "three_level"
     multi = _catalog_domains(ctx) > 1
     cross_opt = ctx.options.get("cross_domain", "off") if cross_domain else "off"
     if cross_opt not in ("auto", "off", "only"):
         raise ConfigError(f"option cross_domain must be auto, off or only, got {cross_opt!r}")
     pool = _noise_pool(ctx) if noise else []
-    prompts: list[Prompt] = []
+    chosen: list[tuple[UserHistory, str, list[Event], list[Event]]] = []
     for uh in load_histories(ctx):
         tgt = uh.target
         variants: list[tuple[str, list[Event]]] = []
@@ -120,28 +136,46 @@ def build_history_prompts(ctx: TaskContext, *, noise: bool = False, reference: s
             noise_evs: list[Event] = []
             if noise:
                 evs, noise_evs = _inject_noise(ctx, uh, evs, pool)
-            history = render_history(evs, dates)
-            domain_note = tpl.render("cross_note", target_domain=tgt.domain) if kind == "cross" else ""
-            values = {"history": history, "target_sid": tgt.sid, "target_title": tgt.title,
-                      "target_domain": tgt.domain, "domain_note": domain_note}
-            values["instruction"] = tpl.render(mode, **values)
-            teacher_msgs = [{"role": "system", "content": tpl.render("system", **values)},
-                            {"role": "user", "content": tpl.render("user", **values)}]
-            student = tpl.render("student", **values)
-            ref: Any = None
-            if reference == "noise":
-                ref = {"noise_item_ids": [e.item_id for e in noise_evs], "noise_sids": [e.sid for e in noise_evs]}
-            elif reference == "chain":
-                ref = reference_chain(uh.user_id, [e for e in evs if e not in noise_evs])
-            extra = {"target_split": ctx.opt("target_split"), "cross_domain": kind == "cross",
-                     "history_len": len(evs)}
-            if kind == "cross":
-                extra["source_domains"] = sorted({e.domain for e in evs})
-            prompts.append(Prompt(
-                prompt_id=prompt_id_of(ctx, teacher_msgs, student, uh.user_id, tgt.item_id, kind),
-                teacher_messages=teacher_msgs, student_user=student, user_id=uh.user_id, domain=tgt.domain,
-                history_item_ids=[e.item_id for e in evs], target_item_ids=[tgt.item_id],
-                target_sids=[tgt.sid], target_titles=[tgt.title], mode=mode, reference=ref, extra=extra))
+            chosen.append((uh, kind, evs, noise_evs))
+    skeletons: list[dict | None] = [None] * len(chosen)
+    if skeleton and chosen:
+        # the target is read only in hint mode (which interest point it serves); blind skeletons never see it
+        skeletons = compute_skeletons([[e for e in evs if e not in nz] for _, _, evs, nz in chosen],
+                                      [uh.target if mode == "hint" else None for uh, _, _, _ in chosen])
+    prompts: list[Prompt] = []
+    for (uh, kind, evs, noise_evs), skel in zip(chosen, skeletons):
+        tgt = uh.target
+        domain_note = tpl.render("cross_note", target_domain=tgt.domain) if kind == "cross" else ""
+        block = ""
+        if skel is not None and mode == "hint":
+            block = json.dumps({"skeleton": skel, "target": {"sid": tgt.sid, "title": tgt.title}},
+                               ensure_ascii=False, separators=(",", ":"))
+        values = {"history": render_history(evs, dates), "target_sid": tgt.sid, "target_title": tgt.title,
+                  "target_domain": tgt.domain, "domain_note": domain_note,
+                  "history_fields": history_fields(fmt, dates), "skeleton_block": block}
+        values["instruction"] = tpl.render(mode, **values)
+        teacher_msgs = [{"role": "system", "content": tpl.render("system", **values)},
+                        {"role": "user", "content": tpl.render("user", **values)}]
+        # the student turn: history only (never the target), its lines in the chosen history_format
+        student = tpl.render("student", **{**values, "history": render_history(evs, dates, fmt)})
+        ref: Any = None
+        if reference == "noise":
+            ref = {"noise_item_ids": [e.item_id for e in noise_evs], "noise_sids": [e.sid for e in noise_evs]}
+        elif reference == "chain":
+            ref = reference_chain(uh.user_id, [e for e in evs if e not in noise_evs])
+        extra: dict[str, Any] = {"target_split": ctx.opt("target_split"), "cross_domain": kind == "cross",
+                                 "history_len": len(evs), "history_format": fmt}
+        if kind == "cross":
+            extra["source_domains"] = sorted({e.domain for e in evs})
+        if three_level:
+            extra["cot_format"] = "three_level"
+        if skel is not None:
+            extra[SKELETON_KEY] = skel
+        prompts.append(Prompt(
+            prompt_id=prompt_id_of(ctx, teacher_msgs, student, uh.user_id, tgt.item_id, kind),
+            teacher_messages=teacher_msgs, student_user=student, user_id=uh.user_id, domain=tgt.domain,
+            history_item_ids=[e.item_id for e in evs], target_item_ids=[tgt.item_id],
+            target_sids=[tgt.sid], target_titles=[tgt.title], mode=mode, reference=ref, extra=extra))
     return prompts
 
 
@@ -157,8 +191,15 @@ def _hint_flags(p: Prompt, parsed: Parsed) -> dict[str, Any]:
 
 
 def parse_r3(p: Prompt, text: str, finish: str | None) -> Parsed:
+    """split_think + hint flags; for a three-level template (v2) also extra["levels"]: "ok" or why the
+    reasoning is not Perception → Interest points → Evolution (storage.cognition.split_levels). A wrong
+    structure is not a parse error: the row parses, and curation's cognition_structure filter rejects it with
+    that reason."""
     parsed = split_think(text, finish)
     parsed.extra.update(_hint_flags(p, parsed))
+    if p.extra.get("cot_format") == "three_level" and parsed.reasoning is not None:
+        levels = split_levels(parsed.reasoning)
+        parsed.extra["levels"] = "ok" if isinstance(levels, dict) else levels
     return parsed
 
 
@@ -205,5 +246,9 @@ R3 = register(Task(
     name="r3_recommend", level="R3", kind=TEACHER, cot=True, default_dataset="cot",
     description="next-item recommendation answered as SID + title, single- and cross-domain (teacher CoT)",
     options=COMMON + (Option("cross_domain", "auto", "auto: add cross-domain prompts when the catalog has "
-                                                     "several domains; off; only"),),
-    build=lambda ctx: build_history_prompts(ctx, cross_domain=True), parse=parse_r3, validate=validate_r3))
+                                                     "several domains; off; only"),
+                      Option("history_format", "sid_title", "how the STUDENT turn shows history items: "
+                                                            + " | ".join(HISTORY_FORMATS)
+                                                            + " (the teacher always sees SID + title)")),
+    build=lambda ctx: build_history_prompts(ctx, cross_domain=True, skeleton=True), parse=parse_r3,
+    validate=validate_r3))

@@ -5,6 +5,10 @@
   it. Valid and test items are never loaded into a prompt or a target.
 - "valid": target = the valid item, history = all train items (evaluation-style prompts).
 - "test": target = the test item, history = train + valid items.
+
+`history_format` decides how a history line reads in the STUDENT turn (the teacher always sees SID + title):
+"sid_title" (default) `SID Title (date)`, "sid" `SID (date)` — a model must then reason from the SIDs alone,
+as the public SID-recommendation recipes train and evaluate — or "title" `Title (date)`.
 """
 from __future__ import annotations
 
@@ -16,6 +20,26 @@ from synth.tasks.base import TaskContext
 from synth.tasks.sql import catalog_cte, hash_order
 
 TARGET_SPLITS = ("train", "valid", "test")
+HISTORY_FORMATS = ("sid_title", "sid", "title")
+HISTORY_FIELDS = {"sid_title": "semantic ID, title", "sid": "semantic ID", "title": "title"}
+
+
+def check_history_format(fmt: str) -> str:
+    if fmt not in HISTORY_FORMATS:
+        raise ConfigError(f"option history_format must be one of {', '.join(HISTORY_FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def history_line(sid: str | None, title: str | None, date: str | None = None, fmt: str = "sid_title") -> str:
+    """One history line: 'SID Title (YYYY-MM-DD)' (sid_title), 'SID (…)' (sid) or 'Title (…)' (title)."""
+    parts = {"sid_title": (sid, title), "sid": (sid,), "title": (title,)}[check_history_format(fmt)]
+    d = f" ({date})" if date else ""
+    return (" ".join(p for p in parts if p) + d).strip()
+
+
+def history_fields(fmt: str = "sid_title", dates: bool = True) -> str:
+    """What a history line holds, for the prompt's header: 'semantic ID, title, date'."""
+    return HISTORY_FIELDS[check_history_format(fmt)] + (", date" if dates else "")
 
 
 @dataclass
@@ -27,9 +51,9 @@ class Event:
     domain: str
     categories: list[str] = field(default_factory=list)
 
-    def line(self, dates: bool = True) -> str:
-        d = f" ({self.ts:%Y-%m-%d})" if dates and self.ts is not None else ""
-        return f"{self.sid} {self.title or ''}{d}".rstrip()
+    def line(self, dates: bool = True, fmt: str = "sid_title") -> str:
+        return history_line(self.sid, self.title, f"{self.ts:%Y-%m-%d}" if dates and self.ts is not None else None,
+                            fmt)
 
 
 @dataclass
@@ -41,8 +65,8 @@ class UserHistory:
     known_items: set[str]     # every item of this user in any split (so noise never picks one)
 
 
-def render_history(events: list[Event], dates: bool = True) -> str:
-    return "\n".join(e.line(dates) for e in events)
+def render_history(events: list[Event], dates: bool = True, fmt: str = "sid_title") -> str:
+    return "\n".join(e.line(dates, fmt) for e in events)
 
 
 def load_histories(ctx: TaskContext, *, need_target: bool = True) -> list[UserHistory]:
