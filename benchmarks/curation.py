@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -215,10 +215,19 @@ def run_duckdb_sql(input_glob: str, ws: Workspace, out_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------- datatrove
 def run_datatrove(input_parquet_dir: Path, valid_sids: set, work: Path) -> dict:
     from datatrove.executor.local import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.exact_dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature,
-                                                      ExactFindDedups)
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.exact_dedup import (
+        ExactDedupConfig,
+        ExactDedupFilter,
+        ExactDedupSignature,
+        ExactFindDedups,
+    )
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.filters.base_filter import BaseFilter
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
@@ -233,8 +242,8 @@ def run_datatrove(input_parquet_dir: Path, valid_sids: set, work: Path) -> dict:
 
     # datatrove 0.10.1 passes str to xxhash, which xxhash>=4 refuses; restore the old behaviour (UTF-8
     # encode) so datatrove runs with its default hash function rather than a slower one.
-    import xxhash
     import datatrove.utils.hashes.xxhash as dt_xx
+    import xxhash
 
     dt_xx.xxhash64 = lambda d: xxhash.xxh64_intdigest(d.encode() if isinstance(d, str) else d)
     dt_xx.xxhash32 = lambda d: xxhash.xxh32_intdigest(d.encode() if isinstance(d, str) else d)
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         input_dir = ws.datasets_dir / "bench" / "v1"
 
         result: dict = {
-            "benchmark": "curation", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "benchmark": "curation", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "data": {"rows": args.rows, "seed": args.seed, "completion_chars": {
                 "min": int(lens.min()), "median": int(np.median(lens)), "max": int(lens.max())},

@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -190,7 +190,7 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     n = args.n or (20_000 if args.quick else 100_000)
     result = {
-        "benchmark": "sids", "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "sids", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "faiss": faiss.__version__,
                     "faiss_threads": args.threads},
         "config": {"levels": LEVELS, "codebook_size": K, "quick": args.quick},

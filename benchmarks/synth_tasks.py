@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,7 +78,7 @@ def python_reference(ws: Workspace, out: Path) -> int:
     by_user: dict[str, list] = {}
     for r in rows:
         by_user.setdefault(r[0], []).append(r)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     recs = []
     for u, seq in by_user.items():
         for k in range(3, len(seq)):
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         ref_rows = python_reference(ws, tmp / "ref.parquet")
         ref_s = time.perf_counter() - t
         assert ref_rows == dv.rows == 3 * a.users * (a.length - 3), (ref_rows, dv.rows)
-        res = {"benchmark": "synth_tasks.align_user", "created_at": datetime.now(timezone.utc).isoformat(),
+        res = {"benchmark": "synth_tasks.align_user", "created_at": datetime.now(UTC).isoformat(),
                "machine": {"python": platform.python_version(), "platform": platform.platform()},
                "params": vars(a), "rows": dv.rows, "setup_s": round(build_s, 2),
                "recot_s": round(recot_s, 2), "recot_rows_per_s": round(dv.rows / recot_s),

@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +115,7 @@ def main() -> None:
 
     result = {
         "benchmark": "viewer_paging", "rows": args.rows, "repeats": args.repeats,
-        "created_at": datetime.now(timezone.utc).isoformat(), "machine": platform.platform(),
+        "created_at": datetime.now(UTC).isoformat(), "machine": platform.platform(),
         "build_s": round(build_s, 3),
         "viewer_s": {k: round(v, 4) for k, v in viewer.items()},
         "reference_pandas_s": {k: round(v, 4) for k, v in reference.items()},

@@ -14,10 +14,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,7 +111,7 @@ def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordB
                     for chunk in iter(lambda: fh.read(1 << 20), b""):
                         hasher.update(chunk)
             version = _next_version(ws, name)
-            created = datetime.now(timezone.utc).isoformat()
+            created = datetime.now(UTC).isoformat()
             parent_list = [{"name": n, "version": v} for n, v in (parents or [])]
             manifest = {
                 "name": name, "version": version, "rows": rows,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import pyarrow as pa
 

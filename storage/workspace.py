@@ -15,9 +15,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 
@@ -43,7 +43,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, *, create: bool = True) -> "Workspace":
+    def open(cls, path: str | os.PathLike | None = None, *, create: bool = True) -> Workspace:
         """Open (and by default create) the workspace at `path` (default: RECOT_WORKSPACE or ./recot-data)."""
         root = Path(path) if path is not None else default_workspace_path()
         ws = cls(root=root.resolve())
@@ -95,7 +95,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ writer lock
     @contextlib.contextmanager
-    def writer(self, step: str = "write") -> Iterator["Workspace"]:
+    def writer(self, step: str = "write") -> Iterator[Workspace]:
         """Hold the workspace's writer lock for the duration of a job. Re-entrant within one process."""
         with self._mutex:
             if self._lock_depth == 0:

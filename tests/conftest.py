@@ -39,8 +39,8 @@ def _ml100k_template(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def _ml100k_sids_template(_ml100k_template, tmp_path_factory) -> Path:
-    from synth.sids.build import SidConfig, build_sids
     from storage.workspace import Workspace
+    from synth.sids.build import SidConfig, build_sids
 
     root = tmp_path_factory.mktemp("ml100k_sids") / "ws"
     shutil.copytree(_ml100k_template, root)

@@ -13,12 +13,12 @@ per beam and step (the free-text mask is built once).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
 
-from storage.sid import SID_BEGIN, SID_END, CODE_TOKEN_RE, IdTrie, SidTrie
+from storage.sid import CODE_TOKEN_RE, SID_BEGIN, SID_END, IdTrie, SidTrie
 
 
 class SidConstraintProcessor(LogitsProcessor):

@@ -17,8 +17,16 @@ from pydantic import Field
 
 from storage.errors import ConfigError
 from storage.workspace import Workspace
-from trainers.common import (TrainResult, base_model_path, default_out_dir, finish, load_model_and_tokenizer,
-                             model_lineage, resolve_sid_version, training_run)
+from trainers.common import (
+    TrainResult,
+    base_model_path,
+    default_out_dir,
+    finish,
+    load_model_and_tokenizer,
+    model_lineage,
+    resolve_sid_version,
+    training_run,
+)
 from trainers.config import TrainConfig
 from trainers.export import dataset_summary, to_grpo_dataset
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from curation.rewards import hit_at_k, ndcg_at_k, recall_at_k
 from storage.errors import NotFound
@@ -101,10 +102,10 @@ def load_for_eval(model_dir: str | Path, ws: Workspace, sid_version: int):
 
 
 def _store(ws: Workspace, *, model: str, dataset: str, config: dict, metrics: dict, lineage: dict) -> str:
-    eval_id = f"eval-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    eval_id = f"eval-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with ws.transaction("eval") as con:
         con.execute("INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [eval_id, datetime.now(timezone.utc), model, dataset, json.dumps(config, default=str),
+                    [eval_id, datetime.now(UTC), model, dataset, json.dumps(config, default=str),
                      json.dumps(metrics), json.dumps(lineage, default=str)])
     return eval_id
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainers.common import (TrainResult, base_model_path, default_out_dir, finish, load_model_and_tokenizer,
-                             resolve_sid_version, training_run)
-from trainers.config import TrainConfig
-from trainers.export import dataset_summary, to_pretrain_dataset
 from storage.datasets import resolve
 from storage.errors import NotFound
 from storage.workspace import Workspace
+from trainers.common import (
+    TrainResult,
+    base_model_path,
+    default_out_dir,
+    finish,
+    load_model_and_tokenizer,
+    resolve_sid_version,
+    training_run,
+)
+from trainers.config import TrainConfig
+from trainers.export import dataset_summary, to_pretrain_dataset
 
 
 class PretrainConfig(TrainConfig):

@@ -11,8 +11,8 @@ block (`NO_THINK_PREFILL`) so the constrained decoder starts right at the SID, a
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 

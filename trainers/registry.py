@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TRAINERS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("trainers.pretrain", "PretrainConfig", "train_pretrain"),

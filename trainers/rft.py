@@ -11,17 +11,25 @@ parent, so every RFT step is traceable like a synth step.
 from __future__ import annotations
 
 import logging
-from typing import Literal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from curation.rewards import answer_sids, exact_hit, format_reward, prefix_partial_reward, split_think
 from storage.datasets import write_version
 from storage.errors import ConfigError, RecotError
 from storage.records import samples_from_pylist, stable_id
 from storage.workspace import Workspace
-from trainers.common import (TrainResult, base_model_path, default_out_dir, finish, load_model_and_tokenizer,
-                             resolve_sid_version, save_model, training_run)
+from trainers.common import (
+    TrainResult,
+    base_model_path,
+    default_out_dir,
+    finish,
+    load_model_and_tokenizer,
+    resolve_sid_version,
+    save_model,
+    training_run,
+)
 from trainers.config import TrainConfig
 from trainers.export import to_grpo_dataset
 from trainers.sft import build_sft_trainer
@@ -107,7 +115,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
                                           prompts_ds["think"], n=cfg.n, temperature=cfg.temperature,
                                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r)
             rows, sft_rows = [], []
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for row, comps in zip(prompts_ds, outs):
                 for score, text in select_correct(comps, row["target_sids"], row["think"], cfg):
                     reasoning, answer = split_think(text)

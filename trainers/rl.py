@@ -16,8 +16,15 @@ from curation.rewards import REWARD_FUNCS, bind_rewards
 from storage.errors import ConfigError
 from storage.sid_catalog import SidCatalog
 from storage.workspace import Workspace
-from trainers.common import (TrainResult, base_model_path, default_out_dir, finish, load_model_and_tokenizer,
-                             resolve_sid_version, training_run)
+from trainers.common import (
+    TrainResult,
+    base_model_path,
+    default_out_dir,
+    finish,
+    load_model_and_tokenizer,
+    resolve_sid_version,
+    training_run,
+)
 from trainers.config import TrainConfig
 from trainers.export import dataset_summary, to_grpo_dataset
 

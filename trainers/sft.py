@@ -9,12 +9,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from trainers.common import (TrainResult, base_model_path, default_out_dir, finish, load_model_and_tokenizer,
-                             resolve_sid_version, training_run)
-from trainers.config import TrainConfig
-from trainers.export import dataset_summary, to_sft_dataset
 from storage.errors import ConfigError
 from storage.workspace import Workspace
+from trainers.common import (
+    TrainResult,
+    base_model_path,
+    default_out_dir,
+    finish,
+    load_model_and_tokenizer,
+    resolve_sid_version,
+    training_run,
+)
+from trainers.config import TrainConfig
+from trainers.export import dataset_summary, to_sft_dataset
 
 log = logging.getLogger(__name__)
 

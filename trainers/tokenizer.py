@@ -11,8 +11,8 @@ them start as "an average token" (Hewitt 2021, used by MiniOneRec/OpenOneRec for
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

@@ -10,8 +10,7 @@ import sys
 import typer
 
 from storage.errors import RecotError
-from ui.commands import (curate, datasets, demo, evaluate, ingest, review, runs, sids, synth, train, viewer,
-                         workspace)
+from ui.commands import curate, datasets, demo, evaluate, ingest, review, runs, sids, synth, train, viewer, workspace
 
 app = typer.Typer(name="recot", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="recot: generate, curate and review reasoning-about-recommendation training data "

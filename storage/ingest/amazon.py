@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from storage.errors import InputError
 from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, Rejects, rows_to_table

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -29,7 +30,6 @@ from storage.atomic import atomic_replace
 from storage.errors import InputError
 from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace
-
 
 OnError = Literal["raise", "skip"]
 
@@ -310,7 +310,7 @@ class IngestSession:
         self.spill = spill
         self.report: IngestReport | None = None
 
-    def __enter__(self) -> "IngestSession":
+    def __enter__(self) -> IngestSession:
         self._writer = self.ws.writer("ingest")
         self._writer.__enter__()
         run: RecordedRun | None = None

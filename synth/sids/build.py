@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def _build(ws: Workspace, config: SidConfig, cfg: dict, run_id: str, progress: b
         report["sid_version"] = version
         report["run_id"] = run_id
         con.execute("INSERT INTO sid_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [version, datetime.now(timezone.utc), config.levels, config.codebook_size, len(item_ids),
+                    [version, datetime.now(UTC), config.levels, config.codebook_size, len(item_ids),
                      json.dumps(redact(cfg)), json.dumps(report)])
         con.register("_new_sids", table)
         con.execute("INSERT INTO item_sids SELECT ?, item_id, codes, sid FROM _new_sids", [version])

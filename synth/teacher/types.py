@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -42,7 +42,7 @@ class ChatRequest:
     @classmethod
     def from_messages(cls, messages: list[dict[str, str]], params: SamplingParams | None = None, *,
                       json_schema: dict | None = None, template_version: str = "",
-                      meta: dict | None = None) -> "ChatRequest":
+                      meta: dict | None = None) -> ChatRequest:
         return cls(messages=tuple((m["role"], m["content"]) for m in messages), params=params or SamplingParams(),
                    json_schema=json.dumps(json_schema, sort_keys=True) if json_schema else None,
                    template_version=template_version, meta=dict(meta or {}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from curation.rewards import split_think
 from storage.datasets import write_version
@@ -65,7 +65,7 @@ def make_sample(key: str, completion: str, *, target: str | None = "1", think: b
         "reference": json.dumps(reference) if reference is not None else None, "extra": None,
         "teacher": "test:model", "template_version": "t@1", "request_key": None, "run_id": "r1",
         "sid_version": sid_version, "error": error,
-        "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
     }
 
 

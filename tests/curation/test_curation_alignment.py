@@ -1,7 +1,8 @@
 """The default chain on alignment-shaped samples: SID prefixes in token alignment are checked against the
 catalog (not called malformed), and short answers repeated across different prompts are not duplicates."""
-from curation.chain import run_chain
 from curation_samples import CODES, TITLES, build_catalog, make_sample, sid, write_samples
+
+from curation.chain import run_chain
 from storage.datasets import read_dv
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from curation_samples import HALLUCINATED, good, make_sample, reasoning_text, sid, write_samples
+from test_curation_filters import defect_rows
 from typer.testing import CliRunner
 
 from curation.chain import run_chain
 from curation.report import funnel
-from curation_samples import HALLUCINATED, good, make_sample, reasoning_text, sid, write_samples
 from storage.datasets import read_dv
 from storage.errors import ConfigError
-from test_curation_filters import defect_rows
 
 
 def test_chain_writes_all_samples_verdicts_and_funnel(cat_ws):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from curation_samples import HALLUCINATED, TITLES, make_sample, reasoning_text, sid
 
 from curation.chain import run_filters
 from curation.config import load_chain
-from curation_samples import HALLUCINATED, TITLES, make_sample, reasoning_text, sid
 from storage.cognition import LEVELS, PREAMBLE, skeleton_of, split_levels
 from storage.records import samples_from_pylist
 

@@ -1,9 +1,9 @@
 """`--executor ray`: the row-local filters of a chain run as a Ray Data stage on a local Ray instance and give
 exactly the verdicts and the curated version of the in-process run."""
 import pytest
+from curation_samples import HALLUCINATED, good, make_sample, sid, write_samples
 
 from curation.chain import run_chain
-from curation_samples import HALLUCINATED, good, make_sample, sid, write_samples
 from storage.datasets import read_dv
 
 

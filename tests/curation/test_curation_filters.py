@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from curation.config import load_chain
-from curation.chain import run_filters
-from curation.filters.dedup import NearDedupFilter, NearDedupParams
 from curation_samples import HALLUCINATED, TITLES, good, make_sample, reasoning_text, sid
+
+from curation.chain import run_filters
+from curation.config import load_chain
+from curation.filters.dedup import NearDedupFilter, NearDedupParams
 from storage.records import samples_from_pylist
 
 R2_OK = {"logic_chain": {"name": "from comedies to thrillers", "events": [

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from curation_samples import good
 
 from curation.chain import run_filters
 from curation.config import load_chain
 from curation.report import funnel
 from curation.text import ngram_hashes, normalize_token, subset_tokens, text_keys, word_tokens
-from curation_samples import good
 from storage.datasets import write_version
 from storage.errors import ConfigError, InputError
 from storage.records import CURATED_SCHEMA, samples_from_pylist

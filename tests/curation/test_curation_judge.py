@@ -3,11 +3,12 @@ JSON scores become verdicts, unparsable answers are kept with a reason, errors a
 served from the teacher cache (only failed requests are sent again)."""
 from __future__ import annotations
 
+from curation_samples import good, make_sample, reasoning_text, sid, write_samples
+from fakes.fault_server import FaultServer
+
 from curation.chain import run_chain
 from curation.filters.judge import parse_judgement
-from curation_samples import good, make_sample, reasoning_text, sid, write_samples
 from storage.datasets import read_dv
-from fakes.fault_server import FaultServer
 
 
 def test_parse_judgement():

@@ -60,7 +60,7 @@ class Fault:
     delay_s: float | None = None     # for delay (default: the server's delay_s)
 
     @classmethod
-    def parse(cls, value: "Fault | str | None") -> "Fault":
+    def parse(cls, value: Fault | str | None) -> Fault:
         if isinstance(value, Fault):
             return value
         if value is None or value == "ok":
@@ -206,7 +206,7 @@ class FaultServer:
     def outcomes(self) -> Counter:
         return Counter(e["outcome"] for e in self.log)
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         import uvicorn
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -236,7 +236,7 @@ class FaultServer:
             self._log_f.close()
             self._log_f = None
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from reliability_util import assert_clean_error, build_catalog, run_cli, write_generic_files
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,19 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import yaml
+from reliability_util import (
+    SEED,
+    assert_check_after_kill,
+    assert_check_ok,
+    build_catalog,
+    kill9,
+    recot_popen,
+    recot_run,
+    sample_table,
+    wait_until,
+    write_generic_files,
+)
 
-from reliability_util import (SEED, assert_check_after_kill, assert_check_ok, build_catalog, kill9, recot_popen,
-                              recot_run, sample_table, wait_until, write_generic_files)
 from storage.workspace import Workspace
 
 
@@ -101,8 +111,9 @@ def _good_answer(body, attempt):
 
 
 def test_synth_teacher_task_killed_then_resumed_asks_nothing_twice(tmp_path):
-    from synth.teacher.cache import TeacherCache
     from fakes.fault_server import FaultServer
+
+    from synth.teacher.cache import TeacherCache
 
     rng = random.Random(SEED + 1)
     ws_path = tmp_path / "ws"

@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 
 import yaml
-
 from reliability_util import build_catalog, run_cli
+
 from storage.workspace import Workspace
 
 MARKER = "sk-test-SECRET-9f3c1e7a-reliability-marker"

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -56,7 +54,7 @@ def ensure_catalog(ws) -> None:
                          for k, (iid, _) in enumerate(items)])
 
 
-def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVersion":  # noqa: F821
+def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> DatasetVersion:  # noqa: F821
     """A curated version of `n` samples with per-filter verdicts (items/SIDs from ensure_catalog).
     Sample ids are `<name>.sNNN` (unique per dataset: reviews attach to sample ids across versions).
 
@@ -67,7 +65,7 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> "DatasetVers
 
     ensure_catalog(ws)
     rows, verdicts = [], []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i in range(n):
         hist = [f"m{(i + j) % N_ITEMS}" for j in range(4)]
         target = f"m{(i + 7) % N_ITEMS}"

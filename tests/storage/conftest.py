@@ -2,14 +2,13 @@
 generic CSV/JSONL/Parquet files, written by the tests themselves (no network, no checked-in data)."""
 from __future__ import annotations
 
-import gzip
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from ingest_fixtures import ITEMS, REVIEWS, write_lines  # noqa: E402,F401
 
 
@@ -55,9 +54,9 @@ def generic_files(tmp_path) -> dict[str, Path]:
 
 
 def _iso(t: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The `recot ingest / datasets / workspace` commands end to end (CliRunner for output, subprocess for exit codes)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

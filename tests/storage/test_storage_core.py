@@ -3,12 +3,11 @@ import json
 import subprocess
 import sys
 
-import pyarrow as pa
 import pytest
 
 from storage import sid as S
 from storage.datasets import diff_versions, get_version, lineage, list_versions, read_version, write_version
-from storage.errors import NotFound, WorkspaceBusy
+from storage.errors import NotFound
 from storage.records import samples_from_pylist
 
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ingest_fixtures import REVIEWS, write_lines
+
 from storage.errors import InputError
 from storage.ingest.amazon import ingest_amazon
 from storage.ingest.catalog import IngestOptions

@@ -195,6 +195,7 @@ def train_history_and_target(user: str) -> tuple[list[str], str]:
 
 def test_no_valid_or_test_item_reaches_a_prompt_a_target_or_a_skeleton(movies_ws):
     from fakes.fault_server import FaultServer
+
     from synth.teacher.config import TeacherConfig
 
     bodies: list[dict] = []

@@ -80,7 +80,7 @@ def test_align_user_windows_are_train_only(ml, cat):
         (train[u].append(i) if split == "train" else heldout[u].add(i))
     per_variant = sum(max(0, len(v) - 3) for v in train.values())
     assert by_variant(dv) == {"sid2sid": per_variant, "sid2title": per_variant, "title2sid": per_variant}
-    leaks = q(dv, f"""SELECT count(*) FROM DV d, splits_v s
+    leaks = q(dv, """SELECT count(*) FROM DV d, splits_v s
                      WHERE s.user_id = d.user_id AND s.split <> 'train'
                        AND (list_contains(d.target_item_ids, s.item_id) OR list_contains(d.history_item_ids, s.item_id))"""
               .replace("splits_v", f"read_parquet('{_splits_parquet(ml)}')"))

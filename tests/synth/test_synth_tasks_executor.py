@@ -1,11 +1,11 @@
 """`recot synth run --executor ray`: the parsing stage of a teacher task runs as a Ray Data stage on a local
 Ray instance and writes exactly the samples of the in-process run."""
 import pytest
+from fakes.fault_server import FaultServer
+from test_synth_tasks_teacher import build_tiny, good_answer, teacher
 
 from storage.datasets import read_dv
 from synth.tasks.run import run_task
-from fakes.fault_server import FaultServer
-from test_synth_tasks_teacher import build_tiny, good_answer, teacher
 
 
 def test_ray_parsing_gives_the_same_samples_as_local(tmp_ws, monkeypatch):

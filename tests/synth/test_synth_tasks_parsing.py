@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from storage.errors import ConfigError
 from storage.answer import extract_json_object, parse_logic_chain, plain_answer, split_think, validate_logic_chain
+from storage.errors import ConfigError
 from synth.tasks.templates import load_template
 
 SID = "<|sid_begin|><s_a_1><s_b_2><s_c_3><|sid_end|>"

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pytest
+from fakes.fault_server import FaultServer
 
 from storage.datasets import read_dv
 from storage.errors import ConfigError, NotFound
 from storage.sid import format_sid
 from synth.tasks.run import run_task
 from synth.teacher.config import TeacherConfig
-from fakes.fault_server import FaultServer
 
 # A tiny two-domain catalog: 12 movies, 6 books; 5 users. Item i has SID (i % 4, i % 7, i).
 MOVIE_CATS = ["Drama", "Comedy", "Action", "Drama", "Romance", "Comedy", "Action", "Drama", "Sci-Fi", "Comedy",

@@ -6,10 +6,10 @@ import importlib.util
 import json
 
 import pytest
+from fakes.fault_server import FaultServer
 
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -91,6 +91,7 @@ def test_json_requests_come_back_parseable_or_as_an_invalid_json_row(teacher, tm
 def test_local_model_reloads_when_the_folder_gets_new_weights(tmp_path):
     """RFT retrains into a folder and samples from it again: the shared model cache must notice."""
     import os
+
     from synth.teacher.backends.local_backend import _weights_stamp
     w = tmp_path / "model.safetensors"
     w.write_bytes(b"round 1")

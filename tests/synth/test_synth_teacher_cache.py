@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from fakes.fault_server import FaultServer
+
 from synth.teacher.cache import TeacherCache
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 
 

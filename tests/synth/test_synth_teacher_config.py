@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes.fault_server import FaultServer
 from typer.testing import CliRunner
 
 from storage.errors import ConfigError
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from fakes.fault_server import FaultServer
 from synth.teacher.types import ChatRequest, SamplingParams
 from ui.cli import app
 

@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
+from fakes.fault_server import read_log, subprocess_argv
 
 from synth.teacher.cache import TeacherCache
-from fakes.fault_server import read_log, subprocess_argv
 from synth.teacher.types import ChatRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from fakes.fault_server import FaultServer
+from testutil import free_port
 
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
-from fakes.fault_server import FaultServer
-from testutil import free_port
 from synth.teacher.types import ChatRequest, SamplingParams
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -50,7 +50,7 @@ def build_tiny_ws(root):
             con.execute("INSERT INTO splits VALUES (?, ?, ?, ?, ?, 'default')", [u, it, ts, pos, sp])
     # curated R3 samples: predict the valid item from the train history (never the test item)
     rows = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for u in range(N_USERS):
         seq = [s for s in splits if s[0] == str(u)]
         hist = [(f"Movie {s[1]}", sids[s[1]], s[2]) for s in seq[:HIST - 2]]

@@ -5,9 +5,22 @@ import math
 
 import pytest
 
-from curation.rewards import (answer_sids, bind_rewards, exact_hit, exact_hit_reward, format_reward, hit_at_k,
-                              ndcg_at_k, ndcg_rank_reward, prefix_match_levels, prefix_partial_reward,
-                              prefix_partial_sid_reward, recall_at_k, sid_validity_reward, split_think)
+from curation.rewards import (
+    answer_sids,
+    bind_rewards,
+    exact_hit,
+    exact_hit_reward,
+    format_reward,
+    hit_at_k,
+    ndcg_at_k,
+    ndcg_rank_reward,
+    prefix_match_levels,
+    prefix_partial_reward,
+    prefix_partial_sid_reward,
+    recall_at_k,
+    sid_validity_reward,
+    split_think,
+)
 from storage.sid import format_sid
 
 T = format_sid((1, 2, 3))          # target

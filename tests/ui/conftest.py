@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ui_workspace import APP_PATH, build_viewer_workspace
 
 from storage.workspace import Workspace
-from ui_workspace import APP_PATH, build_viewer_workspace
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def app_test(monkeypatch):
     """Factory: an AppTest of the viewer on a given workspace root."""
     from streamlit.testing.v1 import AppTest
 
-    def make(root: Path) -> "AppTest":
+    def make(root: Path) -> AppTest:
         monkeypatch.setenv("RECOT_VIEWER_WORKSPACE", str(root))
         at = AppTest.from_file(str(APP_PATH), default_timeout=60)
         return at

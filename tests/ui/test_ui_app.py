@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from ui_workspace import HALLUCINATED, NEEDLE, SCRIPT, TITLES, cognition_sample
 
 from storage.datasets import write_version
 from storage.records import samples_from_pylist
-from ui_workspace import HALLUCINATED, NEEDLE, SCRIPT, TITLES, cognition_sample
 
 VIEWER_DIR = Path(__file__).resolve().parents[2] / "ui" / "viewer"
 

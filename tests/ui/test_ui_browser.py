@@ -10,13 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import pyarrow as pa
-
-from storage.datasets import write_version
+import pytest
 from testutil import free_port
 from ui_workspace import SCRIPT
+
+from storage.datasets import write_version
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from ui_workspace import DROPS, HALLUCINATED, NEEDLE, SCRIPT, TITLES, sid
+
 from storage.datasets import get_version, write_version
 from storage.errors import WorkspaceBusy
 from ui.viewer import queries as q

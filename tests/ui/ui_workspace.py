@@ -5,8 +5,7 @@ the ingest/synth/curate packages. One sample carries a <script> payload to check
 from __future__ import annotations
 
 import json
-import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,7 +64,7 @@ def _sample(i: int, **kw) -> dict:
                         {"role": "assistant", "content": "…"}],
            "reasoning": f"The user watched {sid(hist[0])} and liked it.", "answer": sid(target),
            "teacher": "openai:gpt-test", "template_version": "r3@1", "request_key": f"k{i}", "run_id": "synth-run",
-           "sid_version": 1, "created_at": datetime(2024, 2, 1, tzinfo=timezone.utc)}
+           "sid_version": 1, "created_at": datetime(2024, 2, 1, tzinfo=UTC)}
     row.update(kw)
     row["answer_sids"] = kw.get("answer_sids", [m for m in [row["answer"]] if m and m.startswith("<|sid_begin|>")
                                                  and m.endswith("<|sid_end|>")])
@@ -151,7 +150,7 @@ def _curate(ws: Workspace, raw: list[dict]) -> None:
 
 
 def _reviews(ws: Workspace) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [("s0", "ann1", "submitted", 5, "yes", ["good"], None),
             ("s2", "ann1", "draft", 2, "no", ["injection"], None),
             ("s2", "ann2", "submitted", 1, "no", ["bad"], sid("6"))]

@@ -3,7 +3,7 @@ existing curated version; `recot curate filters` lists the filter types and thei
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,10 +17,10 @@ app = typer.Typer(help="Filter chains over sample datasets: verdicts per sample,
 @app.callback(invoke_without_command=True)
 def curate(
     ctx: typer.Context,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="input samples: NAME (latest) or NAME@vN")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="input samples: NAME (latest) or NAME@vN")] = None,
     chain: Annotated[str, typer.Option("--chain", "-c", help="chain name in configs/curation/ or a YAML path")] = "default",
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="output dataset name (default: <input>-curated)")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    out: Annotated[str | None, typer.Option("--out", "-o", help="output dataset name (default: <input>-curated)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="override a filter parameter, FILTER.PARAM=VALUE (repeatable), e.g. near_dup.threshold=0.7")] = None,
     apply_reviews: Annotated[bool, typer.Option(
         "--apply-reviews", help="instead of a chain: apply human review decisions to the curated version --dataset")] = False,
@@ -59,7 +59,7 @@ def curate(
 
 @app.command("report")
 def report(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="curated version NAME[@vN] (default: latest curated)")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="curated version NAME[@vN] (default: latest curated)")] = None,
     examples: Annotated[bool, typer.Option("--examples/--no-examples", help="print example reasons")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the funnel as JSON (what the viewer reads)")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,

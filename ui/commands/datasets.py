@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ app = typer.Typer(no_args_is_help=True, help="List, inspect, diff, export and im
 
 
 @app.command("list")
-def list_cmd(name: Annotated[Optional[str], typer.Argument(help="only this dataset")] = None,
+def list_cmd(name: Annotated[str | None, typer.Argument(help="only this dataset")] = None,
              workspace: WorkspaceOpt = DEFAULT_WS) -> None:
     """Every dataset version: rows, step, parents, run, created time."""
     ws = open_ws(workspace, create=False)
@@ -90,7 +90,7 @@ def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a cata
                                                        "catalog:items, catalog:interactions, catalog:users")],
                out: Annotated[Path, typer.Option("--out", "-o", help="output folder (must not exist or be empty)")],
                fmt: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or openonerec")] = "hf",
-               domain: Annotated[Optional[str], typer.Option(help="catalog exports: only this domain")] = None,
+               domain: Annotated[str | None, typer.Option(help="catalog exports: only this domain")] = None,
                include_rejected: Annotated[bool, typer.Option(help="curated versions: also rows with keep = false")]
                = False,
                parquet_copy: Annotated[bool, typer.Option("--parquet-copy/--no-parquet-copy",

@@ -3,7 +3,7 @@ by side), or `--bench` for one R0 → R3 table. Results are stored in the `evals
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -20,15 +20,15 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option("--split", help="Split to score; only 'test' (leave-last-out) is "
                                                            "supported.")] = "test",
         k: Annotated[str, typer.Option("--k", help="Cut-offs, comma separated.")] = "1,5,10",
-        think: Annotated[Optional[bool], typer.Option("--think/--no-think", help="Thinking or non-thinking "
+        think: Annotated[bool | None, typer.Option("--think/--no-think", help="Thinking or non-thinking "
                                                                                    "prompts (default: no-think).")] = None,
         both: Annotated[bool, typer.Option("--both", help="Score thinking and non-thinking side by side.")] = False,
-        beams: Annotated[Optional[int], typer.Option("--beams", help="Beam width (default max K).")] = None,
-        max_users: Annotated[Optional[int], typer.Option("--max-users", help="Score only the first N test "
+        beams: Annotated[int | None, typer.Option("--beams", help="Beam width (default max K).")] = None,
+        max_users: Annotated[int | None, typer.Option("--max-users", help="Score only the first N test "
                                                                              "users (quick looks).")] = None,
         think_tokens: Annotated[int, typer.Option("--think-tokens", help="Token budget for reasoning before "
                                                                          "the SID in think mode.")] = 128,
-        sid_version: Annotated[Optional[int], typer.Option("--sid-version", help="SID version (default: the "
+        sid_version: Annotated[int | None, typer.Option("--sid-version", help="SID version (default: the "
                                                                                  "model's, else latest).")] = None,
         bench: Annotated[bool, typer.Option("--bench", help="Level-by-level benchmark R0 → R3 on the test "
                                                             "split.")] = False,

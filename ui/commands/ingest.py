@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -71,7 +71,7 @@ def movielens(folder: Annotated[Path, typer.Argument(help="GroupLens folder: ml-
 @app.command("amazon")
 def amazon(reviews: Annotated[Path, typer.Argument(help="reviews_<Cat>.json(.gz) (2014), <Cat>.json.gz (2018) or "
                                                         "<Cat>.jsonl(.gz) (2023)")],
-           meta: Annotated[Optional[Path], typer.Option("--meta", help="meta_<Cat>.json(.gz) / .jsonl(.gz)")] = None,
+           meta: Annotated[Path | None, typer.Option("--meta", help="meta_<Cat>.json(.gz) / .jsonl(.gz)")] = None,
            version: Annotated[str, typer.Option(help="auto, 2014, 2018 or 2023")] = "auto",
            workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "amazon", kcore: KcoreOpt = 0,
            min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True,
@@ -87,8 +87,8 @@ def amazon(reviews: Annotated[Path, typer.Argument(help="reviews_<Cat>.json(.gz)
 @app.command("generic")
 def generic(items: Annotated[Path, typer.Option("--items", help="items file: .csv/.tsv/.parquet/.jsonl (.gz ok)")],
             interactions: Annotated[Path, typer.Option("--interactions", help="interactions file")],
-            users: Annotated[Optional[Path], typer.Option("--users", help="optional users file")] = None,
-            mapping: Annotated[Optional[str], typer.Option(
+            users: Annotated[Path | None, typer.Option("--users", help="optional users file")] = None,
+            mapping: Annotated[str | None, typer.Option(
                 "--map", help="FIELD=COLUMN,... for user, item, ts, rating, title, description, categories "
                               "(defaults: user_id, item_id, timestamp, rating, title, description, categories)")] = None,
             categories_sep: Annotated[str, typer.Option("--categories-sep", help="separator of a string categories "

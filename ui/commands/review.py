@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -68,7 +68,7 @@ def _print_status(st, ws, show_key: bool = False) -> None:
     if st.username:
         console.print(f"  {'user' if st.state == 'external' else 'owner'}:    {st.username}")
     if st.state in ("running", "degraded"):
-        console.print(f"  processes: " + ", ".join(f"{n} {p}{'' if st.alive.get(n) else ' (dead)'}"
+        console.print("  processes: " + ", ".join(f"{n} {p}{'' if st.alive.get(n) else ' (dead)'}"
                                                   for n, p in st.pids.items()))
         console.print(f"  credentials: {stack.credentials_path(ws)} (mode 0600)")
     if show_key:
@@ -132,7 +132,7 @@ def push(dataset: DatasetOpt,
 
 
 @app.command()
-def pull(dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only this curated dataset "
+def pull(dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this curated dataset "
                                                        "(default: every dataset pushed from this workspace).")] = None,
          workspace: WorkspaceOpt = DEFAULT_WS, as_json: JsonOpt = False) -> None:
     """Pull submitted and discarded responses into the `reviews` table (only new or changed ones are written)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -65,7 +65,7 @@ def build(
     levels: Annotated[int, typer.Option(help="Codes per SID (before the collision level).")] = 3,
     codebook_size: Annotated[int, typer.Option("--codebook-size", "-k", help="Codes per level (K).")] = 256,
     seed: Annotated[int, typer.Option(help="k-means seed; same seed + same items → same codes.")] = 0,
-    vectors: Annotated[Optional[Path], typer.Option(
+    vectors: Annotated[Path | None, typer.Option(
         help="Parquet file with columns item_id, vector (list<float>) to use instead of text embeddings.")] = None,
     balanced: Annotated[bool, typer.Option(help="Capacity-constrained assignment (spreads items over codes).")] = False,
     progress: Annotated[bool, typer.Option(help="Show embedding progress.")] = True,
@@ -90,9 +90,9 @@ def build(
 @app.command("show")
 def show(
     workspace: WorkspaceOpt = DEFAULT_WS,
-    version: Annotated[Optional[int], typer.Option("--version", "-v", help="SID version (default: latest).")] = None,
-    item: Annotated[Optional[str], typer.Option("--item", help="Show the SID of this item id.")] = None,
-    sid: Annotated[Optional[str], typer.Option("--sid", help="Show the item behind this SID.")] = None,
+    version: Annotated[int | None, typer.Option("--version", "-v", help="SID version (default: latest).")] = None,
+    item: Annotated[str | None, typer.Option("--item", help="Show the SID of this item id.")] = None,
+    sid: Annotated[str | None, typer.Option("--sid", help="Show the item behind this SID.")] = None,
     list_versions: Annotated[bool, typer.Option("--list", help="List all SID versions.")] = False,
 ) -> None:
     """Print a SID version's report, or look an item / SID up."""

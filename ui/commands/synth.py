@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -47,23 +47,23 @@ def _parse_kv(pairs: list[str]) -> dict[str, str]:
 def run_cmd(
     task: Annotated[str, typer.Argument(help="Task name (see `recot synth list`).")],
     workspace: WorkspaceOpt = DEFAULT_WS,
-    users: Annotated[Optional[int], typer.Option(help="At most N users (seeded order).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most N prompts / samples.")] = None,
-    teacher: Annotated[Optional[list[Path]], typer.Option(
+    users: Annotated[int | None, typer.Option(help="At most N users (seeded order).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N prompts / samples.")] = None,
+    teacher: Annotated[list[Path] | None, typer.Option(
         "--teacher", "-t", help="Teacher config YAML (repeat for several teachers; default: the embedded "
                                 "local model).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="hint (teacher sees the held-out target) or blind.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Samples per prompt.")] = None,
-    think: Annotated[Optional[bool], typer.Option("--think/--no-think",
+    mode: Annotated[str | None, typer.Option(help="hint (teacher sees the held-out target) or blind.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per prompt.")] = None,
+    think: Annotated[bool | None, typer.Option("--think/--no-think",
                                                   help="Emit the /think (default) or the /no_think variant.")] = None,
     both: Annotated[bool, typer.Option("--both", help="Emit both /think and /no_think variants.")] = False,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: the task's, 'alignment' or "
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: the task's, 'alignment' or "
                                                         "'cot').")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for every sampling decision.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Teacher max new tokens.")] = None,
-    target_split: Annotated[Optional[str], typer.Option(
+    seed: Annotated[int | None, typer.Option(help="Seed for every sampling decision.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Teacher max new tokens.")] = None,
+    target_split: Annotated[str | None, typer.Option(
         help="train (default: target = last TRAIN item, no leakage) | valid | test.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option(
+    option: Annotated[list[str] | None, typer.Option(
         "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
     executor: Annotated[str, typer.Option(

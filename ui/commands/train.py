@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -13,15 +13,15 @@ from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
 app = typer.Typer(no_args_is_help=True, help="Train models on curated datasets (thin TRL launches: pretrain, "
                                              "sft, rl, rft, merge, distill).")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/train/).")]
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset ref NAME or NAME@vN "
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/train/).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset ref NAME or NAME@vN "
                                                                            "(overrides the config's).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or hub id "
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model folder or hub id "
                                                                        "(default: the config's, else the "
                                                                        "embedded SmolLM2-135M).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output model folder "
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output model folder "
                                                                     "(default <workspace>/models/<run id>).")]
-OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="KEY=VALUE overrides, e.g. max_steps=10 "
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. max_steps=10 "
                                                                   "trl.use_vllm=true")]
 
 

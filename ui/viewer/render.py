@@ -9,8 +9,9 @@ punctuation be escaped), and the only markup is what this module adds around esc
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
 
 from storage.sid import CODE_TOKEN_RE, SID_LIKE_RE, SID_RE, is_valid_sid, parse_sid
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from synth.teacher.backends.base import Backend, Completion
 from synth.teacher.errors import TeacherAttemptError

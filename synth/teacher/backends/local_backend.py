@@ -92,7 +92,7 @@ class LocalBackend(BatchingBackend):
         return results
 
 
-_LOADED: "OrderedDict[tuple, tuple]" = OrderedDict()
+_LOADED: OrderedDict[tuple, tuple] = OrderedDict()
 _LOADED_LOCK = threading.Lock()
 _MAX_LOADED = 2
 

@@ -43,7 +43,7 @@ def sampling_params(vllm, request: ChatRequest):
             from vllm.sampling_params import StructuredOutputsParams  # vLLM >= 0.11
             kw["structured_outputs"] = StructuredOutputsParams(json=schema)
         except ImportError:
-            from vllm.sampling_params import GuidedDecodingParams      # vLLM 0.6 – 0.10
+            from vllm.sampling_params import GuidedDecodingParams  # vLLM 0.6 – 0.10
             kw["guided_decoding"] = GuidedDecodingParams(json=schema)
     return vllm.SamplingParams(**kw)
 
