@@ -15,13 +15,53 @@ from typing import Iterable, Mapping, Sequence
 
 SID_BEGIN = "<|sid_begin|>"
 SID_END = "<|sid_end|>"
+CODE_TOKEN_PREFIX = "<s_"
+"""What every code token starts with (`<s_a_12>`): counting it counts code tokens."""
 LETTERS = string.ascii_lowercase
+
+# Patterns as strings in the common subset of Python `re` and RE2 (DuckDB's regexp_*, pyarrow.compute), no
+# single quotes, so they can be inlined into SQL literals. Everything outside this module that needs the SID
+# grammar in a regex or in SQL takes it from here.
+_B, _E = re.escape(SID_BEGIN), re.escape(SID_END)
+CODE_TOKEN_PATTERN = r"<s_[a-z]_\d+>"
+SID_PATTERN = rf"{_B}((?:{CODE_TOKEN_PATTERN})+){_E}"
+"""A well-formed SID; group 1 is its code tokens (`<s_a_1><s_b_2>`)."""
+SID_SQL_PATTERN = rf"{_B}(?:{CODE_TOKEN_PATTERN})+{_E}"
+"""The same without a capture group (for `regexp_extract_all(text, pattern)` → whole SIDs)."""
 
 CODE_TOKEN_RE = re.compile(r"<s_([a-z])_(\d+)>")
 # A well-formed SID anywhere in free text.
-SID_RE = re.compile(r"<\|sid_begin\|>((?:<s_[a-z]_\d+>)+)<\|sid_end\|>")
+SID_RE = re.compile(SID_PATTERN)
 # Anything that looks like an attempt at a SID (for naming malformed ones in curation reasons).
-SID_LIKE_RE = re.compile(r"<\|sid_begin\|>.*?(?:<\|sid_end\|>|(?=\s)|$)|(?:<s_[a-z]_\d+>)+")
+SID_LIKE_RE = re.compile(rf"{_B}.*?(?:{_E}|(?=\s)|$)|(?:{CODE_TOKEN_PATTERN})+")
+# An open SID prefix: the begin tag and code tokens NOT followed by another code token or the end tag
+# (`<|sid_begin|><s_a_12>` in token alignment). Python only (look-ahead); group 1 is the code tokens.
+OPEN_PREFIX_RE = re.compile(rf"{_B}((?:{CODE_TOKEN_PATTERN})+)(?!{re.escape(CODE_TOKEN_PREFIX)}|{_E})")
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def sid_prefix_sql(codes_expr: str, levels: int) -> str:
+    """A DuckDB expression for the open SID prefix of the first `levels` codes of a list expression:
+    `sid_prefix_sql("codes", 2)` → `'<|sid_begin|><s_a_' || codes[1] || '><s_b_' || codes[2] || '>'`."""
+    parts = [_sql_str(SID_BEGIN)]
+    for lv in range(levels):
+        parts += [_sql_str(f"<s_{LETTERS[lv]}_"), f"{codes_expr}[{lv + 1}]", _sql_str(">")]
+    sql = " || ".join(parts)
+    return sql.replace("' || '", "")           # merge adjacent literals: readable SQL
+
+
+def sid_from_codes_sql(tokens_expr: str) -> str:
+    """A DuckDB expression wrapping code tokens (`<s_a_1><s_b_2>`, SID_PATTERN's group 1) into a full SID."""
+    return f"{_sql_str(SID_BEGIN)} || {tokens_expr} || {_sql_str(SID_END)}"
+
+
+def count_sql(text_expr: str, token: str) -> str:
+    """A DuckDB expression counting non-overlapping occurrences of `token` (e.g. SID_BEGIN, CODE_TOKEN_PREFIX)
+    in a text expression, without a regex."""
+    return f"((length({text_expr}) - length(replace({text_expr}, {_sql_str(token)}, ''))) // {len(token)})"
 
 
 class SidFormatError(ValueError):

@@ -12,6 +12,7 @@ Counts (documented in docs/tasks.md, checked by tests):
 """
 from __future__ import annotations
 
+from storage.sid import sid_prefix_sql
 from synth.tasks.base import DETERMINISTIC, Option, Task, TaskContext
 from synth.tasks.registry import register
 from synth.tasks.sql import catalog_cte, fill, hash_order, samples_select, train_cte
@@ -34,10 +35,10 @@ def _token_sql(ctx: TaskContext) -> str:
     levels = [int(x) for x in ctx.opt("levels")]
     pre = []
     if 1 in levels:
-        pre.append("SELECT 1 AS lvl, '<|sid_begin|><s_a_' || codes[1] || '>' AS prefix, item_id, categories, "
+        pre.append(f"SELECT 1 AS lvl, {sid_prefix_sql('codes', 1)} AS prefix, item_id, categories, "
                    "attributes, domain FROM cat")
     if 2 in levels:
-        pre.append("SELECT 2 AS lvl, '<|sid_begin|><s_a_' || codes[1] || '><s_b_' || codes[2] || '>' AS prefix, "
+        pre.append(f"SELECT 2 AS lvl, {sid_prefix_sql('codes', 2)} AS prefix, "
                    "item_id, categories, attributes, domain FROM cat WHERE len(codes) >= 2")
     if not pre:
         from storage.errors import ConfigError

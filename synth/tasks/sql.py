@@ -4,11 +4,9 @@ SAMPLE_SCHEMA rows — ids, messages, parsed SIDs — inside DuckDB, so no Pytho
 """
 from __future__ import annotations
 
+from storage.sid import SID_SQL_PATTERN
 from synth.tasks.base import TaskContext
 from synth.tasks.templates import sql_str
-
-# Same pattern as storage.sid.SID_RE (RE2 syntax).
-SID_REGEX = r"<\|sid_begin\|>(?:<s_[a-z]_\d+>)+<\|sid_end\|>"
 
 SAMPLE_COLUMN_TYPES = {
     "sample_id": "VARCHAR", "prompt_id": "VARCHAR", "task": "VARCHAR", "level": "VARCHAR", "mode": "VARCHAR",
@@ -82,7 +80,7 @@ def samples_select(ctx: TaskContext, body: str, *, ctes: list[str]) -> str:
                ::STRUCT(role VARCHAR, content VARCHAR)[] AS messages,
            NULL::VARCHAR AS reasoning,
            b.assistant_text AS answer,
-           regexp_extract_all(b.assistant_text, '{SID_REGEX}') AS answer_sids,
+           regexp_extract_all(b.assistant_text, '{SID_SQL_PATTERN}') AS answer_sids,
            NULL::VARCHAR AS reference,
            json_merge_patch(to_json({{'variant': b.variant}}), coalesce(b.extra::JSON, '{{}}'::JSON))::VARCHAR AS extra,
            'catalog' AS teacher,
