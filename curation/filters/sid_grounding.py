@@ -14,7 +14,6 @@ mention that does not resemble the SID's own title.
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +24,8 @@ import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
 from curation.catalog import normalize_title, sample_sid_versions
-from storage.sid import SID_RE, find_malformed_sids, is_valid_sid
+from storage.sid import (CODE_TOKEN_PREFIX, OPEN_PREFIX_RE, SID_BEGIN, SID_END, SID_RE, count_sql, find_malformed_sids,
+                         is_valid_sid, sid_from_codes_sql)
 
 _SID = SID_RE.pattern  # RE2-compatible (no look-around)
 _AFTER = _SID + (r"""(?:\s*\(\s*"([^"\n]{2,200})"\s*\)"""                 # SID ("Title")
@@ -137,7 +137,7 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
                     difflib.SequenceMatcher(None, m_n, o_n).ratio() >= p.title_similarity)
             if same or (p.title_mismatch == "other_title" and m_n not in other_titles):
                 continue
-            full = f"<|sid_begin|>{sid}<|sid_end|>"
+            full = SID_BEGIN + sid + SID_END
             tally.issues[row].append(f"title mismatch: {full} is {own!r} but the text calls it {mention!r}")
             tally.n_bad[row] += 1
 
@@ -153,13 +153,13 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
         values = text.to_pylist()
         for i in rows:
             s = values[i] or ""
-            for m in _OPEN_PREFIX_RE.finditer(s):
+            for m in OPEN_PREFIX_RE.finditer(s):
                 tally.n_sids[i] += 1
                 if (int(versions[i]), m.group(1)) not in known:
                     tally.n_bad[i] += 1
                     tally.issues[i].append(f"unknown SID prefix: {m.group(0)!r} starts no SID in version "
                                            f"{versions[i]}")
-            values[i] = _OPEN_PREFIX_RE.sub(" ", s)
+            values[i] = OPEN_PREFIX_RE.sub(" ", s)
         return pa.chunked_array([pa.array(values, pa.string())])
 
 
@@ -175,14 +175,13 @@ def _find_sids(text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table, check
         con.register("cat", cat)
         # per row: SIDs by the regex, and raw counts of begin tags and code tokens; a row whose counts
         # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python)
-        counts = con.sql("""
-            SELECT (length(text) - length(replace(text, '<|sid_begin|>', ''))) // 13 AS n_begin,
-                   (length(text) - length(replace(text, '<s_', ''))) // 3 AS n_code FROM t ORDER BY _row
-            """).fetchnumpy()
+        counts = con.sql(f"""
+            SELECT {count_sql("text", SID_BEGIN)} AS n_begin, {count_sql("text", CODE_TOKEN_PREFIX)} AS n_code
+            FROM t ORDER BY _row""").fetchnumpy()
         occ = con.execute(f"""
             WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{_SID}')) AS sid FROM t)
             SELECT _row, count(*) AS n_sids,
-                   sum((length(occ.sid) - length(replace(occ.sid, '<s_', ''))) // 3) AS n_codes,
+                   sum({count_sql('occ.sid', CODE_TOKEN_PREFIX)}) AS n_codes,
                    count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
                    list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
             FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
@@ -201,12 +200,8 @@ def _find_sids(text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table, check
                            unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
                 SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
                        cat.title
-                FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = '<|sid_begin|>' || m.sid || '<|sid_end|>'
+                FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = {sid_from_codes_sql('m.sid')}
                 ORDER BY m._row""").fetchall()
     finally:
         con.close()
     return counts, occ, mentions
-
-
-# `<|sid_begin|>` + code tokens NOT followed by another code token or the end tag: an open prefix
-_OPEN_PREFIX_RE = re.compile(r"<\|sid_begin\|>((?:<s_[a-z]_\d+>)+)(?!<s_|<\|sid_end\|>)")
