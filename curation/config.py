@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from curation.base import Filter, get_filter_class, registry
+from storage.config import parse_scalar, read_yaml
 from storage.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "curation"
@@ -95,12 +95,7 @@ def load_chain(chain: str | Path | ChainConfig | dict, overrides: list[str] | No
             path = CONFIG_DIR / f"{chain}.yaml"
         if not path.exists():
             raise ConfigError(f"chain {chain!r} not found: no file {path}; built-in chains: {', '.join(list_chains())}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping with a `filters:` list")
+        data, _ = read_yaml(path, what="chain", expected="a mapping with a `filters:` list")
         data.setdefault("name", path.stem)
         cfg, source = _validate(data, str(path)), str(path)
     if overrides:
@@ -129,7 +124,7 @@ def apply_overrides(cfg: ChainConfig, overrides: list[str], source: str = "<chai
         if label not in by_label:
             raise ConfigError(f"override {ov!r}: no filter named {label!r} in {source} "
                               f"(filters: {', '.join(by_label)})")
-        value = yaml.safe_load(raw)
+        value = parse_scalar(raw)
         if param in ("enabled", "only_kept"):
             by_label[label][param] = value
         else:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from storage.errors import ConfigError
+from storage.config import load_model
 
 C = TypeVar("C", bound="TrainConfig")
 
@@ -41,6 +40,21 @@ class TrainConfig(BaseModel):
     add_sid_tokens: bool = True              # extend the tokenizer with the SID version's tokens first
     trl: dict[str, Any] = Field(default_factory=dict)  # passed verbatim to the TRL / transformers config
 
+    @field_validator("trl")
+    @classmethod
+    def _trl_keys_are_not_recot_fields(cls, trl: dict[str, Any]) -> dict[str, Any]:
+        """A `trl:` key that recot sets itself would reach the TRL config twice (a duplicate-keyword crash, or
+        one value silently winning): refuse it and say where it belongs."""
+        own = set(cls.model_fields) - {"trl"}
+        clash = sorted(k for k in trl if k in own or k == "output_dir")
+        if clash:
+            k = clash[0]
+            where = ("set by recot (use `out:`)" if k == "output_dir"
+                     else f"also the recot field `{k}`; set it once, as top-level `{k}:`")
+            raise ValueError(f"trl.{k} is {where}" + (f" (also clashing: {', '.join(clash[1:])})"
+                                                       if len(clash) > 1 else ""))
+        return trl
+
     def training_args(self) -> dict[str, Any]:
         """Keyword arguments shared by transformers' TrainingArguments and every TRL config."""
         args = dict(
@@ -54,54 +68,10 @@ class TrainConfig(BaseModel):
         return args
 
 
-def _coerce(value: str) -> Any:
-    """CLI override values are YAML scalars: '3' → 3, 'true' → True, '[1, 2]' → [1, 2]."""
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply `a.b=value` overrides (dots reach into nested mappings such as `trl.use_vllm=true`)."""
-    data = dict(data)
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r}: expected KEY=VALUE (e.g. max_steps=5 or trl.use_vllm=true)")
-        key, value = ov.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {ov!r}: {p!r} is not a mapping")
-        node[parts[-1]] = _coerce(value)
-    return data
-
-
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> C:
-    """Read YAML `path` (optional), apply overrides and keyword fields (None values ignored), validate.
-    Errors name the file and the field."""
-    data: dict[str, Any] = {}
-    source = "<options>"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.exists():
-            raise ConfigError(f"training config {p} not found (see configs/train/*.yaml)")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of training settings, got {type(loaded).__name__}")
-        data = loaded
-    data = apply_overrides(data, overrides)
-    data.update({k: v for k, v in fields.items() if v is not None})
-    try:
-        return cls(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err.get("loc", ())) or "?"
-        raise ConfigError(f"{source}: field '{field}': {err.get('msg')}") from None
+    """Read YAML `path` (optional), apply `key=value` overrides (`trl.warmup_steps=2` reaches into `trl:`) and
+    keyword fields (None values ignored), validate. Errors name the file, the field and its line."""
+    return load_model(cls, path, overrides, what="training config", hint=" (see configs/train/*.yaml)",
+                      expected="a mapping of training settings", fields=fields,
+                      example="max_steps=5 or trl.warmup_steps=2")

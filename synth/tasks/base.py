@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from storage.answer import Parsed  # noqa: F401  (re-exported: tasks build Parsed values)
+from storage.config import coerce
 from storage.errors import ConfigError
 from storage.workspace import Workspace
 from synth.tasks.templates import Template
@@ -32,31 +33,11 @@ class Option:
     help: str
 
     def coerce(self, value: Any) -> Any:
-        """Options arrive as strings from the CLI (`--option k=v`); convert them to the default's type."""
-        d = self.default
-        if value is None or isinstance(d, str) and isinstance(value, str):
+        """Options arrive as strings from the CLI (`--option k=v`); convert them to the default's type (read
+        the way every config value is: storage.config.coerce)."""
+        if value is None or self.default is None:
             return value
-        try:
-            if isinstance(d, bool):
-                if isinstance(value, bool):
-                    return value
-                s = str(value).strip().lower()
-                if s in ("1", "true", "yes", "on"):
-                    return True
-                if s in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if isinstance(d, int):
-                return int(value)
-            if isinstance(d, float):
-                return float(value)
-            if isinstance(d, list):
-                if isinstance(value, (list, tuple)):
-                    return list(value)
-                return [v.strip() for v in str(value).split(",") if v.strip()]
-        except (TypeError, ValueError):
-            raise ConfigError(f"option '{self.name}': expected {type(d).__name__}, got {value!r}") from None
-        return value
+        return coerce(value, type(self.default), self.name)
 
 
 # Options every task understands (run.py applies them).

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from storage.config import Loc, read_yaml, validate
 from storage.errors import ConfigError
 from storage.redact import redact
 
@@ -80,33 +80,25 @@ class TeacherConfig(BaseModel):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, *, source: str = "<dict>") -> "TeacherConfig":
+    def from_dict(cls, data: dict[str, Any] | None, *, source: str = "<dict>",
+                  lines: dict[Loc, int] | None = None) -> "TeacherConfig":
+        """Validate `data` (a file may nest it under a top-level `teacher:`); `lines` (from
+        storage.config.read_yaml) lets errors name the line."""
         data = dict(data or {})
+        lines = dict(lines or {})
         if "teacher" in data and isinstance(data["teacher"], dict) and len(data) == 1:
             data = dict(data["teacher"])           # allow a file with a top-level `teacher:` section
+            lines = {loc[1:]: n for loc, n in lines.items() if loc[:1] == ("teacher",) and len(loc) > 1}
         if "api_key" in data:
             raise ConfigError(f"{source}: field 'api_key': keys are never stored in configs; put the key in "
                               f"an environment variable and name it with api_key_env "
                               f"(default OPENAI_API_KEY)")
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-            raise ConfigError(f"{source}: field '{field}': {err.get('msg')}") from None
+        return validate(cls, data, source, lines)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "TeacherConfig":
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"teacher config {p} not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of teacher settings, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(p))
+        data, lines = read_yaml(path, what="teacher config", expected="a mapping of teacher settings")
+        return cls.from_dict(data, source=str(Path(path)), lines=lines)
 
     @classmethod
     def coerce(cls, value: "TeacherConfig | dict | str | os.PathLike | None") -> "TeacherConfig":

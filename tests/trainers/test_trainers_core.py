@@ -112,6 +112,31 @@ def test_config_errors_name_file_and_field(tmp_path):
     cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml", ["max_steps=7", "trl.warmup_steps=1"],
                       dataset="x@v1")
     assert cfg.max_steps == 7 and cfg.trl == {"warmup_steps": 1} and cfg.dataset == "x@v1"
+    bad.write_text("model: m\n\nmax_steps: lots\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'max_steps' \(line 3\)"):
+        load_config(SFTTrainConfig, bad)
+
+
+def test_trl_key_that_is_also_a_recot_field_is_refused(tmp_path):
+    """`max_length` is a recot field that recot passes to SFTConfig itself; also setting `trl.max_length`
+    used to crash deep inside TRL with a duplicate-keyword TypeError."""
+    from trainers.config import load_config
+    from trainers.rl import RLConfig
+    from trainers.sft import SFTTrainConfig
+
+    both = tmp_path / "both.yaml"
+    both.write_text("max_length: 128\ntrl:\n  warmup_steps: 1\n  max_length: 64\n")
+    with pytest.raises(ConfigError, match=r"both.yaml: field 'trl' \(line 2\): trl.max_length is also the recot "
+                                          r"field `max_length`; set it once, as top-level `max_length:`"):
+        load_config(SFTTrainConfig, both)
+    with pytest.raises(ConfigError, match=r"trl.temperature is also the recot field `temperature`.*"
+                                          r"also clashing: use_vllm"):
+        load_config(RLConfig, CONFIGS / "rl.cpu.yaml", ["trl.use_vllm=true", "trl.temperature=0.5"])
+    with pytest.raises(ConfigError, match=r"trl.output_dir is set by recot \(use `out:`\)"):
+        load_config(SFTTrainConfig, None, ["trl.output_dir=/tmp/x"])
+    both.write_text("max_length: 128\ntrl:\n  warmup_steps: 1\n")   # trl keys recot does not own are fine
+    ok = load_config(SFTTrainConfig, both, ["trl.lr_scheduler_type=cosine"])
+    assert ok.max_length == 128 and ok.trl == {"warmup_steps": 1, "lr_scheduler_type": "cosine"}
 
 
 @pytest.mark.slow
