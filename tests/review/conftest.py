@@ -81,7 +81,8 @@ def build_curated(ws, name: str = "curated", n: int = N_SAMPLES) -> DatasetVersi
                   "leakage": 0.0, "llm_judge": round(i / (n - 1), 4)}
         dropped = [f for f in FILTERS if not v[f]]
         rows.append({
-            "sample_id": f"{name}.s{i:03d}", "prompt_id": f"{name}.p{i:03d}", "task": "r3_recommend" if i % 3 else "r1_explain",
+            "sample_id": f"{name}.s{i:03d}", "prompt_id": f"{name}.p{i:03d}",
+            "task": "r3_recommend" if i % 3 else "r1_explain",
             "level": "R1" if i % 2 == 0 else "R3", "mode": "none", "think": True, "domain": "movies",
             "user_id": f"u{i}", "history_item_ids": hist, "target_item_ids": [target],
             "target_sids": [format_sid([k_t % 8, (k_t // 8) % 8, k_t % 3])],

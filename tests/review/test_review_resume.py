@@ -140,3 +140,32 @@ def test_dataset_deleted_on_server(make_curated, argilla_ws, post_response):
     assert (res.already_there, res.sent) == (0, 8)
     assert pull(ws, dv.ref).unchanged == 0  # nothing answered on the new dataset yet; old rows kept
     assert ws.query("SELECT count(*) FROM reviews WHERE dataset = ?", [dv.ref]) == [(1,)]
+
+
+def test_push_after_a_draft_left_by_a_killed_create_recreates_the_dataset(make_curated, argilla_ws):
+    """A push killed while the SDK created the dataset leaves a draft (created, not yet published, no
+    records); the next push replaces it with a published dataset and sends every record."""
+    import httpx
+
+    from curation.review.client import argilla_client, ensure_workspace, find_dataset, is_published
+    from curation.review.push import push
+    from curation.review.stack import connect
+
+    ws = argilla_ws
+    dv = make_curated("draft", 5)
+    conn = connect(ws)
+    name = f"{dv.name}-v{dv.version}"
+    with argilla_client(conn) as c:
+        wid = str(ensure_workspace(c, "recot").id)
+    # the first request of the SDK's Dataset.create(), and nothing after it
+    r = httpx.post(f"{conn.url}/api/v1/datasets", headers=conn.headers(), json={"name": name, "workspace_id": wid})
+    assert r.status_code == 201, r.text
+    with argilla_client(conn) as c:
+        assert not is_published(find_dataset(c, "recot", name))
+
+    res = push(ws, dv.ref, size=5)
+    assert (res.already_there, res.sent) == (0, 5)
+    with argilla_client(conn) as c:
+        ds = find_dataset(c, "recot", name)
+        assert is_published(ds) and str(ds.id) != r.json()["id"]
+    assert sorted(_server_records(conn, name)) == [f"{dv.name}.s{i:03d}" for i in range(5)]

@@ -44,3 +44,25 @@ def test_judge_rating_scales(score, rating):
     from curation.review.push import judge_rating
 
     assert judge_rating(score) == rating
+
+
+def test_issue_labels_and_judge_come_from_the_filter_classes(offline_curated):
+    """Verdict labels map to filter classes through the curation funnel (label → type), also for a version
+    that only has a parent's funnel; a label with no filter class is 'other' and no judge, whatever it says."""
+    from curation.review.filter_kinds import FilterKinds, filter_kinds
+    from storage.datasets import read_dv, write_version
+    from storage.records import CURATED_SCHEMA
+
+    ws, dv = offline_curated
+    kinds = filter_kinds(ws, dv)
+    assert [kinds.issue_label(f) for f in ("format", "sid_validity", "leakage", "llm_judge", "human")] == \
+        ["format", "hallucinated_item", "leaked_target", "wrong_logic", "other"]
+    assert [f for f in ("format", "sid_validity", "leakage", "llm_judge", "human") if kinds.is_judge(f)] == ["llm_judge"]
+
+    child = write_version(ws, dv.name, read_dv(dv), step="review_apply", schema=CURATED_SCHEMA,
+                          parents=[(dv.name, dv.version)], config={})
+    assert filter_kinds(ws, child).is_judge("llm_judge") and filter_kinds(ws, child).issue_label("leakage") == "leaked_target"
+
+    bare = FilterKinds()  # no funnel: only labels that are filter type names are known
+    assert bare.issue_label("sid_grounding") == "hallucinated_item" and bare.is_judge("judge")
+    assert bare.issue_label("my_leak_check") == "other" and not bare.is_judge("llm_judge")

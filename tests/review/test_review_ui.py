@@ -22,10 +22,11 @@ def test_annotator_reviews_trace_in_browser(curated, tmp_path):
     from curation.review.stack import connect
     from curation.review.users import add_annotator
 
-    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), "headless Chromium missing (scripts/setup.sh installs it)"
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), \
+        "headless Chromium missing (scripts/setup.sh installs it)"
     ws, dv = curated
     res = push(ws, dv.ref, size=1, strategy="uncertain")
-    dora = add_annotator(ws, "dora", password="dora-pass-123")
+    add_annotator(ws, "dora", password="dora-pass-123")
     conn = connect(ws)
     with argilla_client(conn) as c:
         ds = find_dataset(c, "recot", res.argilla_dataset)

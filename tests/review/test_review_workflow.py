@@ -69,7 +69,8 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
 
     # a second push with a larger size only sends what is missing
     res2 = push(ws, dv.ref, size=14, strategy="stratified", batch_size=4)
-    assert res2.already_there + res2.sent == 14 and res2.sent == len(set(select_samples(ws, dv, 14, "stratified")) - set(ids))
+    assert res2.already_there + res2.sent == 14
+    assert res2.sent == len(set(select_samples(ws, dv, 14, "stratified")) - set(ids))
     res3 = push(ws, dv.ref, size=14, strategy="stratified")
     assert (res3.sent, res3.already_there) == (0, 14)
 
