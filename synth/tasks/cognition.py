@@ -26,8 +26,15 @@ from storage.answer import extract_json_object, parse_logic_chain, split_think
 from storage.cognition import SKELETON_KEY, split_levels
 from storage.errors import ConfigError
 from synth.tasks.base import COT_OPTIONS, TEACHER, Option, Parsed, Prompt, Task, TaskContext
-from synth.tasks.history import (HISTORY_FORMATS, Event, UserHistory, check_history_format, history_fields,
-                                 load_histories, render_history)
+from synth.tasks.history import (
+    HISTORY_FORMATS,
+    Event,
+    UserHistory,
+    check_history_format,
+    history_fields,
+    load_histories,
+    render_history,
+)
 from synth.tasks.registry import register
 from synth.tasks.skeleton import compute_skeletons
 
@@ -52,7 +59,8 @@ def _noise_pool(ctx: TaskContext) -> list[Event]:
     return [Event(item_id=r[0], sid=r[1], title=r[2], ts=None, domain=r[3], categories=list(r[4] or [])) for r in rows]
 
 
-def _inject_noise(ctx: TaskContext, uh: UserHistory, events: list[Event], pool: list[Event]) -> tuple[list[Event], list[Event]]:
+def _inject_noise(ctx: TaskContext, uh: UserHistory, events: list[Event],
+                  pool: list[Event]) -> tuple[list[Event], list[Event]]:
     """Insert round(noise * len) random catalog items the user NEVER interacted with (in any split, so no
     valid/test item can sneak in), each dated like its neighbour. Seeded per user."""
     frac = float(ctx.opt("noise"))

@@ -27,8 +27,9 @@ same skeletons.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -99,7 +100,8 @@ ORDER BY h, id
 """
 
 
-def _groups(histories: Sequence[Sequence[Event]], params: SkeletonParams) -> dict[int, list[tuple[int, str, list[int]]]]:
+def _groups(histories: Sequence[Sequence[Event]],
+            params: SkeletonParams) -> dict[int, list[tuple[int, str, list[int]]]]:
     """{history index: [(kind, key, member positions), …] in point-id order} for every history at once."""
     hs, pos, sids, cats = [], [], [], []
     for h, evs in enumerate(histories):

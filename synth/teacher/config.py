@@ -27,7 +27,7 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["openai", "vllm", "local"] = "local"
+    backend: Literal["openai", "vllm", "local", "skeleton"] = "local"   # skeleton: no model (model: v1)
     model: str = LOCAL_MODEL_NAME
     base_url: str | None = None                    # openai: e.g. http://127.0.0.1:8000/v1; None = api.openai.com
     api_key_env: str = "OPENAI_API_KEY"            # env var holding the key; read at call time, never stored

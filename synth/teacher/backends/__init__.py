@@ -1,4 +1,5 @@
-"""Backends: one small module each, one interface (`base.Backend`). `make_backend(config)` picks one."""
+"""Backends: one small module each, one interface (`base.Backend`). `make_backend(config)` picks one.
+`skeleton` is not a model: it puts a prompt's data-derived cognition skeleton into words (skeleton_backend.py)."""
 from __future__ import annotations
 
 from synth.teacher.backends.base import Backend, Completion
@@ -15,6 +16,9 @@ def make_backend(config: TeacherConfig) -> Backend:
     if config.backend == "local":
         from synth.teacher.backends.local_backend import LocalBackend
         return LocalBackend(config)
+    if config.backend == "skeleton":
+        from synth.teacher.backends.skeleton_backend import SkeletonBackend
+        return SkeletonBackend(config)
     raise ValueError(f"unknown teacher backend {config.backend!r}")
 
 
