@@ -16,8 +16,10 @@ from storage.workspace import Workspace
 
 
 def latest_sid_version(ws: Workspace) -> int | None:
-    """The highest SID version in the catalog, or None when no SIDs were built yet."""
-    row = ws.query("SELECT max(sid_version) FROM sid_versions")
+    """The highest SID version in the catalog, or None when no SIDs were built yet. Item SIDs written without a
+    `sid_versions` row (older or hand-made workspaces) still count: the viewer shows them. Read-only."""
+    row = ws.query("SELECT coalesce((SELECT max(sid_version) FROM sid_versions), "
+                   "(SELECT max(sid_version) FROM item_sids))")
     return None if not row or row[0][0] is None else int(row[0][0])
 
 

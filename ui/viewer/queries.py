@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from storage.datasets import DatasetVersion, diff_versions, list_versions
 from storage.sid import extract_sids, find_malformed_sids
+from storage.sid_catalog import latest_sid_version
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -386,14 +387,6 @@ def sample_row(dv: DatasetVersion, sample_id: str) -> dict | None:
         con.close()
     rows = t.to_pylist()
     return rows[0] if rows else None
-
-
-def latest_sid_version(ws: Workspace) -> int | None:
-    with ws.reader() as con:
-        row = con.execute("SELECT max(sid_version) FROM sid_versions").fetchone()
-        if row[0] is None:  # item_sids written without a sid_versions row: still usable
-            row = con.execute("SELECT max(sid_version) FROM item_sids").fetchone()
-    return row[0]
 
 
 def sid_lookup(ws: Workspace, sid_version: int | None, sids: Iterable[str]) -> dict[str, dict]:
