@@ -118,8 +118,9 @@ def make_traces(n: int, seed: int):
     for i in np.flatnonzero(broken):
         k = rng.integers(0, 4)
         c = comps[i]
+        swapped = c.replace("<think>", "</think>", 1).replace("</think>\n", "<think>\n", 1)
         comps[i] = (c.replace("</think>", "", 1) if k == 0 else c.replace("<think>", "", 1) if k == 1 else
-                    "<think>" + c if k == 2 else c.replace("<think>", "</think>", 1).replace("</think>\n", "<think>\n", 1))
+                    "<think>" + c if k == 2 else swapped)
     bad_sid = rng.random(n) < 0.05
     sid_set = set(sids)
     for i in np.flatnonzero(bad_sid):
@@ -196,7 +197,8 @@ def run_duckdb_sql(input_glob: str, ws: Workspace, out_dir: Path) -> dict:
                            length(c) - length(replace(c, '<think>', '')) = 7 AND
                            length(c) - length(replace(c, '</think>', '')) = 8 AS fmt_ok FROM s),
           occ AS (SELECT sample_id, unnest(regexp_extract_all(c, '{sid_pat}')) AS sid FROM s),
-          bad AS (SELECT DISTINCT sample_id FROM occ ANTI JOIN cat.item_sids i ON i.sid = occ.sid AND i.sid_version = 1),
+          bad AS (SELECT DISTINCT sample_id FROM occ
+                  ANTI JOIN cat.item_sids i ON i.sid = occ.sid AND i.sid_version = 1),
           mal AS (SELECT sample_id FROM s WHERE regexp_matches(regexp_replace(c, '{sid_pat}', '', 'g'),
                                                                '<\\|sid_begin\\|>|<s_[a-z]_\\d+>')),
           ok AS (SELECT * FROM fmt WHERE fmt_ok AND sample_id NOT IN (SELECT sample_id FROM bad)

@@ -82,7 +82,8 @@ def mse(x: np.ndarray, recon: np.ndarray) -> float:
 def run_recot(x: np.ndarray, ids: list[str] | None = None, seed: int = 0) -> dict:
     ids = ids or [f"i{i:07d}" for i in range(len(x))]
     t0 = time.perf_counter()
-    q = quantize_items(ids, x, SidConfig(levels=LEVELS, codebook_size=K, seed=seed, threads=faiss.omp_get_max_threads()))
+    cfg = SidConfig(levels=LEVELS, codebook_size=K, seed=seed, threads=faiss.omp_get_max_threads())
+    q = quantize_items(ids, x, cfg)
     dt = time.perf_counter() - t0
     r = q.report
     return {"seconds": round(dt, 3), "collision_rate": r["collision_rate_before"],

@@ -162,7 +162,8 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
         if what == "splits":
             what = "split"
         if what not in CATALOG_TABLES:
-            raise NotFound(f"unknown catalog table {what!r}: use one of {', '.join('catalog:' + c for c in CATALOG_TABLES)}")
+            known = ", ".join("catalog:" + c for c in CATALOG_TABLES)
+            raise NotFound(f"unknown catalog table {what!r}: use one of {known}")
         tables = _catalog_table(ws, what, domain)
         source, manifest = f"catalog:{what}", {"source": f"catalog:{what}", "domain": domain}
         if fmt == "openonerec":

@@ -167,7 +167,8 @@ class Workspace:
             except duckdb.IOException as exc:  # file locked by another process' transaction
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     if "lock" in str(exc).lower():
-                        raise WorkspaceBusy(f"workspace busy: {self.db_path} stayed locked for {timeout_s:.0f}s") from None
+                        raise WorkspaceBusy(
+                            f"workspace busy: {self.db_path} stayed locked for {timeout_s:.0f}s") from None
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -71,7 +71,8 @@ def _text(v: Any) -> str | None:
 
 
 _META_SKIP = {"asin", "parent_asin", "title", "description", "categories", "category", "related", "also_buy",
-              "also_view", "similar_item", "imageURL", "imageURLHighRes", "images", "videos", "imUrl", "bought_together"}
+              "also_view", "similar_item", "imageURL", "imageURLHighRes", "images", "videos", "imUrl",
+              "bought_together"}
 
 
 def meta_row(obj: dict[str, Any], line: int, file: str, raw: str) -> dict[str, Any]:

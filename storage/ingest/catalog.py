@@ -458,7 +458,8 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
                        SELECT user_id, item_id, ts, CAST(pos AS INTEGER),
                               CASE WHEN pos = n - 1 THEN 'test' WHEN pos = n - 2 THEN 'valid' ELSE 'train' END, ?
                        FROM (SELECT user_id, item_id, ts,
-                                    row_number() OVER (PARTITION BY user_id ORDER BY ts, item_id, _file, _line) - 1 AS pos,
+                                    row_number() OVER (PARTITION BY user_id
+                                                       ORDER BY ts, item_id, _file, _line) - 1 AS pos,
                                     count(*) OVER (PARTITION BY user_id) AS n
                              FROM t_inter)""", [domain])
         report.items = _first(con, "SELECT count(*) FROM items WHERE domain = ?", [domain])[0]

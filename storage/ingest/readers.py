@@ -265,7 +265,7 @@ def parquet_batches(path: str | Path, columns: list[str], *, batch_rows: int = 5
         raise InputError("file has no rows", file=str(path), line=0)
     row = 0
     with file_progress(path, progress) as update:
-        for i, batch in enumerate(pf.iter_batches(batch_size=batch_rows, columns=columns)):
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             n = batch.num_rows
             t = pa.Table.from_batches([batch])
             t = t.append_column("_file", pa.array([str(path)] * n, pa.string()))

@@ -128,7 +128,8 @@ def embed_texts(texts: list[str], *, cache_root: Path, embedder: str = "minilm",
     If RECOT_EMBEDDING_CACHE names a folder, it is a second, shared cache (same layout) read before
     embedding and filled afterwards — e.g. so every test session on one machine embeds MovieLens once.
 
-    Returns (vectors float32 [n, d], stats {embedded, reused, model, dims}; reused = from the cache or a duplicate text)."""
+    Returns (vectors float32 [n, d], stats {embedded, reused, model, dims}; reused = from the cache or a
+    duplicate text)."""
     cache = EmbeddingCache(cache_root, embedder)
     known = cache.load()
     shared_root = os.environ.get(SHARED_CACHE_ENV)

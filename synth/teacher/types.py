@@ -87,7 +87,8 @@ class ChatResponse:
     finish_reasons: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
-    error_kind: str | None = None      # rate_limit | server_error | timeout | connection | malformed | empty | truncated | invalid_json | other
+    # rate_limit | server_error | timeout | connection | malformed | empty | truncated | invalid_json | other
+    error_kind: str | None = None
     attempts: int = 1
     latency_s: float = 0.0
     cached: bool = False

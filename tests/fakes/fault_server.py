@@ -11,11 +11,11 @@ usage, and answers each request according to its mode:
   message (the last outcome repeats; unmatched requests echo).
 - `random`: each request draws a fault from `rates` ({"429": 0.1, "500": 0.05, ...}) with a seeded RNG.
 
-Outcomes ("faults"): ok, 400 (bad request: not retryable), 429 (with Retry-After), 500, 503, delay (sleep past the client's timeout, then
-answer), malformed (HTTP 200 with a broken JSON body), truncated (finish_reason 'length'), empty (""), or
-any other string = that answer text. Every request is logged (time, messages digest, attempt number for
-that digest, outcome) in `server.log` and, when `log_path` is set, appended to a JSONL file — the tests
-compare that log with the engine's accounting and cache.
+Outcomes ("faults"): ok, 400 (bad request: not retryable), 429 (with Retry-After), 500, 503, delay (sleep past
+the client's timeout, then answer), malformed (HTTP 200 with a broken JSON body), truncated (finish_reason
+'length'), empty (""), or any other string = that answer text. Every request is logged (time, messages digest,
+attempt number for that digest, outcome) in `server.log` and, when `log_path` is set, appended to a JSONL
+file — the tests compare that log with the engine's accounting and cache.
 
     with FaultServer("scripted", script={"q1": ["429", "ok"]}) as srv:
         cfg = TeacherConfig(backend="openai", model="fake", base_url=srv.base_url)

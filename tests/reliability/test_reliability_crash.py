@@ -4,8 +4,8 @@ teacher job must never re-ask a request that had already completed.
 
 The kill point is random but seeded (RECOT_CRASH_SEED, default 11): a random delay after the process
 starts, or after a progress marker (the first cached teacher answer) appears. Review push has its own
-kill -9 test on the real Argilla stack: tests/review/test_review_resume.py::test_kill_9_during_push_then_push_again_sends_each_record_once
-(not repeated here)."""
+kill -9 test on the real Argilla stack (not repeated here):
+tests/review/test_review_resume.py::test_kill_9_during_push_then_push_again_sends_each_record_once."""
 from __future__ import annotations
 
 import random
@@ -131,7 +131,7 @@ def test_synth_teacher_task_killed_then_resumed_asks_nothing_twice(tmp_path):
             done = _completed(cache_dir)
             job = recot_popen(args, log=tmp_path / "synth.log")
             # progress marker: this run's first new cached answer, then a random extra moment
-            assert wait_until(lambda: _completed(cache_dir) > done, timeout=60, proc=job), \
+            assert wait_until(lambda done=done: _completed(cache_dir) > done, timeout=60, proc=job), \
                 (tmp_path / "synth.log").read_text()[-3000:]
             time.sleep(rng.uniform(0.0, 1.0))
             killed += kill9(job)
@@ -191,8 +191,8 @@ def test_curate_killed_mid_chain_writes_nothing_then_resumes_complete(tmp_path):
         job = recot_popen(args, log=log)
         # progress marker: the first filter finished (the chain is running), then a random moment in
         # the remaining filters or the version write
-        assert wait_until(lambda: log.read_text().count("filter format:") > seen, timeout=60, proc=job), \
-            log.read_text()[-3000:]
+        assert wait_until(lambda log=log, seen=seen: log.read_text().count("filter format:") > seen, timeout=60,
+                          proc=job), log.read_text()[-3000:]
         time.sleep(rng.uniform(0.0, 0.4))
         if not kill9(job):
             break                                     # finished first: the re-run below is then a no-op check
@@ -236,7 +236,7 @@ def test_export_killed_mid_write_leaves_no_partial_output(tmp_path):
         n_tmp = len(list(out.parent.glob(".tmp-export-*")))
         job = recot_popen(args, log=tmp_path / "export.log")
         # progress marker: this export's temp folder exists (it is writing), then a random moment
-        assert wait_until(lambda: len(list(out.parent.glob(".tmp-export-*"))) > n_tmp, timeout=60, proc=job)
+        assert wait_until(lambda n_tmp=n_tmp: len(list(out.parent.glob(".tmp-export-*"))) > n_tmp, timeout=60, proc=job)
         time.sleep(rng.uniform(0.0, 0.8))
         killed += kill9(job)
         assert_check_after_kill(ws_path)

@@ -51,7 +51,8 @@ def test_ingest_generic_and_amazon_cli_skip(tmp_path, generic_files, amazon2014)
                "--domain", "beauty", "--item-prefix", "az:"])
     assert "amazon" in out
     # the same ASINs in two domains: --item-prefix keeps item ids unique across domains
-    assert Workspace.open(ws).query("SELECT domain, count(*), min(item_id) FROM interactions GROUP BY 1 ORDER BY 1") == [
+    assert Workspace.open(ws).query(
+        "SELECT domain, count(*), min(item_id) FROM interactions GROUP BY 1 ORDER BY 1") == [
         ("beauty", 10, "az:B001"), ("shop", 10, "B001")]
     # exit code 2 and a one-line message for bad input, no traceback
     r = subprocess.run([RECOT, "ingest", "generic", "-w", ws, "--items", str(generic_files["items"]),

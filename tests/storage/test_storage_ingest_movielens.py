@@ -19,7 +19,8 @@ def test_ml100k_counts_and_split(ml100k_ws):
         SELECT count(*) FROM r WHERE (rk = 1 AND split <> 'test') OR (rk = 2 AND split <> 'valid')
                                   OR (rk > 2 AND split <> 'train')""")[0][0]
     assert bad == 0
-    toy = ws.query("SELECT title, categories, json_extract(attributes, '$.year')::INT FROM items WHERE item_id = '1'")[0]
+    toy = ws.query("SELECT title, categories, json_extract(attributes, '$.year')::INT FROM items "
+                   "WHERE item_id = '1'")[0]
     assert toy == ("Toy Story (1995)", ["Animation", "Children's", "Comedy"], 1995)
     user = ws.query("SELECT json_extract_string(attributes, '$.occupation') FROM users WHERE user_id = '1'")[0][0]
     assert user == "technician"

@@ -82,7 +82,8 @@ def test_align_user_windows_are_train_only(ml, cat):
     assert by_variant(dv) == {"sid2sid": per_variant, "sid2title": per_variant, "title2sid": per_variant}
     leaks = q(dv, """SELECT count(*) FROM DV d, splits_v s
                      WHERE s.user_id = d.user_id AND s.split <> 'train'
-                       AND (list_contains(d.target_item_ids, s.item_id) OR list_contains(d.history_item_ids, s.item_id))"""
+                       AND (list_contains(d.target_item_ids, s.item_id)
+                            OR list_contains(d.history_item_ids, s.item_id))"""
               .replace("splits_v", f"read_parquet('{_splits_parquet(ml)}')"))
     assert leaks == [(0,)]
     rows = read_dv(dv, columns=["user_id", "history_item_ids", "target_item_ids", "messages", "extra"]).to_pylist()

@@ -100,7 +100,7 @@ def good_answer(user_text: str) -> str:
 
 
 def _sid_lines(body) -> list[str]:
-    return [l for m in body["messages"] for l in m["content"].splitlines() if l.startswith("<|sid_begin|>")]
+    return [ln for m in body["messages"] for ln in m["content"].splitlines() if ln.startswith("<|sid_begin|>")]
 
 
 def rows_of(dv) -> list[dict]:
@@ -121,7 +121,7 @@ def test_blind_prompts_show_the_train_history_and_never_the_target(tiny_ws):
         if u == "u4":                                        # single-domain prompt: movies before the target
             hist = [i for i in hist if i.startswith("m")]
         assert r["history_item_ids"] == hist and r["target_item_ids"] == [target]
-        sent_by_history = {tuple(l.split(" ", 1)[0] for l in _sid_lines(b)): b for b in rec.bodies}
+        sent_by_history = {tuple(ln.split(" ", 1)[0] for ln in _sid_lines(b)): b for b in rec.bodies}
         body = sent_by_history[tuple(_sid(i) for i in hist)]
         sent = "\n".join(m["content"] for m in body["messages"])
         expected = [f"{_sid(i)} Movie {i[1:]} (199{int(i[1:]) % 10}) (2020-01-{USERS[u].index(i) + 1:02d})"

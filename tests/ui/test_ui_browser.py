@@ -63,7 +63,7 @@ def viewer_server(viewer_ws_copy, tmp_path):
             _wait_healthy(url, proc)
         except Exception:
             log.seek(0)
-            raise RuntimeError(log.read())
+            raise RuntimeError(log.read()) from None
         yield url, viewer_ws_copy
     finally:
         try:
@@ -134,5 +134,7 @@ def test_recot_ui_in_a_real_browser(viewer_server, browser_page, tmp_path):
     # ... and it never ran: no global set, title untouched, no <script>/<b> element made from model text.
     assert page.evaluate("() => window.__pwned") is None
     assert page.title() != "PWNED"
-    assert page.evaluate("() => Array.from(document.querySelectorAll('script')).filter(s => s.textContent.includes('__pwned')).length") == 0
-    assert page.evaluate("() => Array.from(document.querySelectorAll('b')).filter(b => b.textContent === 'not bold').length") == 0
+    assert page.evaluate("() => Array.from(document.querySelectorAll('script'))"
+                         ".filter(s => s.textContent.includes('__pwned')).length") == 0
+    assert page.evaluate("() => Array.from(document.querySelectorAll('b'))"
+                         ".filter(b => b.textContent === 'not bold').length") == 0

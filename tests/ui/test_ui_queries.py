@@ -55,7 +55,8 @@ def test_funnel_from_manifest_and_from_verdicts(ws, curated):
     assert fn["filter"].tolist() == ["parse", "sid_valid", "judge"]
     assert fn["in"].tolist() == [8, 7, 6] and fn["out"].tolist() == [7, 6, 5]
     # Without a manifest funnel the same numbers come from the verdicts table.
-    bare = type(curated)(**{**curated.__dict__, "manifest": {k: v for k, v in curated.manifest.items() if k != "funnel"}})
+    no_funnel = {k: v for k, v in curated.manifest.items() if k != "funnel"}
+    bare = type(curated)(**{**curated.__dict__, "manifest": no_funnel})
     fv = q.funnel(ws, bare)
     assert fv["filter"].tolist() == ["parse", "sid_valid", "judge"]
     assert fv["dropped"].tolist() == [1, 1, 1]
@@ -252,7 +253,8 @@ def test_page_of_a_million_samples_reads_only_a_few_row_groups(tmp_ws, tmp_path)
     answers = pa.DictionaryArray.from_arrays(pa.array((np.arange(n) == 777_777).astype(np.int8)),
                                              pa.array(["a plain answer", "needle here"])).cast(pa.string())
     table = pa.table({"sample_id": ids, "task": tasks,
-                      "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(np.arange(n) % 943), pa.string()), ""),
+                      "user_id": pc.binary_join_element_wise(
+                          "u", pc.cast(pa.array(np.arange(n) % 943), pa.string()), ""),
                       "reasoning": pa.repeat("the user likes crime films", n),
                       "answer": answers, "keep": pa.array(np.arange(n) % 3 != 0)})
     dv = write_version(tmp_ws, "big", table, step="test")

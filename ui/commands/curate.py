@@ -17,13 +17,18 @@ app = typer.Typer(help="Filter chains over sample datasets: verdicts per sample,
 @app.callback(invoke_without_command=True)
 def curate(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="input samples: NAME (latest) or NAME@vN")] = None,
-    chain: Annotated[str, typer.Option("--chain", "-c", help="chain name in configs/curation/ or a YAML path")] = "default",
-    out: Annotated[str | None, typer.Option("--out", "-o", help="output dataset name (default: <input>-curated)")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="input samples: NAME (latest) or NAME@vN")] = None,
+    chain: Annotated[str, typer.Option(
+        "--chain", "-c", help="chain name in configs/curation/ or a YAML path")] = "default",
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="output dataset name (default: <input>-curated)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override a filter parameter, FILTER.PARAM=VALUE (repeatable), e.g. near_dup.threshold=0.7")] = None,
+        "--set",
+        help="override a filter parameter, FILTER.PARAM=VALUE (repeatable), e.g. near_dup.threshold=0.7")] = None,
     apply_reviews: Annotated[bool, typer.Option(
-        "--apply-reviews", help="instead of a chain: apply human review decisions to the curated version --dataset")] = False,
+        "--apply-reviews",
+        help="instead of a chain: apply human review decisions to the curated version --dataset")] = False,
     examples: Annotated[bool, typer.Option("--examples/--no-examples", help="print example reasons")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the funnel as JSON")] = False,
     executor: Annotated[str, typer.Option(
@@ -59,7 +64,8 @@ def curate(
 
 @app.command("report")
 def report(
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="curated version NAME[@vN] (default: latest curated)")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="curated version NAME[@vN] (default: latest curated)")] = None,
     examples: Annotated[bool, typer.Option("--examples/--no-examples", help="print example reasons")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the funnel as JSON (what the viewer reads)")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,

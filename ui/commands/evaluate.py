@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option("--split", help="Split to score; only 'test' (leave-last-out) is "
                                                            "supported.")] = "test",
         k: Annotated[str, typer.Option("--k", help="Cut-offs, comma separated.")] = "1,5,10",
-        think: Annotated[bool | None, typer.Option("--think/--no-think", help="Thinking or non-thinking "
-                                                                                   "prompts (default: no-think).")] = None,
+        think: Annotated[bool | None, typer.Option(
+            "--think/--no-think", help="Thinking or non-thinking prompts (default: no-think).")] = None,
         both: Annotated[bool, typer.Option("--both", help="Score thinking and non-thinking side by side.")] = False,
         beams: Annotated[int | None, typer.Option("--beams", help="Beam width (default max K).")] = None,
         max_users: Annotated[int | None, typer.Option("--max-users", help="Score only the first N test "

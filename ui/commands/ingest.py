@@ -56,8 +56,9 @@ def movielens_100k(workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "movielen
 
 
 @app.command("movielens")
-def movielens(folder: Annotated[Path, typer.Argument(help="GroupLens folder: ml-1m (ratings.dat, movies.dat, users.dat) "
-                                                           "or ml-20m / ml-32m (ratings.csv, movies.csv).")],
+def movielens(folder: Annotated[Path, typer.Argument(
+                  help="GroupLens folder: ml-1m (ratings.dat, movies.dat, users.dat) "
+                       "or ml-20m / ml-32m (ratings.csv, movies.csv).")],
               workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "movielens", kcore: KcoreOpt = 0,
               min_history: MinHistOpt = 0, on_error: OnErrorOpt = "raise", progress: ProgressOpt = True,
         item_prefix: PrefixOpt = "") -> None:
@@ -80,8 +81,8 @@ def amazon(reviews: Annotated[Path, typer.Argument(help="reviews_<Cat>.json(.gz)
     from storage.ingest.amazon import ingest_amazon
 
     ws = open_ws(workspace)
-    print_report(ingest_amazon(ws, reviews, meta, opts=_opts(domain, kcore, min_history, on_error, progress, item_prefix),
-                               version=version))
+    opts = _opts(domain, kcore, min_history, on_error, progress, item_prefix)
+    print_report(ingest_amazon(ws, reviews, meta, opts=opts, version=version))
 
 
 @app.command("generic")
@@ -90,7 +91,8 @@ def generic(items: Annotated[Path, typer.Option("--items", help="items file: .cs
             users: Annotated[Path | None, typer.Option("--users", help="optional users file")] = None,
             mapping: Annotated[str | None, typer.Option(
                 "--map", help="FIELD=COLUMN,... for user, item, ts, rating, title, description, categories "
-                              "(defaults: user_id, item_id, timestamp, rating, title, description, categories)")] = None,
+                              "(defaults: user_id, item_id, timestamp, rating, title, description, "
+                              "categories)")] = None,
             categories_sep: Annotated[str, typer.Option("--categories-sep", help="separator of a string categories "
                                                                                   "column")] = "|",
             workspace: WorkspaceOpt = DEFAULT_WS, domain: str = "default", kcore: KcoreOpt = 0,

@@ -67,7 +67,8 @@ def run_cmd(
         "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
     executor: Annotated[str, typer.Option(
-        "--executor", help="local, or ray: parse teacher answers as a Ray Data stage (RAY_ADDRESS or a local Ray).")] = "local",
+        "--executor",
+        help="local, or ray: parse teacher answers as a Ray Data stage (RAY_ADDRESS or a local Ray).")] = "local",
 ):
     """Run TASK and write one new dataset version. Interrupted? Run the same command again: completed
     teacher requests come from the cache and sample ids are deterministic."""

@@ -54,7 +54,8 @@ def catalog_stamp(ws: Workspace) -> tuple:
             SELECT (SELECT count(*) FROM dataset_versions), (SELECT max(created_at) FROM dataset_versions),
                    (SELECT count(*) FROM runs), (SELECT max(coalesce(finished_at, started_at)) FROM runs),
                    (SELECT count(*) FROM runs WHERE status = 'running'),
-                   (SELECT count(*) FROM verdicts), (SELECT count(*) FROM reviews), (SELECT max(pulled_at) FROM reviews),
+                   (SELECT count(*) FROM verdicts), (SELECT count(*) FROM reviews),
+                   (SELECT max(pulled_at) FROM reviews),
                    (SELECT count(*) FROM sid_versions), (SELECT count(*) FROM items),
                    (SELECT count(*) FROM splits)
         """).fetchone()
@@ -169,7 +170,10 @@ def normalize_funnel(funnel: Any) -> pd.DataFrame:
         n_out = _first_number(e, _OUT_KEYS)
         dropped = _first_number(e, _DROP_KEYS)
         if n_in is None:
-            n_in = prev_out if prev_out is not None else (n_out + dropped if n_out is not None and dropped is not None else None)
+            if prev_out is not None:
+                n_in = prev_out
+            elif n_out is not None and dropped is not None:
+                n_in = n_out + dropped
         if n_out is None and n_in is not None and dropped is not None:
             n_out = n_in - dropped
         if dropped is None and n_in is not None and n_out is not None:
@@ -307,7 +311,8 @@ def _where(ws: Workspace, dv: DatasetVersion, f: TraceFilter, con: duckdb.DuckDB
     if f.reason:
         if verdicts_here:
             con.register("_reason_ids", _catalog_ids(ws, """
-                SELECT DISTINCT sample_id FROM verdicts WHERE dataset = ? AND version = ? AND filter = ? AND NOT keep""",
+                SELECT DISTINCT sample_id FROM verdicts
+                WHERE dataset = ? AND version = ? AND filter = ? AND NOT keep""",
                 [dv.name, dv.version, f.reason]))
             conds.append("sample_id IN (SELECT sample_id FROM _reason_ids)")
         elif "rejected_by" in cols:

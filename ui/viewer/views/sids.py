@@ -42,7 +42,8 @@ def render(ctx: Ctx) -> None:
             options = [ALL] + counts["code"].tolist()
             n_of = dict(zip(counts["code"], counts["items"]))
             pick = st.selectbox(f"Level {letter} ({len(counts)} codes used)", options, key=f"sids_level_{lv}_{prefix}",
-                                format_func=lambda v, n_of=n_of, letter=letter: v if v == ALL else f"{letter}{v} · {n_of[v]} items")
+                                format_func=lambda v, n_of=n_of, letter=letter:
+                                    v if v == ALL else f"{letter}{v} · {n_of[v]} items")
             st.bar_chart(counts.set_index("code")["items"].head(64), height=160, x_label=f"code ({letter})",
                          y_label="items")
         if pick == ALL:

@@ -141,7 +141,8 @@ def render(ctx: Ctx) -> None:
     with c[0]:
         st.markdown("**Target**")
         tgt = [{"code": short_sid(s), "title": (lookup.get(s) or {}).get("title"),
-                "item_id": (lookup.get(s) or {}).get("item_id"), "sid": s} for s in targets] or [{"sid": None, "title": None, "item_id": it} for it in row.get("target_item_ids") or []]
+                "item_id": (lookup.get(s) or {}).get("item_id"), "sid": s} for s in targets] or [
+            {"sid": None, "title": None, "item_id": it} for it in row.get("target_item_ids") or []]
         frame(pd.DataFrame(tgt), key="trace_target")
     with c[1]:
         st.markdown("**Answer SIDs**")

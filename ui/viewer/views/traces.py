@@ -52,7 +52,8 @@ def render(ctx: Ctx) -> None:
     with c[3]:
         teacher = _pick("Teacher", data.choices(ctx.root, ctx.stamp, ref, "teacher"), "traces_teacher")
     c = st.columns(4)
-    curated = "keep" in {f["name"] for f in dv.manifest.get("schema", [])} or data.has_verdicts(ctx.root, ctx.stamp, ref)
+    curated = ("keep" in {f["name"] for f in dv.manifest.get("schema", [])}
+               or data.has_verdicts(ctx.root, ctx.stamp, ref))
     with c[0]:
         verdict = _pick("Verdict", ["keep", "drop"], "traces_verdict") if curated else None
     with c[1]:
