@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from storage.answer import split_think
 from storage.cognition import LEVELS, skeleton_of, split_levels
 from storage.datasets import get_version, read_dv
+from storage.errors import ConfigError
 from storage.sid import SID_RE, extract_sids
 from synth.tasks.run import run_task
 from synth.tasks.skeleton import compute_skeleton
@@ -100,7 +101,7 @@ def test_skeleton_teacher_refuses_prompts_without_a_skeleton_block_per_row(movie
         rows = _rows(dv)
         assert rows and all(r["error"].startswith("teacher error (other)") and "hint mode" in r["error"]
                             for r in rows)
-    with pytest.raises(ValueError, match="versions v1"):
+    with pytest.raises(ConfigError, match="versions v1"):
         run_task(movies_ws, "r3_recommend", teacher="skeleton:v9", options={"min_history": 2})
 
 

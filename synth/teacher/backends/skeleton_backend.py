@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from storage.errors import ConfigError
 from synth.teacher.backends.base import Backend, Completion
 from synth.teacher.config import TeacherConfig
 from synth.teacher.errors import TeacherAttemptError
@@ -36,7 +37,7 @@ class SkeletonBackend(Backend):
 
     def __init__(self, config: TeacherConfig):
         if config.model not in MODELS:
-            raise ValueError(f"the skeleton teacher has versions {', '.join(MODELS)}, not {config.model!r} "
+            raise ConfigError(f"the skeleton teacher has versions {', '.join(MODELS)}, not {config.model!r} "
                              f"(use model: v1, or --teacher skeleton:v1)")
         self.config = config
 
