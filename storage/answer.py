@@ -14,6 +14,8 @@ Two kinds of functions, deliberately different in strictness:
 Accepted shapes for `split_think`, most to least preferred:
 1. `<think>R</think> A`            → reasoning R, answer A (an "Answer:" prefix on A is dropped);
 2. `R</think> A` (no opening tag)  → same (some servers strip the opening tag);
+   a second `<think>` or `</think>` anywhere → error "more than one <think> block" (the sample written from
+   it would break the format rule);
 3. `<think>R` (no closing tag)     → partial: reasoning R, no answer, error "unterminated <think> block";
 4. no tags but an "Answer:" line   → reasoning = text before it, answer = text after it, flagged in
    extra["format"] = "answer_marker" (small teachers rarely emit tags; not an error);
@@ -31,7 +33,10 @@ This reconciles the three earlier copies: the curation format filter's rule is k
 now come from here); `format_reward` applied the same rule (plus its own SID checks) but with Unicode
 whitespace — now ASCII, like the filter; the synth parser stays lenient (it parses, it does not judge: an
 "Answer:" line or a missing `<think>` is accepted there and rejected by the rule for thinking samples) and
-flags with `error` every answer the rule rejects for a missing/unclosed/empty block or an empty answer.
+flags with `error` every answer the rule rejects for a missing/unclosed/empty block, an empty answer or a
+second think tag (the last is new: it used to pass a second block on into the answer, and the sample written
+from it then failed the format filter). The agreement test checks: a synth row passes the format filter
+exactly when the synth parser did not flag its answer.
 """
 from __future__ import annotations
 
@@ -80,7 +85,9 @@ def split_think(text: str | None, finish_reason: str | None = None) -> Parsed:
         answer = strip_answer_marker(t[c + len(THINK_CLOSE):])
         reasoning = reasoning.strip()
         err = None
-        if not reasoning:
+        if t.count(THINK_OPEN) > 1 or t.count(THINK_CLOSE) > 1:
+            err = "more than one <think> block"
+        elif not reasoning:
             err = "empty <think> block"
         elif not answer:
             err = "no answer after </think>" + (" (truncated at max_tokens)" if truncated else "")
@@ -147,10 +154,11 @@ def _first_object(t: str) -> tuple[dict | None, json.JSONDecodeError | None]:
 def extract_json_object(text: str | None) -> tuple[dict | None, str | None]:
     """The first JSON object in `text` → (obj, None), or (None, why not). Tolerates a ```json fence (models add
     one even when asked not to) and prose around the object; when a fence holds no object the whole text is
-    searched. The reason for unparsable JSON names the first error, with line and column in `text`'s
-    fenced part: "not JSON (Expecting ',' delimiter at line 1 column 17)"."""
+    searched. The reason for unparsable JSON names the first error, with line and column in the stripped text
+    (or its fenced part): "not JSON (Expecting ',' delimiter at line 1 column 17)"."""
     if not text or not text.strip():
         return None, "empty answer"
+    text = text.strip()                        # positions in reasons do not depend on surrounding whitespace
     fence = _FENCE_RE.search(text)
     candidates = [fence.group(1), text] if fence else [text]
     first_err = None
