@@ -113,8 +113,14 @@ def _store(ws: Workspace, *, model: str, dataset: str, config: dict, metrics: di
 def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = (1, 5, 10),
                    modes: Sequence[str] = ("no_think",), num_beams: int | None = None,
                    sid_version: int | None = None, max_users: int | None = None, max_history: int = 20,
-                   think_tokens: int = 64, batch_size: int = 4, store: bool = True) -> EvalResult:
-    """Rank the test item of each user; metrics per mode; one `evals` row with model and data lineage."""
+                   think_tokens: int = 64, batch_size: int = 4, store: bool = True,
+                   history_format: str = "sid_title") -> EvalResult:
+    """Rank the test item of each user; metrics per mode; one `evals` row with model and data lineage.
+    `history_format` (sid_title | sid | title): how prompts show history items — use the one the model was
+    trained with (synth's r3_recommend option of the same name); it is stored in the eval's config."""
+    from synth.tasks.history import check_history_format
+
+    check_history_format(history_format)
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"unknown mode(s) {bad}; use {MODES}")
@@ -131,7 +137,7 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
     targets = [c["target_sid"] for c in cases]
     for mode in modes:
         think = mode == "think"
-        prompts = [r3_messages(c["history"], think=think) for c in cases]
+        prompts = [r3_messages(c["history"], think=think, history_format=history_format) for c in cases]
         ranked = generate_ranked(model, tok, catalog.trie, prompts, think=think, num_beams=beams,
                                  max_new_tokens=think_tokens, batch_size=batch_size)
         preds[mode] = ranked
@@ -140,7 +146,8 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
         metrics[mode]["invalid_sids"] = float(invalid)
         log.info("%s %s: %s", model_dir, mode, metrics[mode])
     config = {"ks": list(ks), "modes": list(modes), "num_beams": beams, "max_users": max_users,
-              "max_history": max_history, "think_tokens": think_tokens, "split": "test", "kind": "r3"}
+              "max_history": max_history, "think_tokens": think_tokens, "split": "test", "kind": "r3",
+              "history_format": history_format}
     lineage = {"model": model_lineage(model_dir), "sid_version": sid_version, "n_users": len(cases),
                "split": "splits.test (history = train+valid)"}
     eval_id = _store(ws, model=str(model_dir), dataset=f"splits:test@sid_v{sid_version}", config=config,

@@ -9,7 +9,7 @@ import re
 
 import pytest
 from fakes.fault_server import FaultServer
-from test_synth_skeleton import build_catalog, sid_of, title_of  # tests/synth is on sys.path
+from test_synth_skeleton import MOVIES, build_catalog, sid_of, title_of  # tests/synth is on sys.path
 
 from storage.cognition import LEVELS, skeleton_of, split_levels
 from storage.datasets import read_dv
@@ -152,3 +152,32 @@ def test_history_format_title_and_a_v1_template_that_cannot_show_it(movies_ws):
         run_task(movies_ws, "r3_recommend", options={"history_format": "sid", "template_version": 1})
     with pytest.raises(ConfigError, match="history_format must be one of"):
         run_task(movies_ws, "r3_recommend", options={"history_format": "titles"})
+
+
+def test_eval_prompts_follow_history_format_and_the_eval_records_it(movies_ws, tmp_path, monkeypatch):
+    """trainers.evaluate builds its R3 prompts with the same option (no model needed: the decoder is stubbed
+    and sees the prompts it would rank)."""
+    import trainers.decoding
+    import trainers.evaluate as ev
+
+    seen: list[list[dict]] = []
+
+    def fake_ranked(model, tok, trie, prompts, **kw):
+        seen.extend(prompts)
+        return [[] for _ in prompts]
+
+    monkeypatch.setattr(ev, "load_for_eval", lambda *a, **k: (None, None))
+    monkeypatch.setattr(trainers.decoding, "generate_ranked", fake_ranked)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    res = ev.evaluate_model(movies_ws, model_dir, ks=(1,), sid_version=1, history_format="sid")
+    assert len(seen) == res.n_users == 4                  # every user with a test item (history = train + valid)
+    for msgs in seen:
+        (turn,) = msgs
+        assert turn["content"].startswith("A user's history, oldest first (semantic ID, date):\n")
+        assert not any(title_of(i) in turn["content"] for i in MOVIES)
+        assert SID.search(turn["content"])
+    row = movies_ws.query("SELECT config FROM evals WHERE eval_id = ?", [res.eval_id])[0]
+    assert json.loads(row[0])["history_format"] == "sid"
+    with pytest.raises(ConfigError, match="history_format"):
+        ev.evaluate_model(movies_ws, model_dir, ks=(1,), sid_version=1, history_format="sids")

@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
                                                                                  "model's, else latest).")] = None,
         bench: Annotated[bool, typer.Option("--bench", help="Level-by-level benchmark R0 → R3 on the test "
                                                             "split.")] = False,
+        history_format: Annotated[str, typer.Option(
+            "--history-format", help="How prompts show history items: sid_title | sid | title (the one the "
+                                     "model was trained with).")] = "sid_title",
         workspace: WorkspaceOpt = DEFAULT_WS,
     ) -> None:
         """Score a model: HR@K, Recall@K, NDCG@K on the test split with beam search constrained to catalog SIDs."""
@@ -66,7 +69,7 @@ def register(app: typer.Typer) -> None:
         modes = ["no_think", "think"] if both else (["think"] if think else ["no_think"])
         with console.status(f"scoring {', '.join(modes)} …"):
             res = evaluate_model(ws, model, ks=ks, modes=modes, num_beams=beams, sid_version=sid_version,
-                                 max_users=max_users, think_tokens=think_tokens)
+                                 max_users=max_users, think_tokens=think_tokens, history_format=history_format)
         t = Table(title=f"{res.eval_id}: {model} ({res.n_users} test users)")
         t.add_column("metric")
         for m in modes:
