@@ -5,7 +5,7 @@ on the server), the rating / correct / issue labels / corrected answer, all valu
 content of the response was first pulled (`updated_at`) and when we last wrote it (`pulled_at`).
 Incremental: a row is written only when it is new or its status or values changed since the last pull, so
 re-running `pull` is cheap and leaves unchanged rows alone. (Changes are found by content: the SDK's
-response objects carry no server timestamps.) The write is one DuckDB transaction: a pull that fails
+response models carry no server timestamps.) The write is one DuckDB transaction: a pull that fails
 half-way (server gone) changes nothing.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from curation.review.client import DatasetGone, argilla_client, find_dataset
@@ -45,31 +46,42 @@ class PullResult:
         return self.__dict__.copy()
 
 
-def user_responses(record: "rg.Record") -> dict[str, tuple[str, dict[str, Any]]]:
-    """user id → (status, {question: value}) of one record. The SDK hands out one `Response` per answered
-    question; an annotator's answers share its status."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for resp in record.responses:
-        status = getattr(resp.status, "value", resp.status)
-        out.setdefault(str(resp.user_id), (str(status), {}))[1][resp.question_name] = resp.value
-    return out
+def responses(client: "rg.Argilla", ds: "rg.Dataset", page: int = 1000) -> Iterator[tuple[str, Any]]:
+    """(sample id, one annotator's response) for every response in `ds`, page by page.
+
+    Read through the SDK's records API (`client.api.records.list`), not `ds.records(with_responses=True)`:
+    that one turns each answered question into a `Response`, so an answer with no values (a discard with
+    nothing filled in) disappears, and one whose values are null makes it raise."""
+    offset = 0
+    while True:
+        items = client.api.records.list(dataset_id=ds.id, offset=offset, limit=page, with_suggestions=False,
+                                        with_responses=True)
+        for rec in items:
+            for resp in rec.responses or []:
+                yield str(rec.external_id), resp
+        offset += len(items)
+        if len(items) < page:
+            return
 
 
-def response_rows(records: list["rg.Record"], usernames: dict[str, str], dataset_ref: str) -> tuple[list[dict], int]:
-    """Flatten records' responses into `reviews` rows (submitted and discarded only); also count drafts."""
+def response_rows(pairs: Iterable[tuple[str, Any]], usernames: dict[str, str],
+                  dataset_ref: str) -> tuple[list[dict], int]:
+    """`reviews` rows of (sample id, response) pairs (submitted and discarded only); also counts drafts."""
     rows, drafts = [], 0
-    for rec in records:
-        for user_id, (status, values) in user_responses(rec).items():
-            if status not in PULLED_STATUSES:
-                drafts += 1
-                continue
-            rating, labels = values.get("rating"), values.get("issues")
-            rows.append({
-                "sample_id": str(rec.id), "dataset": dataset_ref, "annotator": usernames.get(user_id, user_id),
-                "status": status, "rating": int(rating) if rating is not None else None,
-                "correct": values.get("correct"), "labels": list(labels) if labels else None,
-                "corrected_answer": values.get("corrected_answer"), "values": json.dumps(values, sort_keys=True),
-            })
+    for sample_id, resp in pairs:
+        status = str(getattr(resp.status, "value", resp.status))
+        if status not in PULLED_STATUSES:
+            drafts += 1
+            continue
+        values = {q: (v or {}).get("value") for q, v in (resp.values or {}).items()}
+        rating, labels = values.get("rating"), values.get("issues")
+        rows.append({
+            "sample_id": sample_id, "dataset": dataset_ref,
+            "annotator": usernames.get(str(resp.user_id), str(resp.user_id)), "status": status,
+            "rating": int(rating) if rating is not None else None, "correct": values.get("correct"),
+            "labels": list(labels) if labels else None, "corrected_answer": values.get("corrected_answer"),
+            "values": json.dumps(values, sort_keys=True),
+        })
     return rows, drafts
 
 
@@ -100,8 +112,7 @@ def _fetch(conn: Connection, targets: list[dict], result: PullResult) -> list[di
                     f"Argilla dataset {t['argilla_dataset']!r} (pushed from {t['dataset']}) no longer exists on "
                     f"{conn.url}; responses already pulled stay in the workspace. Push it again with "
                     f"`recot review push --dataset {t['dataset']}` to recreate it")
-            records = list(ds.records(batch_size=1000, with_suggestions=False, with_responses=True))
-            r, drafts = response_rows(records, usernames, t["dataset"])
+            r, drafts = response_rows(responses(client, ds), usernames, t["dataset"])
             rows.extend(r)
             result.skipped_drafts += drafts
             result.datasets.append(t["argilla_dataset"])

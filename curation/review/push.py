@@ -395,7 +395,7 @@ def _send(ws: Workspace, dv: DatasetVersion, ds: "rg.Dataset", todo: list[str], 
     filters, verdicts = _verdicts(ws, dv)
     kinds, cat = filter_kinds(ws, dv), _Catalog(ws)
     records = [build_record(r, verdicts.get(r["sample_id"], []), cat, filters, kinds) for r in _load_rows(dv, todo)]
-    ds.records.log(records, batch_size=batch_size)
+    ds.records.log(records, batch_size=min(batch_size, len(records)))  # the SDK warns about a larger one
 
 
 def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "stratified", seed: int = 0,

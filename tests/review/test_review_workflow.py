@@ -178,3 +178,31 @@ def test_annotate_pull_report_override(curated, post_response):
     hv = ws.query("SELECT count(*), sum(CASE WHEN keep THEN 1 ELSE 0 END) FROM verdicts WHERE dataset = ? AND "
                   "version = ? AND filter = 'human'", [new.name, new.version])
     assert hv == [(8, 3)]
+
+
+def test_discard_without_answers_is_pulled(curated):
+    """A discard with nothing filled in (values null, or {}) is a response too: pull stores it as a
+    discarded review with no values (the SDK's record objects would drop it, or fail on null)."""
+    from curation.review.client import server_record_ids
+    from curation.review.pull import pull
+    from curation.review.push import push
+    from curation.review.stack import connect
+    from curation.review.users import add_annotator
+
+    ws, dv = curated
+    push(ws, dv.ref, size=3, strategy="random")
+    erin = add_annotator(ws, "erin")
+    conn = connect(ws)
+    rid = server_record_ids(conn, "recot", f"{dv.name}-v{dv.version}")
+    first, second, _ = sorted(rid)
+    for sample, body in ((first, {"status": "discarded"}), (second, {"values": {}, "status": "discarded"})):
+        r = httpx.post(f"{conn.url}/api/v1/records/{rid[sample]}/responses",
+                       headers={"X-Argilla-Api-Key": erin.api_key}, json=body, timeout=30)
+        assert r.status_code == 201, r.text
+    res = pull(ws, dv.ref)
+    assert (res.new, res.seen) == (2, 2)
+    rows = ws.query('SELECT sample_id, status, rating, correct, "values" FROM reviews WHERE annotator = ? '
+                    "ORDER BY sample_id", ["erin"])
+    assert [(s, st, ra, c, json.loads(v)) for s, st, ra, c, v in rows] == \
+        [(first, "discarded", None, None, {}), (second, "discarded", None, None, {})]
+    assert pull(ws, dv.ref).unchanged == 2
