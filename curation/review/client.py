@@ -38,8 +38,13 @@ def _hint(conn: Connection) -> str:
 @contextmanager
 def argilla_errors(conn: Connection, what: str) -> Iterator[None]:
     """Turn the SDK's and httpx's exceptions raised while doing `what` into one-line StackErrors."""
-    from argilla._exceptions import (ArgillaAPIError, ArgillaCredentialsError, ForbiddenError, NotFoundError,
-                                     UnauthorizedError)
+    from argilla._exceptions import (
+        ArgillaAPIError,
+        ArgillaCredentialsError,
+        ForbiddenError,
+        NotFoundError,
+        UnauthorizedError,
+    )
 
     try:
         yield
@@ -63,7 +68,7 @@ def argilla_errors(conn: Connection, what: str) -> Iterator[None]:
 
 
 @contextmanager
-def argilla_client(conn: Connection, what: str = "review") -> Iterator["rg.Argilla"]:
+def argilla_client(conn: Connection, what: str = "review") -> Iterator[rg.Argilla]:
     """An SDK client for `conn` (the SDK checks the key on creation); its errors inside the block become
     StackErrors, and its http connections are closed at the end."""
     import argilla as rg
@@ -76,36 +81,36 @@ def argilla_client(conn: Connection, what: str = "review") -> Iterator["rg.Argil
             client.http_client.close()
 
 
-def find_workspace(client: "rg.Argilla", name: str) -> "rg.Workspace | None":
+def find_workspace(client: rg.Argilla, name: str) -> rg.Workspace | None:
     """Workspace `name`, or None (the SDK's own lookup warns when it is missing)."""
     return next((w for w in client.workspaces.list() if w.name == name), None)
 
 
-def ensure_workspace(client: "rg.Argilla", name: str) -> "rg.Workspace":
+def ensure_workspace(client: rg.Argilla, name: str) -> rg.Workspace:
     import argilla as rg
 
     return find_workspace(client, name) or rg.Workspace(name=name, client=client).create()
 
 
-def find_dataset(client: "rg.Argilla", workspace: str, name: str) -> "rg.Dataset | None":
+def find_dataset(client: rg.Argilla, workspace: str, name: str) -> rg.Dataset | None:
     """Dataset `name` of workspace `workspace` with its settings loaded, or None."""
     w = find_workspace(client, workspace)
     ds = next((d for d in w.datasets if d.name == name), None) if w is not None else None
     return ds.get() if ds is not None else None
 
 
-def is_published(ds: "rg.Dataset") -> bool:
+def is_published(ds: rg.Dataset) -> bool:
     """False for a draft: a dataset whose creation was interrupted before the SDK published it."""
     return ds.serialize().get("status") == "ready"
 
 
-def record_ids(ds: "rg.Dataset") -> dict[str, str]:
+def record_ids(ds: rg.Dataset) -> dict[str, str]:
     """recot sample id (the record's `id` in the SDK, `external_id` on the server) → the server's record id."""
     return {str(r.id): str(r.to_dict()["_server_id"])
             for r in ds.records(batch_size=1000, with_suggestions=False, with_responses=False)}
 
 
-def annotator_api_key(client: "rg.Argilla", user_id: str) -> str:
+def annotator_api_key(client: rg.Argilla, user_id: str) -> str:
     """An annotator's API key, read as owner. Raw REST because the SDK's user model has no `api_key`."""
     r = client.http_client.get(f"/api/v1/users/{user_id}")
     r.raise_for_status()

@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mode == "worker":
         from argilla_server.cli.worker import worker
-
         from argilla_server.jobs.queues import DEFAULT_QUEUE, HIGH_QUEUE
 
         worker(queues=[DEFAULT_QUEUE.name, HIGH_QUEUE.name], num_workers=1)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from curation.review.client import DatasetGone, argilla_client, find_dataset
@@ -46,7 +46,7 @@ class PullResult:
         return self.__dict__.copy()
 
 
-def responses(client: "rg.Argilla", ds: "rg.Dataset", page: int = 1000) -> Iterator[tuple[str, Any]]:
+def responses(client: rg.Argilla, ds: rg.Dataset, page: int = 1000) -> Iterator[tuple[str, Any]]:
     """(sample id, one annotator's response) for every response in `ds`, page by page.
 
     Read through the SDK's records API (`client.api.records.list`), not `ds.records(with_responses=True)`:
@@ -127,7 +127,7 @@ def _same(old: tuple[str, Any], row: dict) -> bool:
 
 def _store(ws: Workspace, rows: list[dict], result: PullResult) -> None:
     """Write new and changed rows in one transaction; count new / updated / unchanged."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     with ws.transaction("review_pull") as con:
         existing = {(s, a): (st, v) for s, a, st, v in con.execute(
             'SELECT sample_id, annotator, status, "values" FROM reviews').fetchall()}

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from curation.review.client import (DatasetGone, argilla_client, ensure_workspace, find_dataset, is_published,
-                                    record_ids)
+from curation.review.client import DatasetGone, argilla_client, ensure_workspace, find_dataset, is_published, record_ids
 from curation.review.filter_kinds import FilterKinds, filter_kinds
 from curation.review.stack import Connection, connect, ping
 from storage.datasets import DatasetVersion, resolve
@@ -85,7 +84,7 @@ def _unit(score: float | None) -> float | None:
     return float(score) if 0.0 <= float(score) <= 1.0 else None
 
 
-def review_settings(client: "rg.Argilla", filters: list[str], terms: dict[str, list[str]]) -> "rg.Settings":
+def review_settings(client: rg.Argilla, filters: list[str], terms: dict[str, list[str]]) -> rg.Settings:
     """Fields, questions and metadata properties of a review dataset (one record per sample, one response
     per annotator: overlap distribution with min_submitted = 1)."""
     import argilla as rg
@@ -199,7 +198,8 @@ def _allocate(counts: list[int], size: int) -> list[int]:
     quotas = [1 if c else 0 for c in counts]
     ideal = [size * c / total for c in counts]
     for _ in range(size - sum(quotas)):
-        i = max((i for i in range(len(counts)) if quotas[i] < counts[i]), key=lambda i: (ideal[i] - quotas[i], counts[i]))
+        i = max((i for i in range(len(counts)) if quotas[i] < counts[i]),
+                key=lambda i: (ideal[i] - quotas[i], counts[i]))
         quotas[i] += 1
     return quotas
 
@@ -266,7 +266,7 @@ def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
     return {k: display_text(v) for k, v in fields.items()}
 
 
-def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list["rg.Suggestion"]:
+def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list[rg.Suggestion]:
     """The filters' and the judge's opinions: `correct` (the curation decision, scored by the share of
     filters agreeing with it), `issues` (each dropping filter's review label) and `rating` (the judge)."""
     import argilla as rg
@@ -296,7 +296,7 @@ def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list["r
 
 
 def build_record(row: dict, verdicts: list[dict], cat: _Catalog, filters: list[str],
-                 kinds: FilterKinds) -> "rg.Record":
+                 kinds: FilterKinds) -> rg.Record:
     """The Argilla record of one sample (id = sample id): fields, metadata (incl. one verdict per filter)
     and the filters' and judge's suggestions."""
     import argilla as rg
@@ -357,7 +357,7 @@ def _terms(dv: DatasetVersion) -> dict[str, list[str]]:
         con.close()
 
 
-def ensure_review_dataset(client: "rg.Argilla", ws: Workspace, dv: DatasetVersion) -> "rg.Dataset":
+def ensure_review_dataset(client: rg.Argilla, ws: Workspace, dv: DatasetVersion) -> rg.Dataset:
     """The published Argilla dataset of `dv`, created (settings, then published) when missing."""
     import argilla as rg
 
@@ -387,7 +387,7 @@ def _curated(ws: Workspace, dataset_ref: str, batch_size: int) -> DatasetVersion
     return dv
 
 
-def _send(ws: Workspace, dv: DatasetVersion, ds: "rg.Dataset", todo: list[str], batch_size: int) -> None:
+def _send(ws: Workspace, dv: DatasetVersion, ds: rg.Dataset, todo: list[str], batch_size: int) -> None:
     """Render the samples `todo` and log them into `ds`; the SDK sends them `batch_size` at a time (and draws
     its own progress bar), so the records of every finished batch are on the server even if this dies."""
     if not todo:

@@ -55,13 +55,15 @@ def test_issue_labels_and_judge_come_from_the_filter_classes(offline_curated):
 
     ws, dv = offline_curated
     kinds = filter_kinds(ws, dv)
-    assert [kinds.issue_label(f) for f in ("format", "sid_validity", "leakage", "llm_judge", "human")] == \
-        ["format", "hallucinated_item", "leaked_target", "wrong_logic", "other"]
-    assert [f for f in ("format", "sid_validity", "leakage", "llm_judge", "human") if kinds.is_judge(f)] == ["llm_judge"]
+    labels = ("format", "sid_validity", "leakage", "llm_judge", "human")
+    assert [kinds.issue_label(f) for f in labels] == ["format", "hallucinated_item", "leaked_target", "wrong_logic",
+                                                      "other"]
+    assert [f for f in labels if kinds.is_judge(f)] == ["llm_judge"]
 
     child = write_version(ws, dv.name, read_dv(dv), step="review_apply", schema=CURATED_SCHEMA,
                           parents=[(dv.name, dv.version)], config={})
-    assert filter_kinds(ws, child).is_judge("llm_judge") and filter_kinds(ws, child).issue_label("leakage") == "leaked_target"
+    inherited = filter_kinds(ws, child)
+    assert inherited.is_judge("llm_judge") and inherited.issue_label("leakage") == "leaked_target"
 
     bare = FilterKinds()  # no funnel: only labels that are filter type names are known
     assert bare.issue_label("sid_grounding") == "hallucinated_item" and bare.is_judge("judge")
