@@ -118,7 +118,9 @@ def _perception(sk: dict, target: dict, rng: random.Random) -> str:
     picks = sorted(picks[:PERCEPTION_ITEMS])
 
     dates = [it["date"] for it in items if it.get("date")]
-    if dates:
+    if dates and dates[0] == dates[-1]:
+        intro = rng.choice([f"{n} items, all on {dates[0]}.", f"The history holds {n} items, all from {dates[0]}."])
+    elif dates:
         intro = rng.choice([f"{n} items from {dates[0]} to {dates[-1]}.",
                             f"The history holds {n} items ({dates[0]} to {dates[-1]}).",
                             f"{n} interactions, the oldest on {dates[0]}, the latest on {dates[-1]}."])
@@ -127,7 +129,7 @@ def _perception(sk: dict, target: dict, rng: random.Random) -> str:
     clauses = []
     for i in picks:
         it = items[i]
-        cats = list(it.get("categories") or [])[:2]
+        cats = list(it.get("categories") or [])[:3]
         if cats:
             c = _join(rng, cats)
             what = rng.choice([f"tagged {c}", f"filed under {c}", f"in {c}"])
@@ -188,8 +190,8 @@ def _interest_points(sk: dict, target: dict, rng: random.Random) -> str:
     text = intro + " " + "; ".join(clauses) + "."
     rest = n - sum(int(p.get("count") or 0) for p in points)
     if rest > 0 and rng.random() < 0.7:
-        text += " " + rng.choice([f"The other {rest} item{'s' if rest > 1 else ''} fit no point.",
-                                  f"{rest} item{'s' if rest > 1 else ''} stay outside these groups."])
+        text += " " + rng.choice([f"The other {rest} item{'s fit' if rest > 1 else ' fits'} no point.",
+                                  f"{rest} item{'s stay' if rest > 1 else ' stays'} outside these groups."])
     return text
 
 
@@ -199,23 +201,35 @@ def _evolution(sk: dict, rng: random.Random) -> str:
     periods = ev.get("periods") or []
     parts = []
     ordinals = ["first", "second", "third", "fourth", "fifth", "sixth"]
-    for i, per in enumerate(periods):
+    doms = {per.get("dominant") for per in periods}
+    if len(periods) > 1 and len(doms) == 1 and None not in doms:       # one lead throughout: say it once
+        lead = labels[doms.pop()]
+        parts.append(rng.choice([f"{lead} leads in all {len(periods)} parts of the history",
+                                 f"every part of the history is mostly {lead}"]))
+        periods_told = []
+    else:
+        periods_told = periods
+    for i, per in enumerate(periods_told):
         d = per.get("dominant")
-        span = f"{per['start']} to {per['end']}" if per.get("start") else f"{per['items']} items"
+        if per.get("start") and per["start"] != per["end"]:
+            span = f"{per['start']} to {per['end']}"
+        else:
+            span = f"on {per['start']}" if per.get("start") else f"{per['items']} items"
         lead = labels.get(d, "no interest point")
         if len(periods) == 1:
             parts.append(rng.choice([f"over the whole history ({span}) {lead} leads",
-                                     f"from {span} the history is mostly {lead}"]) if d is not None
+                                     f"the history ({span}) is mostly {lead}"]) if d is not None
                          else f"over the whole history ({span}) no interest point dominates")
             continue
         name = ordinals[i] if i < len(ordinals) else f"#{i + 1}"
+        dated = per.get("start") and per["start"] != per["end"]     # else periods read apart by their order
         if d is None:
-            parts.append(rng.choice([f"in the {name} part ({span}) no interest point dominates",
-                                     f"{span}: no clear lead"]))
+            parts.append(rng.choice([f"in the {name} part ({span}) no interest point dominates"]
+                                    + ([f"{span}: no clear lead"] if dated else [])))
         else:
-            parts.append(rng.choice([f"{span}: mostly {lead}",
-                                     f"in the {name} part ({per['items']} items, {span}) {lead} leads",
-                                     f"the {name} part ({span}) is dominated by {lead}"]))
+            parts.append(rng.choice([f"in the {name} part ({per['items']} items, {span}) {lead} leads",
+                                     f"the {name} part ({span}) is dominated by {lead}"]
+                                    + ([f"{span}: mostly {lead}"] if dated else [])))
     text = _cap("; ".join(parts)) + "." if parts else ""
     shifts = ev.get("shifts") or []
     if shifts:
@@ -227,7 +241,7 @@ def _evolution(sk: dict, rng: random.Random) -> str:
                                      f"{at.strip() + ', ' if at else ''}it shifts from {a} to {b}",
                                      f"{b} takes over from {a}{at}"]))
         text += " " + _cap("; ".join(sents)) + "."
-    elif any(p.get("dominant") is not None for p in periods) and len(periods) > 1:
+    elif any(p.get("dominant") is not None for p in periods) and len(periods) > 1 and periods_told:
         text += " " + rng.choice(["There is no shift.", "The lead never changes."])
     lt, rc = ev.get("long_term"), ev.get("recent")
     if lt is not None and lt == rc:
