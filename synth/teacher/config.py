@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage.config import Loc, read_yaml, validate
 from storage.errors import ConfigError
@@ -57,6 +57,14 @@ class TeacherConfig(BaseModel):
 
     # --- cache durability (see cache.py for the trade-off)
     fsync_interval_ms: float = Field(20.0, ge=0)   # group-commit window; 0 = fsync every response
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skeleton_default_model(cls, data: Any) -> Any:
+        """`backend: skeleton` alone means its only version, v1 (the default model names the embedded LLM)."""
+        if isinstance(data, dict) and data.get("backend") == "skeleton" and "model" not in data:
+            return {**data, "model": "v1"}
+        return data
 
     @field_validator("model")
     @classmethod

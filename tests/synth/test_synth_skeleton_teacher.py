@@ -141,3 +141,12 @@ def test_history_format_sid_leaves_no_title_in_any_student_turn_over_movielens(m
         sk = skeleton_of(r["extra"])
         assert [p["title"] for p in sk["perception"]] == [titles[i] for i in r["history_item_ids"]]
     assert ok == len(rows)
+
+
+def test_skeleton_teacher_configs_name_the_same_teacher():
+    from synth.teacher.config import TeacherConfig
+
+    ids = {TeacherConfig.coerce(t).teacher_id for t in ("skeleton", "skeleton:v1", {"backend": "skeleton"},
+                                                        str(REPO / "configs" / "teachers" / "skeleton.yaml"))}
+    assert ids == {"skeleton:v1"}
+    assert TeacherConfig.coerce(None).teacher_id.startswith("local:")         # the default is untouched
