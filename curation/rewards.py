@@ -18,7 +18,8 @@ predictions — SIDs the model quotes from the history while reasoning are not g
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 from storage.answer import check_format, reasoning_and_answer
 from storage.sid import SidFormatError, extract_sids, find_malformed_sids, format_sid, parse_sid

@@ -98,10 +98,9 @@ def split_think(text: str | None, finish_reason: str | None = None) -> Parsed:
         return Parsed(reasoning or None, None,
                       error="unterminated <think> block" + (" (truncated at max_tokens)" if truncated else ""),
                       extra={"format": "partial"})
-    m = None
-    for m in ANSWER_RE.finditer(t):
-        pass  # last "Answer:" line wins
-    if m is not None:
+    markers = list(ANSWER_RE.finditer(t))
+    if markers:
+        m = markers[-1]                             # the last "Answer:" line wins
         reasoning, answer = t[:m.start()].strip(), t[m.end():].strip()
         err = None if reasoning and answer else ("no reasoning before 'Answer:'" if not reasoning
                                                  else "nothing after 'Answer:'")
@@ -136,7 +135,7 @@ _FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 NO_JSON = "not JSON: no object in the answer"
 
 
-def _first_object(t: str) -> tuple[dict | None, json.JSONDecodeError | None]:
+def _first_object(t: str) -> tuple[dict[str, Any] | None, json.JSONDecodeError | None]:
     dec = json.JSONDecoder()
     first_err = None
     start = t.find("{")
@@ -151,7 +150,7 @@ def _first_object(t: str) -> tuple[dict | None, json.JSONDecodeError | None]:
     return None, first_err
 
 
-def extract_json_object(text: str | None) -> tuple[dict | None, str | None]:
+def extract_json_object(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """The first JSON object in `text` → (obj, None), or (None, why not). Tolerates a ```json fence (models add
     one even when asked not to) and prose around the object; when a fence holds no object the whole text is
     searched. The reason for unparsable JSON names the first error, with line and column in the stripped text
@@ -199,7 +198,7 @@ class R2Answer(BaseModel):
 R2_REASON = "invalid R2 JSON: "
 
 
-def _loc(loc: tuple) -> str:
+def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for p in loc:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -225,7 +224,7 @@ def validate_logic_chain(obj: Any) -> str | None:
     return None
 
 
-def parse_logic_chain(answer: str | None) -> tuple[dict | None, str | None]:
+def parse_logic_chain(answer: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(the answer's JSON object, None) when it holds a valid R2 chain, else (None, reason)."""
     obj, why = extract_json_object(answer)
     if obj is None:

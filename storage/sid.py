@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 SID_BEGIN = "<|sid_begin|>"
 SID_END = "<|sid_end|>"
@@ -106,7 +107,8 @@ def parse_sid(text: str, *, min_levels: int = 1, max_levels: int | None = None,
         letter, code = m.group(1), int(m.group(2))
         expected = LETTERS[len(codes)]
         if letter != expected:
-            raise SidFormatError(f"level {len(codes) + 1} should be <s_{expected}_…>, got <s_{letter}_{code}> in {text!r}")
+            raise SidFormatError(f"level {len(codes) + 1} should be <s_{expected}_…>, got <s_{letter}_{code}> "
+                                 f"in {text!r}")
         if codebook_sizes is not None and len(codes) < len(codebook_sizes) and code >= codebook_sizes[len(codes)]:
             raise SidFormatError(f"code {code} at level {letter} is outside the codebook (size "
                                  f"{codebook_sizes[len(codes)]}) in {text!r}")
@@ -121,7 +123,7 @@ def parse_sid(text: str, *, min_levels: int = 1, max_levels: int | None = None,
     return tuple(codes)
 
 
-def is_valid_sid(text: str, **kw) -> bool:
+def is_valid_sid(text: str, **kw: Any) -> bool:
     try:
         parse_sid(text, **kw)
         return True
@@ -173,7 +175,7 @@ def vocabulary_for(sids: Iterable[str]) -> list[str]:
 
 @dataclass
 class _Node:
-    children: dict = field(default_factory=dict)
+    children: dict[str, _Node] = field(default_factory=dict)
     terminal: bool = False
 
 
@@ -199,13 +201,15 @@ class SidTrie:
     def _walk(self, prefix: Sequence[str]) -> _Node | None:
         node = self.root
         for tok in prefix:
-            node = node.children.get(tok)
-            if node is None:
+            nxt = node.children.get(tok)
+            if nxt is None:
                 return None
+            node = nxt
         return node
 
     def allowed(self, prefix: Sequence[str]) -> list[str]:
-        """Tokens allowed after `prefix` (a list of SID tokens starting at <|sid_begin|>); [] when complete or invalid."""
+        """Tokens allowed after `prefix` (a list of SID tokens starting at <|sid_begin|>); [] when complete or
+        invalid."""
         node = self._walk(prefix)
         return sorted(node.children) if node else []
 
@@ -216,7 +220,7 @@ class SidTrie:
             return False
         return bool(node and node.terminal)
 
-    def to_ids(self, token_to_id: Mapping[str, int]) -> "IdTrie":
+    def to_ids(self, token_to_id: Mapping[str, int]) -> IdTrie:
         """The same trie over token ids of a tokenizer (after the SID tokens were added to it)."""
         return IdTrie(self, token_to_id)
 
@@ -232,21 +236,22 @@ class IdTrie:
                            "extend the tokenizer with storage.sid.vocabulary_for(...) first")
         self.begin_id = token_to_id[SID_BEGIN]
         self.end_id = token_to_id[SID_END]
-        self.root: dict = {}
+        self.root: dict[int, Any] = {}
         stack = [(trie.root, self.root)]
         while stack:
             src, dst = stack.pop()
             for tok, child in src.children.items():
-                nxt: dict = {}
+                nxt: dict[int, Any] = {}
                 dst[token_to_id[tok]] = nxt
                 stack.append((child, nxt))
 
     def allowed_ids(self, prefix_ids: Sequence[int]) -> list[int]:
         node = self.root
         for t in prefix_ids:
-            node = node.get(int(t))
-            if node is None:
+            nxt = node.get(int(t))
+            if nxt is None:
                 return []
+            node = nxt
         return list(node.keys())
 
 

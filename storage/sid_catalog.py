@@ -46,7 +46,7 @@ class SidCatalog:
     _trie: SidTrie | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, ws: Workspace, sid_version: int | None = None) -> "SidCatalog":
+    def load(cls, ws: Workspace, sid_version: int | None = None) -> SidCatalog:
         """Load `sid_version` (the latest when None). NotFound says how to build one."""
         if sid_version is None:
             sid_version = latest_sid_version(ws)

@@ -17,9 +17,18 @@ from curation.chain import run_filters
 from curation.config import load_chain
 from curation.filters.judge import parse_judgement
 from curation.rewards import format_reward
-from storage.answer import (EMPTY_THINK_PATTERN, PLAIN_ANSWER_PATTERN, THINK_CLOSE, THINK_OPEN, check_format,
-                            extract_json_object, parse_logic_chain, reasoning_and_answer, split_think,
-                            think_format_pattern)
+from storage.answer import (
+    EMPTY_THINK_PATTERN,
+    PLAIN_ANSWER_PATTERN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    check_format,
+    extract_json_object,
+    parse_logic_chain,
+    reasoning_and_answer,
+    split_think,
+    think_format_pattern,
+)
 from storage.records import samples_from_pylist
 from storage.sid import extract_sids, find_malformed_sids
 from synth.tasks.cognition import parse_r2

@@ -62,13 +62,15 @@ def _token_sql(ctx: TaskContext) -> str:
     keys = [str(k) for k in ctx.opt("attribute_keys")]
     if keys:
         # dominant values of chosen attributes (e.g. year), appended as "; year: 1995 (3 of 5), ..."
-        ctes += [f"""av AS (SELECT lvl, prefix, k, json_extract_string(attributes, '$."' || k || '"') AS v, count(*) AS c
+        ctes += [f"""av AS (SELECT lvl, prefix, k, json_extract_string(attributes, '$."' || k || '"') AS v,
+                                  count(*) AS c
                            FROM pre, (SELECT unnest([{', '.join(sql_str(k) for k in keys)}]) AS k)
                            WHERE attributes IS NOT NULL GROUP BY ALL HAVING v IS NOT NULL)""",
                  f"""attr AS (SELECT lvl, prefix, list(k || ': ' || vals ORDER BY k) AS aparts FROM (
                                 SELECT a.lvl, a.prefix, a.k,
                                        array_to_string(list(a.v || ' (' || a.c || ' of ' || s.n_items || ')'
-                                                            ORDER BY a.c DESC, a.v) FILTER (WHERE a.rk <= {top_k}), ', ') AS vals
+                                                            ORDER BY a.c DESC, a.v)
+                                                       FILTER (WHERE a.rk <= {top_k}), ', ') AS vals
                                 FROM (SELECT *, row_number() OVER (PARTITION BY lvl, prefix, k ORDER BY c DESC, v) AS rk
                                       FROM av) a JOIN sizes s USING (lvl, prefix) GROUP BY ALL)
                               GROUP BY lvl, prefix)""",
@@ -132,7 +134,8 @@ def _relational_sql(ctx: TaskContext) -> str:
     rels = _variants(ctx, RELATIONS)
     ctes = [catalog_cte(ctx), train_cte(ctx),
             "seq AS (SELECT user_id, item_id, lead(item_id) OVER (PARTITION BY user_id ORDER BY k) AS nxt FROM tr)",
-            f"""co AS (SELECT least(item_id, nxt) AS i1, greatest(item_id, nxt) AS i2, count(DISTINCT user_id) AS support
+            f"""co AS (SELECT least(item_id, nxt) AS i1, greatest(item_id, nxt) AS i2,
+                             count(DISTINCT user_id) AS support
                       FROM seq WHERE nxt IS NOT NULL AND nxt <> item_id GROUP BY ALL
                       HAVING count(DISTINCT user_id) >= {min_support})""",
             """co2 AS (SELECT co.i1, co.i2, co.support,
@@ -146,7 +149,8 @@ def _relational_sql(ctx: TaskContext) -> str:
                             ORDER BY {hash_order(ctx, 'item_id')}, item_id) AS i2
                         FROM cat WHERE len(categories) > 0) WHERE i2 IS NOT NULL)""",
             f"""pairs AS (SELECT * FROM (
-                          SELECT *, row_number() OVER (PARTITION BY relation ORDER BY {hash_order(ctx, 'i1', 'i2')}, i1, i2) AS rk
+                          SELECT *, row_number() OVER (PARTITION BY relation
+                                                       ORDER BY {hash_order(ctx, 'i1', 'i2')}, i1, i2) AS rk
                           FROM (SELECT * FROM co2 UNION ALL SELECT * FROM sub))
                         WHERE rk <= {max_pairs} AND relation IN ({', '.join(sql_str(r) for r in rels)}))""",
             """pj AS (SELECT p.*, a.sid AS sid1, a.title AS title1, b.sid AS sid2, b.title AS title2,
@@ -198,7 +202,8 @@ def _user_sql(ctx: TaskContext) -> str:
                         list({{'item_id': item_id, 'sid': sid, 'title': title}}) OVER (
                             PARTITION BY user_id ORDER BY k ROWS BETWEEN {h} PRECEDING AND 1 PRECEDING) AS hist
                       FROM tr WHERE user_id IN (SELECT user_id FROM sel_users))""",
-            f"""win AS MATERIALIZED (SELECT *, array_to_string(list_transform(hist, lambda x: x.sid), chr(10)) AS h_sids,
+            f"""win AS MATERIALIZED (SELECT *,
+                               array_to_string(list_transform(hist, lambda x: x.sid), chr(10)) AS h_sids,
                                array_to_string(list_transform(hist, lambda x: x.title), chr(10)) AS h_titles
                         FROM w WHERE k >= {mn} AND (k - {mn}) % {stride} = 0
                               AND ({per_user} = 0 OR k >= n_train - {per_user}))"""]

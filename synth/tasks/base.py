@@ -10,9 +10,10 @@ Two kinds:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from storage.answer import Parsed  # noqa: F401  (re-exported: tasks build Parsed values)
 from storage.config import coerce
@@ -91,7 +92,7 @@ class TaskContext:
     """Everything a builder needs: the workspace, resolved options, SID version, template, run id."""
 
     ws: Workspace
-    task: "Task"
+    task: Task
     options: dict[str, Any]
     sid_version: int
     template: Template
