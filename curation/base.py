@@ -171,6 +171,16 @@ class FilterContext:
             self.cache.sid_prefixes[key] = sid_prefix_set(self.sid_table(key))
         return self.cache.sid_prefixes[key]
 
+    def item_titles(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """Catalog titles of `item_ids` (items without a title are left out; empty without a workspace)."""
+        ids = sorted(set(item_ids))
+        if not ids or self.ws is None:
+            return {}
+        with self.ws.reader() as con:
+            con.register("ids", pa.table({"item_id": pa.array(ids, pa.string())}))
+            rows = con.execute("SELECT i.item_id, i.title FROM items i JOIN ids USING (item_id)").fetchall()
+        return {r[0]: r[1] for r in rows if r[1]}
+
     # -- text -----------------------------------------------------------------------------------------------
     def tokens(self, field: str, table: pa.Table | None = None) -> Tokens:
         """Word-token hashes of column `field` for the evaluated rows. Cached per chain run and sliced for

@@ -21,16 +21,6 @@ class LeakageParams(FilterParams):
     """Shorter normalized titles are not checked (a film called 'Heat' would match ordinary words)."""
 
 
-def _titles(ctx: FilterContext, item_ids: list[str]) -> dict[str, str]:
-    if not item_ids or ctx.ws is None:
-        return {}
-    ids = pa.table({"item_id": pa.array(sorted(set(item_ids)), pa.string())})
-    with ctx.ws.reader() as con:
-        con.register("ids", ids)
-        rows = con.execute("SELECT i.item_id, i.title FROM items i JOIN ids USING (item_id)").fetchall()
-    return {r[0]: r[1] for r in rows if r[1]}
-
-
 @register
 class LeakageFilter(Filter, type_name="hint_leakage", params=LeakageParams, review_label="leaked_target"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
@@ -75,7 +65,7 @@ class LeakageFilter(Filter, type_name="hint_leakage", params=LeakageParams, revi
         needles: list[tuple[int, str, str, str]] = []
         tids = table.column("target_item_ids").to_pylist()
         tsids = table.column("target_sids").to_pylist()
-        titles = _titles(ctx, [i for ids in tids if ids for i in ids]) if p.check_titles else {}
+        titles = ctx.item_titles(i for ids in tids if ids for i in ids) if p.check_titles else {}
         for r in range(table.num_rows):
             if p.check_sids:
                 for s in tsids[r] or []:

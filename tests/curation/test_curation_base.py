@@ -142,6 +142,8 @@ def test_catalog_artifacts_are_loaded_once_per_chain_run(cat_ws, monkeypatch):
     prefixes = ctx.sid_prefixes([1])
     codes = sid("6")[len("<|sid_begin|>"):-len("<|sid_end|>")]
     assert (1, codes) in prefixes and (1, codes[:codes.index(">") + 1]) in prefixes and (2, codes) not in prefixes
+    assert ctx.item_titles(["6", "1", "6", "nope"]) == {"1": TITLES["1"], "6": TITLES["6"]}
+    assert FilterContext(ws=None, rank_score=np.zeros(0)).item_titles(["1"]) == {}
     # a sub-context (row selection) shares the run's cache
     sub = FilterContext(ws=cat_ws, rank_score=np.zeros(3)).subset(np.array([0, 2]))
     assert len(sub.rank_score) == 2
