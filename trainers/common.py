@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.datasets import DatasetVersion
-from storage.errors import RecotError
+from storage.errors import ConfigError, RecotError
 from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace
 
@@ -86,6 +86,10 @@ def load_model_and_tokenizer(path: str, *, ws: Workspace | None = None, sid_vers
 
     from trainers.tokenizer import add_sid_tokens, check_sid_tokenization, sid_tokens
 
+    if Path(path).expanduser().is_absolute() or path.startswith((".", "~")):
+        if not (Path(path).expanduser() / "config.json").exists():  # else transformers takes it for a hub id
+            raise ConfigError(f"model folder {path} not found (no config.json); set `model:` to a model folder "
+                              "or a Hugging Face hub id, or leave it empty for the embedded SmolLM2")
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -139,41 +139,98 @@ def test_trl_key_that_is_also_a_recot_field_is_refused(tmp_path):
     assert ok.max_length == 128 and ok.trl == {"warmup_steps": 1, "lr_scheduler_type": "cosine"}
 
 
+def _loss_decreases(metrics: dict) -> None:
+    """Trained on one repeated row, the second step's loss (after one update) is below the first's."""
+    loss = metrics["loss"]
+    assert loss["n"] >= 2 and math.isfinite(loss["first"]) and math.isfinite(loss["last"]), loss
+    assert loss["last"] < loss["first"], loss
+
+
 @pytest.mark.slow
-def test_pretrain_on_catalog_corpus(tiny_ws):
+def test_pretrain_on_catalog_corpus_learns_and_saves_a_loadable_model(tiny_ws):
+    from storage.runs import get_run
     from trainers.config import load_config
     from trainers.pretrain import PretrainConfig, train_pretrain
 
-    cfg = load_config(PretrainConfig, CONFIGS / "pretrain.cpu.yaml", ["max_steps=2", "max_length=64"])
+    cfg = load_config(PretrainConfig, CONFIGS / "pretrain.cpu.yaml", ["max_steps=2", "max_length=64",
+                                                                     "max_samples=1", "learning_rate=1e-4"])
     res = train_pretrain(tiny_ws, cfg)
-    _finite(res.metrics, "loss")
+    _loss_decreases(res.metrics)
     assert res.out_dir.parent == tiny_ws.root / "models"
+    run = get_run(tiny_ws, res.run_id)
+    assert run["status"] == "done" and run["stats"]["metrics"] == res.metrics
     _load_and_generate(res.out_dir)
 
 
+def _recording(build):
+    """Wrap `build_rewards` so each reward call TRL makes is kept: (name, completions, kwargs, rewards)."""
+    import functools
+
+    calls: list[tuple[str, list, dict, list[float]]] = []
+
+    def build_and_record(*args, **kwargs):
+        def wrap(f):
+            @functools.wraps(f)
+            def recorded(prompts, completions, **kw):
+                out = f(prompts, completions, **kw)
+                calls.append((f.__name__, list(completions), kw, list(out)))
+                return out
+            return recorded
+        return [wrap(f) for f in build(*args, **kwargs)]
+
+    return build_and_record, calls
+
+
 @pytest.mark.slow
-def test_rl_grpo_logs_finite_rewards(tiny_ws):
+def test_rl_grpo_scores_its_completions_with_the_catalog_rewards(tiny_ws, monkeypatch):
+    import statistics
+
+    import trainers.rl as rl
+    from storage.sid_catalog import SidCatalog
     from trainers.config import load_config
     from trainers.rl import RLConfig, train_rl
 
+    build = rl.build_rewards
+    recorder, calls = _recording(build)
+    monkeypatch.setattr(rl, "build_rewards", recorder)
     cfg = load_config(RLConfig, CONFIGS / "rl.cpu.yaml", ["max_steps=2", "max_completion_length=8"],
                       dataset="r3_curated@v1")
     res = train_rl(tiny_ws, cfg)
     _finite(res.metrics, "loss")
-    _finite(res.metrics, "reward")
-    for name in ("format_reward", "sid_validity_reward", "prefix_partial_sid_reward", "ndcg_rank_reward"):
-        _finite(res.metrics, f"rewards/{name}/mean")
-    _load_and_generate(res.out_dir)
+    names = ("format_reward", "sid_validity_reward", "prefix_partial_sid_reward", "ndcg_rank_reward")
+    assert [c[0] for c in calls] == list(names) * 2                  # every reward, once per step
+    catalog = SidCatalog.load(tiny_ws, 1).sid_to_item
+    for name, comps, kw, out in calls:
+        # TRL handed each reward the generated completions with each row's own reference SIDs
+        assert len(out) == len(comps) == len(kw["target_sid"]) > 0
+        assert all(sid in catalog for sid in kw["target_sid"]) and kw["target_sids"][0][0] == kw["target_sid"][0]
+        assert all(math.isfinite(x) for x in out)
+    for name, _, _, out in calls[:len(names)]:                      # what was logged is what the rewards gave
+        assert res.metrics[f"rewards/{name}/mean"]["first"] == pytest.approx(statistics.fmean(out), abs=1e-5)
+    # the same catalog-bound rewards score the reference answer above what the untrained model wrote
+    funcs = build(tiny_ws, cfg, 1)
+    _, comps, kw, _ = calls[0]
+    gold = [[{"role": "assistant", "content": ("<think>\nThe user likes this topic.\n</think>\n\n" if th
+                                               else "<think>\n\n</think>\n\n") + sid}]
+            for th, sid in zip(kw["think"], kw["target_sid"])]
+
+    def total(completions):
+        return [sum(v) for v in zip(*(f(None, completions, **kw) for f in funcs))]
+
+    gold_scores, model_scores = total(gold), total(comps)
+    assert all(g > m for g, m in zip(gold_scores, model_scores)), (gold_scores, model_scores, comps)
+    assert gold_scores[0] == pytest.approx(len(names) + 0.1)          # all four satisfied (+ validity bonus)
 
 
 def test_failed_training_marks_the_run_failed(tiny_ws):
-    from storage.runs import list_runs
+    from storage.runs import get_run, list_runs
     from trainers.sft import SFTTrainConfig, train_sft
 
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match="no-such-model not found"):
         train_sft(tiny_ws, SFTTrainConfig(dataset="r3_curated@v1", model=str(tiny_ws.root / "no-such-model")))
     runs = list_runs(tiny_ws, "train-sft")
     assert runs and runs[0]["status"] == "failed"
+    assert get_run(tiny_ws, runs[0]["run_id"])["error"].startswith("ConfigError: model folder")
 
 
 def test_save_model_refuses_to_overwrite_a_foreign_folder(tmp_path):

@@ -1,5 +1,5 @@
 """Trainers that start from a trained model (rft, merge, distill) and constrained evaluation. They share one
-SFT model trained once per session (high learning rate so that it emits SIDs after a few steps)."""
+SFT model trained once per session (two steps on one curated row)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 @pytest.fixture(scope="session")
 def sft_model(_tiny_template, tmp_path_factory):
-    """(model dir, TrainResult, workspace) of a 2-step SFT run on the tiny workspace."""
+    """(model dir, TrainResult, workspace) of a 2-step SFT run on one row of the tiny workspace."""
     from storage.workspace import Workspace
     from trainers.config import load_config
     from trainers.sft import SFTTrainConfig, train_sft
@@ -24,9 +24,9 @@ def sft_model(_tiny_template, tmp_path_factory):
     root = tmp_path_factory.mktemp("sft_model")
     shutil.copytree(_tiny_template, root / "ws", ignore=shutil.ignore_patterns(".lock"))
     ws = Workspace.open(root / "ws")
-    cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml",
-                      ["max_steps=2", "max_length=192", "think_ratio=null"], dataset="r3_curated@v1",
-                      out=str(root / "sft"))
+    cfg = load_config(SFTTrainConfig, CONFIGS / "sft.cpu.yaml",   # one row, seen twice: the loss must drop
+                      ["max_steps=2", "max_length=192", "think_ratio=null", "max_samples=1", "learning_rate=1e-4"],
+                      dataset="r3_curated@v1", out=str(root / "sft"))
     res = train_sft(ws, cfg)
     return res.out_dir, res, ws
 
@@ -41,6 +41,7 @@ def test_sft_trains_and_saves_loadable_model_with_lineage(sft_model):
     out_dir, res, ws = sft_model
     loss = res.metrics["loss"]
     assert loss["n"] == 2 and math.isfinite(loss["first"]) and math.isfinite(loss["last"])
+    assert loss["last"] < loss["first"], loss                 # the same row after one update: it learned
     lin = model_lineage(out_dir)
     assert lin["datasets"] == ["r3_curated@v1"] and lin["sid_version"] == 1 and lin["kind"] == "sft"
     run = get_run(ws, res.run_id)
