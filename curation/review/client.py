@@ -101,7 +101,7 @@ def find_dataset(client: rg.Argilla, workspace: str, name: str) -> rg.Dataset | 
 
 def is_published(ds: rg.Dataset) -> bool:
     """False for a draft: a dataset whose creation was interrupted before the SDK published it."""
-    return ds.serialize().get("status") == "ready"
+    return bool(ds.serialize().get("status") == "ready")
 
 
 def record_ids(ds: rg.Dataset) -> dict[str, str]:
@@ -114,7 +114,7 @@ def annotator_api_key(client: rg.Argilla, user_id: str) -> str:
     """An annotator's API key, read as owner. Raw REST because the SDK's user model has no `api_key`."""
     r = client.http_client.get(f"/api/v1/users/{user_id}")
     r.raise_for_status()
-    return r.json()["api_key"]
+    return str(r.json()["api_key"])
 
 
 def server_record_ids(conn: Connection, workspace: str, dataset: str) -> dict[str, str]:

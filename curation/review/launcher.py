@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 
 def _register_patched_engine() -> None:
@@ -32,7 +33,7 @@ def _register_patched_engine() -> None:
     from argilla_server.search_engine.commons import es_index_name_for_dataset, es_path_for_question_response
     from argilla_server.search_engine.opensearch import OpenSearchEngine
 
-    def response_to_es(response) -> dict:
+    def response_to_es(response: Any) -> dict[str, Any]:
         values = response.values or {}
         out = {"id": str(response.id), "status": getattr(response.status, "value", response.status),
                "user_id": str(response.user_id)}
@@ -40,14 +41,14 @@ def _register_patched_engine() -> None:
             out[es_path_for_question_response(question)] = (value or {}).get("value")
         return out
 
-    class NoScriptOpenSearchEngine(OpenSearchEngine):
+    class NoScriptOpenSearchEngine(OpenSearchEngine):  # type: ignore[misc]  # (untyped server package)
         """OpenSearchEngine whose document updates never use painless scripts (osmem cannot run them)."""
 
-        async def _get_source(self, index_name: str, doc_id: str) -> dict:
+        async def _get_source(self, index_name: str, doc_id: str) -> dict[str, Any]:
             doc = await self.client.get(index=index_name, id=doc_id)
             return doc.get("_source") or {}
 
-        async def update_record_response(self, response) -> None:
+        async def update_record_response(self, response: Any) -> None:
             record = response.record
             index_name = es_index_name_for_dataset(record.dataset)
             source = await self._get_source(index_name, str(record.id))
@@ -56,14 +57,14 @@ def _register_patched_engine() -> None:
             responses.append(es_response)
             await self._update_document_request(index_name, id=str(record.id), body={"doc": {"responses": responses}})
 
-        async def delete_record_response(self, response) -> None:
+        async def delete_record_response(self, response: Any) -> None:
             record = response.record
             index_name = es_index_name_for_dataset(record.dataset)
             source = await self._get_source(index_name, str(record.id))
             responses = [r for r in (source.get("responses") or []) if str(r.get("id")) != str(response.id)]
             await self._update_document_request(index_name, id=str(record.id), body={"doc": {"responses": responses}})
 
-        async def delete_record_suggestion(self, suggestion) -> None:
+        async def delete_record_suggestion(self, suggestion: Any) -> None:
             index_name = es_index_name_for_dataset(suggestion.record.dataset)
             source = await self._get_source(index_name, str(suggestion.record_id))
             suggestions = dict(source.get("suggestions") or {})
@@ -78,7 +79,7 @@ def _register_patched_engine() -> None:
 def _watch_parent(pid: int) -> None:
     """Stop the whole stack (our process group) when the process that asked for it disappears, so a
     killed test session or shell does not leave servers behind."""
-    def loop():
+    def loop() -> None:
         while True:
             try:
                 os.kill(pid, 0)
@@ -135,7 +136,7 @@ async def _reindex_all() -> int:
     return n
 
 
-async def _ensure_owner(creds: dict) -> None:
+async def _ensure_owner(creds: dict[str, Any]) -> None:
     from argilla_server.contexts import accounts
     from argilla_server.database import AsyncSessionLocal
     from argilla_server.models import User, UserRole
@@ -148,7 +149,7 @@ async def _ensure_owner(creds: dict) -> None:
                           api_key=creds["api_key"], workspaces=[])
 
 
-async def _prepare(creds: dict) -> int:
+async def _prepare(creds: dict[str, Any]) -> int:
     """Owner user + search indexes, in ONE event loop; the pooled DB connections are disposed afterwards
     because they would be bound to this loop, not uvicorn's."""
     from argilla_server.database import async_engine

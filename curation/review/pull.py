@@ -42,7 +42,7 @@ class PullResult:
     skipped_drafts: int = 0
     run_id: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
@@ -65,7 +65,7 @@ def responses(client: rg.Argilla, ds: rg.Dataset, page: int = 1000) -> Iterator[
 
 
 def response_rows(pairs: Iterable[tuple[str, Any]], usernames: dict[str, str],
-                  dataset_ref: str) -> tuple[list[dict], int]:
+                  dataset_ref: str) -> tuple[list[dict[str, Any]], int]:
     """`reviews` rows of (sample id, response) pairs (submitted and discarded only); also counts drafts."""
     rows, drafts = [], 0
     for sample_id, resp in pairs:
@@ -85,7 +85,7 @@ def response_rows(pairs: Iterable[tuple[str, Any]], usernames: dict[str, str],
     return rows, drafts
 
 
-def _targets(ws: Workspace, dataset_ref: str | None) -> list[dict]:
+def _targets(ws: Workspace, dataset_ref: str | None) -> list[dict[str, Any]]:
     targets = pushed_datasets(ws)
     if dataset_ref:
         from storage.datasets import resolve
@@ -100,9 +100,9 @@ def _targets(ws: Workspace, dataset_ref: str | None) -> list[dict]:
     return targets
 
 
-def _fetch(conn: Connection, targets: list[dict], result: PullResult) -> list[dict]:
+def _fetch(conn: Connection, targets: list[dict[str, Any]], result: PullResult) -> list[dict[str, Any]]:
     """Every submitted / discarded response of the target datasets, as `reviews` rows."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     with argilla_client(conn, "pull responses") as client:
         usernames = {str(u.id): u.username for u in client.users.list()}
         for t in targets:
@@ -119,13 +119,13 @@ def _fetch(conn: Connection, targets: list[dict], result: PullResult) -> list[di
     return rows
 
 
-def _same(old: tuple[str, Any], row: dict) -> bool:
+def _same(old: tuple[str, Any], row: dict[str, Any]) -> bool:
     status, values = old
     old_values = json.loads(values) if isinstance(values, str) else values
-    return status == row["status"] and old_values == json.loads(row["values"])
+    return bool(status == row["status"] and old_values == json.loads(row["values"]))
 
 
-def _store(ws: Workspace, rows: list[dict], result: PullResult) -> None:
+def _store(ws: Workspace, rows: list[dict[str, Any]], result: PullResult) -> None:
     """Write new and changed rows in one transaction; count new / updated / unchanged."""
     now = datetime.now(UTC).replace(tzinfo=None)
     with ws.transaction("review_pull") as con:

@@ -142,7 +142,7 @@ def select_samples(ws: Workspace, dv: DatasetVersion, size: int, strategy: str, 
         con.close()
 
 
-def _select_stratified(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple]:
+def _select_stratified(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple[Any, ...]]:
     strata = con.execute("SELECT level, task, keep, count(*) FROM s GROUP BY ALL ORDER BY ALL").fetchall()
     quotas = _allocate([c for *_, c in strata], size)
     con.execute("CREATE TEMP TABLE q (level VARCHAR, task VARCHAR, keep BOOLEAN, quota INTEGER)")
@@ -156,7 +156,8 @@ def _select_stratified(con: duckdb.DuckDBPyConnection, size: int) -> list[tuple]
         WHERE rn <= quota ORDER BY h, sample_id""").fetchall()
 
 
-def _select_uncertain(con: duckdb.DuckDBPyConnection, ws: Workspace, dv: DatasetVersion, size: int) -> list[tuple]:
+def _select_uncertain(con: duckdb.DuckDBPyConnection, ws: Workspace, dv: DatasetVersion,
+                      size: int) -> list[tuple[Any, ...]]:
     """Filters' disagreement (share of the minority verdict) + closeness of the judge's score to the middle
     of its scale; the judge is whichever label the funnel says is a judge filter."""
     v = ws.query("SELECT sample_id, filter, keep, score FROM verdicts WHERE dataset = ? AND version = ?",
@@ -218,7 +219,7 @@ class _Catalog:
             self._titles = {str(i): t for i, t in self.ws.query("SELECT item_id, title FROM items")}
         return self._titles
 
-    def cat(self, sid_version):
+    def cat(self, sid_version: int | None) -> Any:
         if sid_version not in self._cats:
             from storage.sid_catalog import SidCatalog
 
@@ -228,13 +229,13 @@ class _Catalog:
                 self._cats[sid_version] = None
         return self._cats[sid_version]
 
-    def item_line(self, item_id: str, sid_version) -> str:
+    def item_line(self, item_id: str, sid_version: int | None) -> str:
         c = self.cat(sid_version)
         sid = c.item_to_sid.get(str(item_id)) if c else None
         title = self.titles().get(str(item_id)) or f"item {item_id}"
         return f"{title} {sid or '[no SID]'}"
 
-    def sid_line(self, sid: str, sid_version) -> str:
+    def sid_line(self, sid: str, sid_version: int | None) -> str:
         c = self.cat(sid_version)
         item = c.get_item(sid) if c else None
         if item is None:
@@ -249,7 +250,7 @@ def display_text(text: str) -> str:
     return text.replace("<", "\u2039").replace(">", "\u203a")
 
 
-def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
+def render_fields(row: dict[str, Any], cat: _Catalog) -> dict[str, str]:
     sv = row.get("sid_version")
     hist = row.get("history_item_ids") or []
     history = "\n".join(f"{i + 1}. {cat.item_line(it, sv)}" for i, it in enumerate(hist)) or "(no history)"
@@ -266,7 +267,7 @@ def render_fields(row: dict, cat: _Catalog) -> dict[str, str]:
     return {k: display_text(v) for k, v in fields.items()}
 
 
-def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list[rg.Suggestion]:
+def _suggestions(row: dict[str, Any], verdicts: list[dict[str, Any]], kinds: FilterKinds) -> list[rg.Suggestion]:
     """The filters' and the judge's opinions: `correct` (the curation decision, scored by the share of
     filters agreeing with it), `issues` (each dropping filter's review label) and `rating` (the judge)."""
     import argilla as rg
@@ -295,7 +296,7 @@ def _suggestions(row: dict, verdicts: list[dict], kinds: FilterKinds) -> list[rg
     return out
 
 
-def build_record(row: dict, verdicts: list[dict], cat: _Catalog, filters: list[str],
+def build_record(row: dict[str, Any], verdicts: list[dict[str, Any]], cat: _Catalog, filters: list[str],
                  kinds: FilterKinds) -> rg.Record:
     """The Argilla record of one sample (id = sample id): fields, metadata (incl. one verdict per filter)
     and the filters' and judge's suggestions."""
@@ -322,11 +323,11 @@ class PushResult:
     batches: int
     run_id: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def _load_rows(dv: DatasetVersion, ids: list[str]) -> list[dict]:
+def _load_rows(dv: DatasetVersion, ids: list[str]) -> list[dict[str, Any]]:
     con = duckdb.connect()
     try:
         con.execute("CREATE TEMP TABLE ids (sample_id VARCHAR)")
@@ -338,10 +339,10 @@ def _load_rows(dv: DatasetVersion, ids: list[str]) -> list[dict]:
     return [by_id[i] for i in ids if i in by_id]
 
 
-def _verdicts(ws: Workspace, dv: DatasetVersion) -> tuple[list[str], dict[str, list[dict]]]:
+def _verdicts(ws: Workspace, dv: DatasetVersion) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
     rows = ws.query("SELECT sample_id, filter, keep, reason, score FROM verdicts WHERE dataset = ? AND version = ? "
                     "ORDER BY sample_id, filter", [dv.name, dv.version])
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for sid, f, k, reason, score in rows:
         out.setdefault(sid, []).append({"filter": f, "keep": bool(k), "reason": reason, "score": score})
     filters = sorted({r[1] for r in rows})
@@ -424,7 +425,7 @@ def push(ws: Workspace, dataset_ref: str, *, size: int = 100, strategy: str = "s
     return result
 
 
-def pushed_datasets(ws: Workspace) -> list[dict]:
+def pushed_datasets(ws: Workspace) -> list[dict[str, Any]]:
     """Argilla datasets this workspace pushed to (from its review_push runs), newest first, one per name."""
     rows = ws.query("SELECT config, started_at FROM runs WHERE kind = 'review_push' ORDER BY started_at DESC")
     seen, out = set(), []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from curation.review.filter_kinds import filter_kinds
 from curation.review.push import judge_rating
@@ -43,7 +44,7 @@ def human_decisions(ws: Workspace, sample_ids: list[str] | None = None) -> dict[
         SELECT sample_id, annotator, correct, rating, labels, corrected_answer
         FROM reviews WHERE status = 'submitted' ORDER BY sample_id, annotator""")
     wanted = set(sample_ids) if sample_ids is not None else None
-    by_sample: dict[str, list[tuple]] = {}
+    by_sample: dict[str, list[tuple[Any, ...]]] = {}
     for r in rows:
         if wanted is None or r[0] in wanted:
             by_sample.setdefault(r[0], []).append(r)
@@ -88,11 +89,11 @@ class ReviewReport:
     annotators: list[str]
     rows: list[Agreement] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _kappa(a: list, b: list, **kw) -> float | None:
+def _kappa(a: list[Any], b: list[Any], **kw: Any) -> float | None:
     from sklearn.metrics import cohen_kappa_score
 
     if not a:
@@ -115,10 +116,10 @@ def _agreement(name: str, kind: str, pairs: list[tuple[bool, bool]]) -> Agreemen
                      tp=tp, fp=fp, fn=fn, tn=tn)
 
 
-def _judge_rating_kappa(vs: list[tuple], decisions: dict[str, HumanDecision]) -> float | None:
+def _judge_rating_kappa(vs: list[tuple[Any, ...]], decisions: dict[str, HumanDecision]) -> float | None:
     """Quadratic-weighted kappa of the judge's 1–5 rating vs the annotators' mean rating (rounded)."""
-    rated = [(judge_rating(score), decisions[s].mean_rating) for s, _, score in vs
-             if judge_rating(score) is not None and decisions[s].mean_rating is not None]
+    rated = [(judge_rating(score), mean) for s, _, score in vs
+             if judge_rating(score) is not None and (mean := decisions[s].mean_rating) is not None]
     if not rated:
         return None
     return _kappa([j for j, _ in rated], [int(round(h)) for _, h in rated], labels=[1, 2, 3, 4, 5],
@@ -142,7 +143,7 @@ def agreement(ws: Workspace, dataset_ref: str) -> ReviewReport:
                        "`recot review pull`")
     verdicts = ws.query("SELECT sample_id, filter, keep, score FROM verdicts WHERE dataset = ? AND version = ? "
                         "ORDER BY filter, sample_id", [dv.name, dv.version])
-    by_filter: dict[str, list[tuple]] = {}
+    by_filter: dict[str, list[tuple[Any, ...]]] = {}
     for sid, f, k, score in verdicts:
         if sid in decisions:
             by_filter.setdefault(f, []).append((sid, bool(k), score))

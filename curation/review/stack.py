@@ -26,6 +26,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -106,7 +107,7 @@ class StackStatus:
     detail: str | None = None
     started_at: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -114,17 +115,18 @@ class StackStatus:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def _write_private_json(path: Path, data: dict) -> None:
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic write of a file only the user can read (credentials, state)."""
     atomic_write_json(path, data, mode=0o600)
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as exc:
@@ -152,11 +154,11 @@ def _markers(ports: dict[str, int]) -> dict[str, str]:
     return {"redis": "redis-server", "search": "osmem-server", "server": "launcher.py", "worker": "launcher.py"}
 
 
-def load_credentials(ws: Workspace) -> dict | None:
+def load_credentials(ws: Workspace) -> dict[str, Any] | None:
     return _read_json(credentials_path(ws))
 
 
-def _ensure_credentials(ws: Workspace) -> dict:
+def _ensure_credentials(ws: Workspace) -> dict[str, Any]:
     creds = load_credentials(ws)
     if creds is None:
         creds = {"username": OWNER_USERNAME, "password": secrets.token_urlsafe(18),
@@ -167,7 +169,7 @@ def _ensure_credentials(ws: Workspace) -> dict:
     return creds
 
 
-def ping(conn: Connection, timeout_s: float = 5.0) -> dict:
+def ping(conn: Connection, timeout_s: float = 5.0) -> dict[str, Any]:
     """`GET /api/v1/me`: the user behind the key. Clear errors for 'server down' and 'wrong key'.
 
     Raw REST on purpose: `up` polls this while the server starts and `status` calls it to tell 'down' from
@@ -184,7 +186,8 @@ def ping(conn: Connection, timeout_s: float = 5.0) -> dict:
                             "the key in <workspace>/argilla/credentials.json does not match this server"))
     if r.status_code != 200:
         raise StackError(f"Argilla server at {conn.url} answered HTTP {r.status_code} to /api/v1/me: {r.text[:200]}")
-    return r.json()
+    me: dict[str, Any] = r.json()
+    return me
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -291,10 +294,10 @@ class _Launch:
     stop them all if the start fails."""
 
     ws: Workspace
-    creds: dict
+    creds: dict[str, Any]
     watch_pid: int | None
     ports: dict[str, int] = field(default_factory=lambda: {n: _free_port() for n in ("redis", "search", "server")})
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -304,14 +307,14 @@ class _Launch:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['server']}"
 
-    def spawn(self, name: str, argv: list[str], **kw) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         fh = open(self.logs / f"{name}.log", "ab")
         try:
             # the first process leads a new process group, the others join it (setpgid cannot cross
             # sessions, so no setsid here; a background group gets no terminal Ctrl-C or hang-up)
             pgid = self.procs["redis"].pid if self.procs else 0
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                 cwd=stack_dir(self.ws), process_group=pgid, **kw)
+                                 cwd=stack_dir(self.ws), process_group=pgid, env=env)
         finally:
             fh.close()
         self.procs[name] = p
@@ -406,7 +409,7 @@ def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None)
     return status(ws)
 
 
-def _reap(p: subprocess.Popen) -> None:
+def _reap(p: subprocess.Popen[bytes]) -> None:
     try:
         p.wait(timeout=0.1)
     except subprocess.TimeoutExpired:
@@ -415,7 +418,7 @@ def _reap(p: subprocess.Popen) -> None:
 
 def _kill_group(pgid: int | None, pids: list[int], grace_s: float = 4.0) -> None:
     """SIGTERM the stack's process group, wait, then SIGKILL what is left. Only our own group/pids."""
-    def signal_all(sig):
+    def signal_all(sig: int) -> None:
         if pgid:
             try:
                 os.killpg(pgid, sig)
