@@ -87,7 +87,7 @@ def split_levels(reasoning: str | None) -> dict[str, str] | str:
     return out
 
 
-def skeleton_of(extra: str | dict | None) -> dict[str, Any] | None:
+def skeleton_of(extra: str | dict[str, Any] | None) -> dict[str, Any] | None:
     """The cognition skeleton stored in a sample's `extra` (JSON text or an already parsed dict), or None when
     there is none, the JSON does not parse, or its version is not one this code reads."""
     if extra is None:

@@ -41,8 +41,8 @@ class DatasetVersion:
     created_at: str
     step: str
     run_id: str | None
-    parents: list[dict]
-    manifest: dict
+    parents: list[dict[str, Any]]
+    manifest: dict[str, Any]
 
     @property
     def ref(self) -> str:
@@ -66,9 +66,9 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordBatch], *, step: str,
-                  config: dict | None = None, parents: list[tuple[str, int]] | None = None,
+                  config: dict[str, Any] | None = None, parents: list[tuple[str, int]] | None = None,
                   run_id: str | None = None, schema: pa.Schema | None = None,
-                  extra_manifest: dict | None = None,
+                  extra_manifest: dict[str, Any] | None = None,
                   on_commit: Callable[[Any, str, int], None] | None = None) -> DatasetVersion:
     """Write a new immutable version of dataset `name` and return it. Atomic: on any failure nothing is left
     behind (the temp folder is removed) and the catalog is unchanged.
@@ -143,11 +143,11 @@ def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordB
 def _next_version(ws: Workspace, name: str) -> int:
     on_disk = [int(p.name[1:]) for p in (ws.datasets_dir / name).glob("v*") if p.name[1:].isdigit()]
     with ws.reader() as con:
-        row = con.execute("SELECT max(version) FROM dataset_versions WHERE name = ?", [name]).fetchone()
-    return max(on_disk + [row[0] or 0]) + 1
+        latest = con.execute("SELECT max(version) FROM dataset_versions WHERE name = ?", [name]).fetchall()[0][0]
+    return max([*on_disk, latest or 0]) + 1
 
 
-def _from_manifest(ws: Workspace, m: dict, path: Path) -> DatasetVersion:
+def _from_manifest(ws: Workspace, m: dict[str, Any], path: Path) -> DatasetVersion:
     return DatasetVersion(name=m["name"], version=int(m["version"]), path=path, rows=int(m["rows"]),
                           content_hash=m["content_hash"], created_at=str(m["created_at"]), step=m["step"],
                           run_id=m.get("run_id"), parents=m.get("parents", []), manifest=m)
@@ -196,7 +196,7 @@ def list_versions(ws: Workspace, name: str | None = None) -> list[DatasetVersion
     return [_from_manifest(ws, json.loads(m), ws.root / p) for m, p in ws.query(sql, params)]
 
 
-def diff_versions(ws: Workspace, a: DatasetVersion, b: DatasetVersion, key: str = "sample_id") -> dict:
+def diff_versions(ws: Workspace, a: DatasetVersion, b: DatasetVersion, key: str = "sample_id") -> dict[str, Any]:
     """Counts of rows only in a, only in b, in both (by `key`), plus kept counts when curated."""
     import duckdb
 
@@ -209,14 +209,14 @@ def diff_versions(ws: Workspace, a: DatasetVersion, b: DatasetVersion, key: str 
                (SELECT count(*) FROM b WHERE k NOT IN (SELECT k FROM a)),
                (SELECT count(*) FROM a WHERE k IN (SELECT k FROM b))
         """
-        removed, added, common = con.execute(q).fetchone()
+        removed, added, common = con.execute(q).fetchall()[0]
     finally:
         con.close()
     return {"a": a.ref, "b": b.ref, "rows_a": a.rows, "rows_b": b.rows,
             "removed": removed, "added": added, "common": common}
 
 
-def lineage(ws: Workspace, sample_id: str) -> list[dict]:
+def lineage(ws: Workspace, sample_id: str) -> list[dict[str, Any]]:
     """Every dataset version that contains `sample_id`, with its step, run and parents (newest first)."""
     import duckdb
 
@@ -227,7 +227,7 @@ def lineage(ws: Workspace, sample_id: str) -> list[dict]:
             if dv.rows == 0 or "sample_id" not in {f["name"] for f in dv.manifest.get("schema", [])}:
                 continue
             hit = con.execute(f"SELECT count(*) FROM read_parquet('{dv.glob}') WHERE sample_id = ?",
-                              [sample_id]).fetchone()[0]
+                              [sample_id]).fetchall()[0][0]
             if hit:
                 out.append({"dataset": dv.ref, "step": dv.step, "run_id": dv.run_id, "parents": dv.parents,
                             "created_at": dv.created_at})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -45,13 +45,13 @@ def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
         raise ConfigError("--executor ray needs Ray: pip install 'recot[ray]'") from exc
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
-        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                      configure_logging=False)
+        kwargs: dict[str, Any] = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                                      configure_logging=False)
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=int(os.environ.get("RECOT_RAY_CPUS", os.cpu_count() or 1)), **kwargs)
-        log.info("ray initialised: %s", ray.cluster_resources())
+        log.info("ray initialised: %s", ray.cluster_resources())  # type: ignore[no-untyped-call]
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ds = ray.data.from_arrow(table).map_batches(fn, batch_format="pyarrow", batch_size=batch_size)

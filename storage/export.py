@@ -23,7 +23,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -154,6 +154,7 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     out = Path(out)
+    manifest: dict[str, Any]
     if out.exists() and (out.is_file() or any(out.iterdir())):
         if not overwrite:
             raise RecotError(f"{out} exists and is not empty; choose another --out or pass --overwrite")

@@ -93,7 +93,7 @@ def empty_samples() -> pa.Table:
     return SAMPLE_SCHEMA.empty_table()
 
 
-def samples_from_pylist(rows: list[dict]) -> pa.Table:
+def samples_from_pylist(rows: list[dict[str, Any]]) -> pa.Table:
     """Build a sample table from dicts, filling absent columns with nulls; rejects unknown columns so a
     typo in a task's parser fails loudly instead of silently dropping data."""
     names = set(SAMPLE_SCHEMA.names)

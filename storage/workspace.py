@@ -18,11 +18,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from storage.errors import RecotError, WorkspaceBusy
 from storage.schema import SCHEMA_SQL, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_WORKSPACE = "./recot-data"
 
@@ -43,7 +47,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, *, create: bool = True) -> Workspace:
+    def open(cls, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Workspace:
         """Open (and by default create) the workspace at `path` (default: RECOT_WORKSPACE or ./recot-data)."""
         root = Path(path) if path is not None else default_workspace_path()
         ws = cls(root=root.resolve())
@@ -67,12 +71,12 @@ class Workspace:
                 con.execute(SCHEMA_SQL)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Path]:
         """Pickle only the path (a worker process gets its own handle; locks never travel)."""
         return {"root": self.root}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(root=state["root"])
+    def __setstate__(self, state: dict[str, Path]) -> None:
+        Workspace.__init__(self, root=state["root"])
 
     # ------------------------------------------------------------------ paths
     @property
@@ -174,12 +178,12 @@ class Workspace:
                 delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------------ helpers
-    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query and return all rows (small results only)."""
         with self.reader() as con:
             return con.execute(sql, params or []).fetchall()
 
-    def query_df(self, sql: str, params: list | None = None):
+    def query_df(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         with self.reader() as con:
             return con.execute(sql, params or []).df()
 
@@ -188,4 +192,4 @@ class Workspace:
         tables = ["items", "users", "interactions", "splits", "sid_versions", "item_sids", "runs",
                   "dataset_versions", "verdicts", "reviews"]
         with self.reader() as con:
-            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables}

@@ -22,6 +22,7 @@ from typing import Any
 from storage.errors import InputError
 from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, Rejects, rows_to_table
 from storage.ingest.readers import json_records, scalar_str
+from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def _peek_version(reviews: Path) -> str:
     class _Raise:
         on_error = "raise"
 
-        def reject(self, reason, *, file, line, field, raw=None):
+        def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None,
+                   raw: Any = None) -> None:
             raise InputError(reason, file=file, line=line, field=field)
 
     for _line, obj, _raw in json_records(reviews, rejects=_Raise()):
@@ -114,8 +116,8 @@ def _peek_version(reviews: Path) -> str:
     raise InputError("file is empty", file=str(reviews), line=0)
 
 
-def ingest_amazon(ws, reviews: str | Path, meta: str | Path | None = None, *, opts: IngestOptions | None = None,
-                  version: str = "auto") -> IngestReport:
+def ingest_amazon(ws: Workspace, reviews: str | Path, meta: str | Path | None = None, *,
+                  opts: IngestOptions | None = None, version: str = "auto") -> IngestReport:
     """Ingest one Amazon category (reviews + optional metadata), streaming both files in batches."""
     reviews = Path(reviews)
     meta = Path(meta) if meta else None
@@ -159,4 +161,4 @@ def ingest_amazon(ws, reviews: str | Path, meta: str | Path | None = None, *, op
             ids = list(seen_items)
             s.add_items(rows_to_table([{"item": a, "attributes": None, "_file": str(reviews), "_line": seen_items[a][0]}
                                        for a in ids], ["item", "attributes", "_file", "_line"]))
-    return s.report
+    return s.result

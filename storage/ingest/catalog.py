@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import TracebackType
+from typing import IO, Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -98,7 +99,7 @@ class Rejects:
         self.ws, self.on_error = ws, on_error
         self.count = 0
         self._tmp = ws.tmp_dir / f".tmp-rejects-{uuid.uuid4().hex}.jsonl"
-        self._fh = None
+        self._fh: IO[str] | None = None
 
     def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None, raw: Any = None) -> None:
         """Raise an InputError, or record the row when skipping."""
@@ -301,14 +302,21 @@ class IngestSession:
     Holds the workspace writer lock from start to end, so a second writer is told "workspace busy" before
     any file is read."""
 
-    def __init__(self, ws: Workspace, source: str, opts: IngestOptions, *, files: list[str | Path],
-                 config: dict | None = None, names: dict[str, str] | None = None, spill: bool = False):
+    def __init__(self, ws: Workspace, source: str, opts: IngestOptions, *, files: Sequence[str | Path],
+                 config: dict[str, Any] | None = None, names: dict[str, str] | None = None, spill: bool = False):
         self.ws, self.source, self.opts = ws, source, opts
         self.files = [str(f) for f in files]
         self.config = {"source": source, **asdict(opts), "files": self.files, **(config or {})}
         self.names = names or {}
         self.spill = spill
         self.report: IngestReport | None = None
+
+    @property
+    def result(self) -> IngestReport:
+        """The report of the committed session (read it after the `with` block)."""
+        if self.report is None:
+            raise RuntimeError("the ingest session has not committed")
+        return self.report
 
     def __enter__(self) -> IngestSession:
         self._writer = self.ws.writer("ingest")
@@ -339,7 +347,8 @@ class IngestSession:
     def add_users(self, raw: pa.Table) -> None:
         self.users.add(self.norm.users(raw))
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         try:
             if exc_type is None:
                 try:
@@ -360,7 +369,7 @@ class IngestSession:
                     self._fail(e)
                     raise
                 self._run.__exit__(None, None, None)
-            else:
+            elif exc is not None:
                 self._fail(exc)
         finally:
             self.norm.close()
@@ -377,8 +386,10 @@ class IngestSession:
 
 
 # ---------------------------------------------------------------------------------------------- commit
-def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
-    return con.execute(sql, params or []).fetchone()
+def _first(con: duckdb.DuckDBPyConnection, sql: str,
+           params: list[Any] | dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """The first row of an aggregate query (which always has one)."""
+    return con.execute(sql, params or []).fetchall()[0]
 
 
 def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport:
@@ -429,8 +440,8 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
                              f"min_history={opts.min_history}); lower the thresholds")
 
         # an item id may belong to one domain only (items.item_id is the primary key)
-        clash = _first(con, """SELECT t.item_id, c.domain FROM t_items t JOIN items c ON t.item_id = c.item_id
-                               WHERE c.domain <> ? LIMIT 1""", [domain])
+        clash = con.execute("""SELECT t.item_id, c.domain FROM t_items t JOIN items c ON t.item_id = c.item_id
+                               WHERE c.domain <> ? LIMIT 1""", [domain]).fetchone()
         if clash:
             raise InputError(f"item id {clash[0]!r} already exists in domain {clash[1]!r}; item ids must be "
                              f"unique across domains (prefix them, or re-ingest into domain {clash[1]!r})",

@@ -21,6 +21,7 @@ import pyarrow as pa
 from storage.errors import ConfigError, InputError
 from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, Rejects, rows_to_table
 from storage.ingest.readers import check_columns, csv_batches, csv_header, json_records, parquet_batches, scalar_str
+from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _columns_of(path: Path, fmt: str) -> list[str] | None:
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(path).schema_arrow.names
+            return list(pq.ParquetFile(path).schema_arrow.names)
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"not a Parquet file: {e}", file=str(path)) from None
     return None  # JSONL: checked per line
@@ -100,7 +101,7 @@ class _Shaper:
     """Renames mapped columns to canonical names and packs the remaining columns into `attributes` JSON,
     with one SQL statement per batch."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.con = duckdb.connect()
 
     def close(self) -> None:
@@ -140,7 +141,7 @@ def _batches(path: Path, kind: str, mapping: dict[str, str], rejects: Rejects, o
     found = _columns_of(path, fmt)
     want = _wanted(kind, mapping, found, path)
     attributes = kind in ("items", "users")
-    if fmt in ("csv", "tsv", "parquet"):
+    if found is not None:  # CSV, TSV, Parquet: columnar batches
         cols = found if attributes else list(want.values())
         it = (csv_batches(path, cols, rejects=rejects, progress=opts.progress, batch_rows=opts.batch_rows,
                           delimiter="\t" if fmt == "tsv" else ",") if fmt != "parquet"
@@ -183,7 +184,7 @@ def _batches(path: Path, kind: str, mapping: dict[str, str], rejects: Rejects, o
         yield rows_to_table(rows, list(rows[0]))
 
 
-def ingest_generic(ws, *, items: str | Path, interactions: str | Path, users: str | Path | None = None,
+def ingest_generic(ws: Workspace, *, items: str | Path, interactions: str | Path, users: str | Path | None = None,
                    mapping: dict[str, str] | str | None = None, opts: IngestOptions | None = None,
                    categories_sep: str = "|") -> IngestReport:
     """Ingest an items file + an interactions file (+ optional users file), each CSV/TSV, Parquet or JSONL."""
@@ -213,4 +214,4 @@ def ingest_generic(ws, *, items: str | Path, interactions: str | Path, users: st
                 s.add_interactions(t)
         finally:
             shaper.close()
-    return s.report
+    return s.result

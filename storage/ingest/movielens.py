@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.errors import InputError, NotFound
-from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, rows_to_table
+from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, OnError, rows_to_table
 from storage.ingest.readers import check_columns, csv_batches, text_lines
 from storage.workspace import Workspace
 
@@ -49,7 +49,7 @@ def _json_col(table: pa.Table, cols: dict[str, str]) -> pa.Array:
 
 
 def ingest_movielens_100k(ws: Workspace, *, kcore: int = 0, min_history: int = 0, progress: bool = False,
-                          domain: str = "movielens", on_error: str = "raise") -> IngestReport:
+                          domain: str = "movielens", on_error: OnError = "raise") -> IngestReport:
     """Ingest MovieLens-100k (943 users, 1,682 movies, 100,000 ratings) into the `movielens` domain."""
     files = ml100k_files()
     opts = IngestOptions(domain=domain, kcore=kcore, min_history=min_history, on_error=on_error,
@@ -90,7 +90,7 @@ def ingest_movielens_100k(ws: Workspace, *, kcore: int = 0, min_history: int = 0
             "ts": data.column("timestamp"), "rating": data.column("rating"),
             "_file": pa.array([str(files["data"])] * n), "_line": pa.array(range(1, n + 1), pa.int64()),
         }))
-    return s.report
+    return s.result
 
 
 # ------------------------------------------------------------------------------------------- GroupLens folders
@@ -180,7 +180,7 @@ def _ingest_dat(ws: Workspace, folder: Path, opts: IngestOptions) -> IngestRepor
                 rows = []
         if rows:
             s.add_interactions(rows_to_table(rows, ["user", "item", "ts", "rating", "_file", "_line", "_raw"]))
-    return s.report
+    return s.result
 
 
 def _ingest_csv(ws: Workspace, folder: Path, opts: IngestOptions) -> IngestReport:
@@ -206,4 +206,4 @@ def _ingest_csv(ws: Workspace, folder: Path, opts: IngestOptions) -> IngestRepor
                 "user": batch.column("userId"), "item": batch.column("movieId"), "ts": batch.column("timestamp"),
                 "rating": batch.column("rating"), "_file": batch.column("_file"), "_line": batch.column("_line"),
             }))
-    return s.report
+    return s.result

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ast
 import gzip
+import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -20,12 +21,23 @@ import pyarrow.parquet as pq
 
 from storage.errors import InputError
 
+
+class RejectSink(Protocol):
+    """Where a reader sends a bad row: storage.ingest.catalog.Rejects raises it as an InputError or records
+    it, by `on_error`."""
+
+    @property
+    def on_error(self) -> str: ...
+
+    def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None,
+               raw: Any = None) -> None: ...
+
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- progress
 @contextmanager
-def file_progress(path: Path, enabled: bool):
+def file_progress(path: Path, enabled: bool) -> Iterator[Callable[[int], None]]:
     """Yields `update(bytes_done)`; shows a rich progress bar over the file's (compressed) size when enabled."""
     if not enabled:
         yield lambda done: None
@@ -49,7 +61,7 @@ def check_columns(file: str | Path, found: list[str], expected: list[str], *, wh
                          file=str(file), line=1, field=missing[0])
 
 
-def _open_binary(path: Path):
+def _open_binary(path: Path) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:
     raw = open(path, "rb")
     if path.suffix == ".gz":
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")
@@ -66,8 +78,8 @@ def _check_file(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- text lines
-def text_lines(path: str | Path, *, encoding: str = "utf-8", rejects=None, progress: bool = False
-               ) -> Iterator[tuple[int, str]]:
+def text_lines(path: str | Path, *, encoding: str = "utf-8", rejects: RejectSink | None = None,
+               progress: bool = False) -> Iterator[tuple[int, str]]:
     """(line number, text without the newline) for each non-blank line, streamed. Bytes that are not valid
     in `encoding` raise InputError with the line (or are rejected when `rejects` skips)."""
     path = Path(path)
@@ -101,7 +113,7 @@ def text_lines(path: str | Path, *, encoding: str = "utf-8", rejects=None, progr
         raise InputError("file is empty", file=str(path), line=0)
 
 
-def json_records(path: str | Path, *, rejects, progress: bool = False, python_literals: bool = False
+def json_records(path: str | Path, *, rejects: RejectSink, progress: bool = False, python_literals: bool = False
                  ) -> Iterator[tuple[int, dict[str, Any], str]]:
     """(line number, object, raw text) per JSON line. `python_literals`: fall back to `ast.literal_eval`
     (the 2014 Amazon metadata is written as Python dicts with single quotes). A line that parses as
@@ -148,7 +160,7 @@ def csv_header(path: Path, delimiter: str = ",") -> list[str]:
     return next(csv.reader([text], delimiter=delimiter))
 
 
-def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool = False,
+def csv_batches(path: str | Path, columns: list[str], *, rejects: RejectSink, progress: bool = False,
                 batch_rows: int = 50_000, delimiter: str = ",") -> Iterator[pa.Table]:
     """Arrow tables of `columns` (all strings) + `_file`, `_line`, streamed with pyarrow's CSV reader.
     Checks the header first (missing columns name expected and found). Values that are not valid UTF-8
@@ -159,14 +171,14 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool
     check_columns(path, header, columns)
     bad_rows: list[tuple[int | None, str]] = []
 
-    def on_invalid(row) -> str:
+    def on_invalid(row: Any) -> str:
         bad_rows.append((row.number, row.text))
         return "skip" if rejects.on_error == "skip" else "error"
 
     stream = pa.input_stream(str(path), compression="detect")
     skipped_lines: set[int] = set()  # physical lines of rows the parser skipped (keeps later numbering exact)
 
-    def flush_bad():
+    def flush_bad() -> None:
         while bad_rows:
             num, text = bad_rows.pop(0)
             if num is not None:
@@ -202,7 +214,7 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool
             flush_bad()
             n = batch.num_rows
             if skipped_lines:
-                nums = []
+                nums: list[int] = []
                 while len(nums) < n:
                     line += 1
                     if line not in skipped_lines:
@@ -237,7 +249,8 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects, progress: bool
 
 def _decode_column(arr: pa.Array) -> tuple[pa.Array, list[int]]:
     """Slow path for a batch with invalid UTF-8: decode value by value, return (strings, bad row indexes)."""
-    out, bad = [], []
+    out: list[str | None] = []
+    bad: list[int] = []
     for i, v in enumerate(arr.to_pylist()):
         if v is None:
             out.append(None)
