@@ -45,11 +45,11 @@ class Verdicts:
     score: np.ndarray
 
     @classmethod
-    def all_kept(cls, n: int, reason: str | None = None) -> "Verdicts":
+    def all_kept(cls, n: int, reason: str | None = None) -> Verdicts:
         return cls(np.ones(n, dtype=bool), [reason] * n, np.full(n, np.nan))
 
     @classmethod
-    def from_reasons(cls, reasons: list[str | None], score: np.ndarray | None = None) -> "Verdicts":
+    def from_reasons(cls, reasons: list[str | None], score: np.ndarray | None = None) -> Verdicts:
         """A row is dropped exactly when it has a reason (no score unless given)."""
         keep = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
         return cls(keep, reasons, np.full(len(reasons), np.nan) if score is None else score)
@@ -61,7 +61,7 @@ class Verdicts:
             raise ValueError(f"verdict arrays differ in length: keep {len(self.keep)}, reason {len(self.reason)}, "
                              f"score {len(self.score)}")
 
-    def validate(self, n: int, who: str) -> "Verdicts":
+    def validate(self, n: int, who: str) -> Verdicts:
         """Self, once checked to hold `n` verdicts with str-or-None reasons (RecotError names the filter)."""
         if len(self.keep) != n:
             raise RecotError(f"filter {who!r} returned {len(self.keep)} verdicts for {n} samples")
@@ -72,7 +72,7 @@ class Verdicts:
             raise RecotError(f"filter {who!r} returned a reason that is not a string: {bad!r}")
         return self
 
-    def scatter(self, pos: np.ndarray, n: int) -> "Verdicts":
+    def scatter(self, pos: np.ndarray, n: int) -> Verdicts:
         """These verdicts (for rows `pos`) placed among `n` rows; the others kept with no reason or score."""
         out = Verdicts.all_kept(n)
         out.keep[pos] = self.keep
@@ -120,7 +120,7 @@ class FilterContext:
     rows: np.ndarray | None = None              # positions of the evaluated rows in the whole input
     full: pa.Table | None = None                # the whole input (for artifacts computed once, e.g. word tokens)
 
-    def subset(self, pos: np.ndarray) -> "FilterContext":
+    def subset(self, pos: np.ndarray) -> FilterContext:
         """The context of rows `pos` (positions among this context's rows); the run cache is shared."""
         return replace(self, rank_score=self.rank_score[pos],
                        earlier_scores={k: v[pos] for k, v in self.earlier_scores.items()},

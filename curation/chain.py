@@ -162,7 +162,7 @@ class ChainState:
     stages: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, ids: pa.Array) -> "ChainState":
+    def start(cls, ids: pa.Array) -> ChainState:
         n = len(ids)
         return cls(ids, np.ones(n, bool), np.full(n, None, dtype=object), np.full(n, None, dtype=object),
                    np.zeros(n))

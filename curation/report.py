@@ -96,7 +96,7 @@ def render(report: dict[str, Any], console: Console | None = None, *, examples: 
         for c in ("filter", "sample_id", "reason"):
             e.add_column(c)
         for s in report["filters"]:
-            for cat, exs in s["examples"].items():
+            for exs in s["examples"].values():
                 for ex in exs:
                     e.add_row(s["name"], ex["sample_id"], _trunc(ex["reason"]))
         console.print(e)

@@ -85,7 +85,8 @@ def normalize_token(tok: str) -> str:
 
 
 def word_tokens(texts: pa.Array | pa.ChunkedArray) -> Tokens:
-    """Tokenize: lower-case, split on whitespace, strip punctuation (per distinct word), hash with 64-bit BLAKE2b (stable across runs and machines).
+    """Tokenize: lower-case, split on whitespace, strip punctuation (per distinct word), hash with 64-bit BLAKE2b
+    (stable across runs and machines).
 
     Tokens that are only punctuation disappear. Null texts have no tokens."""
     if isinstance(texts, pa.ChunkedArray):

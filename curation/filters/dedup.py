@@ -96,7 +96,7 @@ class NearDedupParams(FilterParams):
     seed: int = 42
 
     @model_validator(mode="after")
-    def _check(self) -> "NearDedupParams":
+    def _check(self) -> NearDedupParams:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
         if not 0 < self.threshold <= 1:

@@ -62,7 +62,7 @@ class _Tally:
     n_bad: np.ndarray
 
     @classmethod
-    def of(cls, n: int) -> "_Tally":
+    def of(cls, n: int) -> _Tally:
         return cls([[] for _ in range(n)], np.zeros(n, np.int64), np.zeros(n, np.int64))
 
 

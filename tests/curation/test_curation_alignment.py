@@ -39,7 +39,8 @@ def test_same_short_answer_to_different_prompts_is_not_a_duplicate(cat_ws):
     build_catalog(cat_ws) if not cat_ws.query("SELECT 1 FROM items LIMIT 1") else None
     rows = [_user_sample("a", ["2", "3"], "1"), _user_sample("b", ["4", "5"], "1"),
             _user_sample("c", ["6", "7"], "1"), _user_sample("a-copy", ["2", "3"], "1")]
-    out = {r["sample_id"]: r for r in read_dv(run_chain(cat_ws, write_samples(cat_ws, rows, "usr"), "default")).to_pylist()}
+    curated = read_dv(run_chain(cat_ws, write_samples(cat_ws, rows, "usr"), "default"))
+    out = {r["sample_id"]: r for r in curated.to_pylist()}
     assert [k for k, r in sorted(out.items()) if r["keep"]] == ["a", "b", "c"]
     assert out["a-copy"]["rejected_by"] == "exact_dup"
     assert set(TITLES) >= {"1", "2"}

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from curation.base import (Filter, FilterContext, RowFilter, RowVerdict, SetFilter, Verdicts, rows_nonempty,
-                           rows_where)
-from curation.chain import run_chain, run_filters
 from curation_samples import TITLES, good, sid, write_samples
+
+from curation.base import Filter, FilterContext, RowFilter, RowVerdict, SetFilter, Verdicts, rows_nonempty, rows_where
+from curation.chain import run_chain, run_filters
 from storage.errors import RecotError
 from storage.records import samples_from_pylist
 from storage.sid_catalog import SidCatalog

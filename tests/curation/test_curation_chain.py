@@ -131,5 +131,6 @@ def test_cli_curate_and_report(cat_ws):
     assert res.exit_code == 0, res.output
     assert "wrote cur@v2" in res.output
     rows = {r[0]: (r[1], r[2]) for r in cat_ws.query(
-        "SELECT sample_id, keep, rejected_by FROM read_parquet(?)", [str(cat_ws.datasets_dir / "cur" / "v2" / "*.parquet")])}
+        "SELECT sample_id, keep, rejected_by FROM read_parquet(?)",
+        [str(cat_ws.datasets_dir / "cur" / "v2" / "*.parquet")])}
     assert rows["a"] == (False, "human")

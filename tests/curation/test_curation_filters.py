@@ -26,9 +26,12 @@ def defect_rows() -> list[dict]:
     rows += [
         make_sample("hallucinated", f"<think>{reasoning_text(11)}</think>\nI recommend {HALLUCINATED}."),
         make_sample("malformed", f"<think>{reasoning_text(12)}</think>\nI recommend {MALFORMED} now."),
-        make_sample("title_mismatch", f"<think>{reasoning_text(13)}</think>\nI recommend {sid('1')} (\"Jumanji (1995)\")."),
-        make_sample("free_text_title", f"<think>{reasoning_text(14)}</think>\nI recommend {sid('1')} (a warm family film)."),
-        make_sample("leak_sid", f"<think>{reasoning_text(15)} The answer is {sid('1')}.</think>\nI recommend {sid('1')}.",
+        make_sample("title_mismatch",
+                    f"<think>{reasoning_text(13)}</think>\nI recommend {sid('1')} (\"Jumanji (1995)\")."),
+        make_sample("free_text_title",
+                    f"<think>{reasoning_text(14)}</think>\nI recommend {sid('1')} (a warm family film)."),
+        make_sample("leak_sid",
+                    f"<think>{reasoning_text(15)} The answer is {sid('1')}.</think>\nI recommend {sid('1')}.",
                     mode="hint"),
         make_sample("leak_title", f"<think>{reasoning_text(16)} Something like toy story would fit.</think>\n"
                                   f"I recommend {sid('1')}.", mode="hint"),
@@ -39,9 +42,11 @@ def defect_rows() -> list[dict]:
         make_sample("no_close", f"<think>{reasoning_text(20)} I recommend {sid('1')}."),
         make_sample("empty_answer", f"<think>{reasoning_text(21)}</think>\n   "),
         make_sample("gen_error", "", error="timeout: teacher did not answer in 60s"),
-        make_sample("r2_ok", f"<think>{reasoning_text(22)}</think>\n{json.dumps(R2_OK)}", level="R2", task="r2_evolution",
+        make_sample("r2_ok", f"<think>{reasoning_text(22)}</think>\n{json.dumps(R2_OK)}", level="R2",
+                    task="r2_evolution",
                     target=None, reference=R2_OK),
-        make_sample("r2_missing_date", f"<think>{reasoning_text(23)}</think>\n```json\n{json.dumps(R2_MISSING_DATE)}\n```",
+        make_sample("r2_missing_date",
+                    f"<think>{reasoning_text(23)}</think>\n```json\n{json.dumps(R2_MISSING_DATE)}\n```",
                     level="R2", task="r2_evolution", target=None, reference=R2_OK),
         make_sample("r2_not_json", f"<think>{reasoning_text(24)}</think>\nThe chain: comedies then thrillers.",
                     level="R2", task="r2_evolution", target=None),
@@ -109,7 +114,8 @@ def test_repetition_and_language(cat_ws):
     assert "'i think the user'" in rep["repetitive"][1] or "×" in rep["repetitive"][1]
     lang = run_one(cat_ws, {"type": "language"})
     assert flagged(lang) == {"foreign"}
-    assert lang["foreign"][1].startswith("language: only ") and "of letters are Latin ASCII (min 90%)" in lang["foreign"][1]
+    reason = lang["foreign"][1]
+    assert reason.startswith("language: only ") and "of letters are Latin ASCII (min 90%)" in reason
 
 
 def test_length_bounds(cat_ws):

@@ -58,7 +58,8 @@ def test_funnel_rebuilt_from_verdicts_when_manifest_has_none(cat_ws):
     dv = write_version(cat_ws, "hand-curated", curated, step="test", schema=CURATED_SCHEMA)
     with cat_ws.transaction() as con:
         con.register("v", verdicts)
-        con.execute("INSERT INTO verdicts SELECT 'hand-curated', 1, sample_id, filter, keep, reason, score, NULL FROM v")
+        con.execute("INSERT INTO verdicts "
+                    "SELECT 'hand-curated', 1, sample_id, filter, keep, reason, score, NULL FROM v")
     rep = funnel(cat_ws, dv.ref)
     assert rep["rebuilt"] and rep["kept"] == 1 and rep["rejected_by"] == {"outcome": 1, "exact_dedup": 1}
     by_name = {s["name"]: s for s in rep["filters"]}
