@@ -1,8 +1,9 @@
 """recot's door to an Argilla server: the `argilla` SDK (2.8), with its errors turned into one-line StackErrors.
 
 Everything review does on the server goes through the SDK: workspaces, users, dataset settings (fields,
-questions, metadata properties), records with suggestions and metadata, and reading responses. Raw REST is
-left in exactly two places, each because the SDK has no call for it:
+questions, metadata properties), records with suggestions and metadata (`dataset.records.log`), and reading
+responses (the SDK's records API, see pull.responses). Raw REST is left in exactly two places, each because
+the SDK has no call for it:
 
 - `stack.ping` (`GET /api/v1/me` with a 2–5 s timeout): the stack launcher polls it while the server starts
   and `status` calls it to tell 'down' from 'wrong key'; the SDK's client constructor does the same request
