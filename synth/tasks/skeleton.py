@@ -11,18 +11,29 @@ computed from the catalog and the history the prompt shows (TRAIN items only und
   categories at least half its members carry, the SID prefix all its members share (or null), its share of
   the history, how many members fall in the recent part (the last period) and its last date;
 - **evolution**: the history cut into up to `periods` chronological periods of (nearly) equal size and at
-  least two items each, each
-  with its dominant point (most members; ties: the lower id; null when none of its items is in a point);
-  `long_term` = the point present in the most periods, `recent` = the last period's dominant point,
-  `shifts` = consecutive changes of dominant point (dated by the start of the new period);
+  least two items each, each with its dominant point (most members; ties: the lower id; null when none of
+  its items is in a point); `long_term` = the point present in the most periods (ties: the larger, then the
+  lower id), `recent` = the last period's dominant point, `shifts` = consecutive changes of dominant point
+  (dated by the start of the new period);
 - **target_point** (hint mode only): the point the held-out target serves — one whose defining category or
   SID prefix the target has, else the one sharing the most categories / prefix codes with it; null when the
   target shares nothing with any point (and always null in blind mode: the target is never read then).
 
 The key counting and the item → point assignment run as one DuckDB query over every prompt's history at
 once; Python only shapes each prompt's (at most ~20-item) result into the JSON stored under
-`extra["skeleton"]` (schema: storage/cognition.py, `SKELETON_VERSION`). Deterministic: same histories,
-same skeletons.
+`extra["skeleton"]`. Deterministic: same histories, same skeletons. The JSON (version: storage/cognition.py
+`SKELETON_VERSION`; curation's cognition filters and the viewer read exactly these keys):
+
+    {"version": 1,
+     "perception": [{"sid", "title", "categories": [str], "date": "YYYY-MM-DD" | null}],      # chronological
+     "interest_points": [{"id": 1.., "label", "sids": [str], "categories": [str], "sid_prefix": str | null,
+                          "count", "share", "recent_count", "last_date": str | null}],       # by share desc
+     "evolution": {"periods": [{"start", "end", "items", "dominant": id | null}],
+                   "long_term": id | null, "recent": id | null, "shifts": [{"from", "to", "date"}]},
+     "target_point": id | null}                                   # hint mode only; null in blind mode
+
+`sid_prefix` is written like a SID's start, e.g. "<|sid_begin|><s_a_12>"; prose uses `prefix_text` ("a_12")
+because a bare code token in a trace reads as a malformed SID to curation.
 """
 from __future__ import annotations
 
