@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from storage.datasets import write_version
 from storage.records import CURATED_SCHEMA, samples_from_pylist
-from storage.runs import finish_run, start_run
+from storage.runs import recorded_run
 from storage.sid import format_sid
 from storage.workspace import Workspace
 
@@ -139,14 +139,15 @@ def _curate(ws: Workspace, raw: list[dict]) -> None:
         {"name": "sid_valid", "in": 7, "out": 6, "dropped": 1, "reasons": {"hallucinated SID": 1}},
         {"name": "judge", "in": 6, "out": 5, "dropped": 1, "reasons": {"judge score 0.20 < 0.5": 1}}],
         "input_rows": 8, "kept": 5}
-    run = start_run(ws, "curate", {"chain": "default"})
-    dv = write_version(ws, "r3_recommend-curated", pa.Table.from_pylist(curated, schema=CURATED_SCHEMA),
-                       step="curate", parents=[("r3_recommend", 1)], run_id=run,
-                       extra_manifest={"funnel": funnel})
-    with ws.transaction("curate") as con:
-        for v in verdicts:
-            con.execute("INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [dv.name, dv.version, *v, run])
-    finish_run(ws, run, {"input": 8, "kept": 5, "dropped": {"parse": 1, "sid_valid": 1, "judge": 1}})
+    with recorded_run(ws, "curate", {"chain": "default"}) as run:
+        dv = write_version(ws, "r3_recommend-curated", pa.Table.from_pylist(curated, schema=CURATED_SCHEMA),
+                           step="curate", parents=[("r3_recommend", 1)], run_id=run.id,
+                           extra_manifest={"funnel": funnel})
+        with ws.transaction("curate") as con:
+            for v in verdicts:
+                con.execute("INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [dv.name, dv.version, *v, run.id])
+        run.stats = {"input": 8, "kept": 5, "dropped": {"parse": 1, "sid_valid": 1, "judge": 1}}
 
 
 def _reviews(ws: Workspace) -> None:
@@ -163,12 +164,13 @@ def _reviews(ws: Workspace) -> None:
 def build_viewer_workspace(root: Path) -> Workspace:
     ws = Workspace.open(root)
     _catalog(ws)
-    run = start_run(ws, "synth", {"task": "r3_recommend", "api_key": "sk-should-not-be-stored"})
-    raw = build_samples()
-    write_version(ws, "r3_recommend", samples_from_pylist(raw), step="synth", run_id=run,
-                  config={"task": "r3_recommend"})
-    finish_run(ws, run, {"requests": 8, "cache_hits": 1, "prompt_tokens": 1200, "completion_tokens": 640,
-                         "cost_usd": 0.0123, "errors": 1})
+    with recorded_run(ws, "synth", {"task": "r3_recommend", "api_key": "sk-should-not-be-stored"}) as synth_run:
+        raw = build_samples()
+        write_version(ws, "r3_recommend", samples_from_pylist(raw), step="synth", run_id=synth_run.id,
+                      config={"task": "r3_recommend"})
+        synth_run.stats = {"requests": 8, "cache_hits": 1, "prompt_tokens": 1200, "completion_tokens": 640,
+                           "cost_usd": 0.0123, "errors": 1}
+    run = synth_run.id
     _curate(ws, raw)
     # v2 of the raw dataset: s7 gone, s8 new (for Compare).
     v2 = [r for r in raw if r["sample_id"] != "s7"] + [_sample(8, user_id="u1", task="r2_chain", level="R2")]
