@@ -28,7 +28,7 @@ Loc = tuple[str | int, ...]
 
 
 # ---------------------------------------------------------------------------------------------- files
-def read_yaml(path: str | os.PathLike, *, what: str, hint: str = "",
+def read_yaml(path: str | os.PathLike[str], *, what: str, hint: str = "",
               expected: str | None = None) -> tuple[dict[str, Any], dict[Loc, int]]:
     """The mapping in YAML file `path` and the line (1-based) of each key in it, keyed by its path.
     ConfigError when the file is missing ("<what> <path> not found<hint>"), is not YAML (with yaml's line and
@@ -153,7 +153,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, model: ty
     for ov in overrides or []:
         parts, raw = split_override(ov, example)
         node = data
-        for i, p in enumerate(parts[:-1]):
+        for p in parts[:-1]:
             child = node.get(p)
             if child is None:
                 child = {}
@@ -181,7 +181,7 @@ def validate(cls: type[M], data: dict[str, Any], source: str, lines: dict[Loc, i
         raise ConfigError(f"{source}: field '{field}'{where}: {msg}") from None
 
 
-def load_model(cls: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+def load_model(cls: type[M], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None, *,
                what: str = "config", hint: str = "", expected: str | None = None,
                fields: dict[str, Any] | None = None, example: str = "max_steps=5") -> M:
     """Read YAML `path` (optional), apply `overrides` then `fields` (None values ignored), validate into

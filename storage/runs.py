@@ -6,9 +6,9 @@ import asyncio
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from storage.redact import redact
 from storage.workspace import Workspace
@@ -21,13 +21,13 @@ INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, asyncio.Cancel
 
 
 def new_run_id(kind: str) -> str:
-    return f"{kind}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def start_run(ws: Workspace, kind: str, config: dict | None = None, run_id: str | None = None) -> str:
+def start_run(ws: Workspace, kind: str, config: dict[str, Any] | None = None, run_id: str | None = None) -> str:
     """Insert a 'running' row (or re-open an existing run id when resuming) and return the id."""
     run_id = run_id or new_run_id(kind)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with ws.transaction(kind) as con:
         exists = con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if exists:
@@ -39,11 +39,11 @@ def start_run(ws: Workspace, kind: str, config: dict | None = None, run_id: str 
     return run_id
 
 
-def finish_run(ws: Workspace, run_id: str, stats: dict | None = None, *, status: str = "done",
+def finish_run(ws: Workspace, run_id: str, stats: dict[str, Any] | None = None, *, status: str = "done",
                error: str | None = None) -> None:
     with ws.transaction("run") as con:
         con.execute("UPDATE runs SET status = ?, finished_at = ?, stats = ?, error = ? WHERE run_id = ?",
-                    [status, datetime.now(timezone.utc), json.dumps(redact(stats or {}), default=str),
+                    [status, datetime.now(UTC), json.dumps(redact(stats or {}), default=str),
                      redact(error) if error else None, run_id])
 
 
@@ -51,7 +51,7 @@ class RecordedRun:
     """The `runs` row of one job, as a context manager (made by `recorded_run`). Inside the block, `id` is the
     run id and `stats` the accounting stored with the row whatever the outcome (assign or update it)."""
 
-    def __init__(self, ws: Workspace, kind: str, config: dict | None = None, run_id: str | None = None, *,
+    def __init__(self, ws: Workspace, kind: str, config: dict[str, Any] | None = None, run_id: str | None = None, *,
                  quiet: bool = False):
         self.ws, self.kind, self.config = ws, kind, config
         self.id: str = run_id or ""
@@ -59,12 +59,12 @@ class RecordedRun:
         self.status: str | None = None
         self._quiet = quiet
 
-    def __enter__(self) -> "RecordedRun":
+    def __enter__(self) -> RecordedRun:
         self.id = start_run(self.ws, self.kind, self.config, run_id=self.id or None)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             self.status, error = "done", None
         elif issubclass(exc_type, INTERRUPTS):
@@ -81,7 +81,7 @@ class RecordedRun:
         return False
 
 
-def recorded_run(ws: Workspace, kind: str, config: dict | None = None, run_id: str | None = None, *,
+def recorded_run(ws: Workspace, kind: str, config: dict[str, Any] | None = None, run_id: str | None = None, *,
                  quiet: bool = False) -> RecordedRun:
     """`with recorded_run(ws, "synth", config) as run:` — insert a 'running' row (or re-open `run_id`), then
     record it 'done' when the block ends, 'interrupted' on KeyboardInterrupt / cancellation, or 'failed' with
@@ -96,7 +96,7 @@ def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
         df = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
     if df.empty:
         return None
-    row = df.iloc[0].to_dict()
+    row: dict[str, Any] = df.iloc[0].to_dict()
     for k in ("config", "stats"):
         if row.get(k):
             row[k] = json.loads(row[k])

@@ -89,7 +89,7 @@ class TeacherConfig(BaseModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, *, source: str = "<dict>",
-                  lines: dict[Loc, int] | None = None) -> "TeacherConfig":
+                  lines: dict[Loc, int] | None = None) -> TeacherConfig:
         """Validate `data` (a file may nest it under a top-level `teacher:`); `lines` (from
         storage.config.read_yaml) lets errors name the line."""
         data = dict(data or {})
@@ -104,12 +104,12 @@ class TeacherConfig(BaseModel):
         return validate(cls, data, source, lines)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "TeacherConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> TeacherConfig:
         data, lines = read_yaml(path, what="teacher config", expected="a mapping of teacher settings")
         return cls.from_dict(data, source=str(Path(path)), lines=lines)
 
     @classmethod
-    def coerce(cls, value: "TeacherConfig | dict | str | os.PathLike | None") -> "TeacherConfig":
+    def coerce(cls, value: TeacherConfig | dict | str | os.PathLike | None) -> TeacherConfig:
         """Accept a config, a dict, a YAML path, a 'backend:model' string, or None (the embedded model)."""
         if value is None:
             return cls()

@@ -200,7 +200,7 @@ def test_rl_grpo_scores_its_completions_with_the_catalog_rewards(tiny_ws, monkey
     names = ("format_reward", "sid_validity_reward", "prefix_partial_sid_reward", "ndcg_rank_reward")
     assert [c[0] for c in calls] == list(names) * 2                  # every reward, once per step
     catalog = SidCatalog.load(tiny_ws, 1).sid_to_item
-    for name, comps, kw, out in calls:
+    for _, comps, kw, out in calls:
         # TRL handed each reward the generated completions with each row's own reference SIDs
         assert len(out) == len(comps) == len(kw["target_sid"]) > 0
         assert all(sid in catalog for sid in kw["target_sid"]) and kw["target_sids"][0][0] == kw["target_sid"][0]
