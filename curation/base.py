@@ -14,9 +14,10 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Generic, TypeVar, cast, final, get_args
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
@@ -208,25 +209,32 @@ class FilterContext:
         self.cache.teacher_stats[label] = stats
 
 
-def rows_where(table: pa.Table, column: str, values: Iterable[str]) -> np.ndarray:
+def rows_where(table: pa.Table, column: str, values: Iterable[str]) -> npt.NDArray[np.bool_]:
     """Boolean mask: `column` is one of `values` (null → False). For `Filter.applies_to`."""
     hit = pc.is_in(table.column(column), pa.array(list(values), pa.string()))
-    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+    return np.asarray(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def rows_nonempty(table: pa.Table, column: str) -> np.ndarray:
+def rows_nonempty(table: pa.Table, column: str) -> npt.NDArray[np.bool_]:
     """Boolean mask: `column` (a string or list column) is neither null nor empty. For `Filter.applies_to`."""
     col = table.column(column)
     size = pc.list_value_length(col) if pa.types.is_list(col.type) else pc.utf8_length(col)
-    return pc.fill_null(pc.greater(size, 0), False).to_numpy(zero_copy_only=False)
+    return np.asarray(pc.fill_null(pc.greater(size, 0), False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-class Filter(ABC):
+P = TypeVar("P", bound=FilterParams)
+
+
+class Filter(ABC, Generic[P]):
     """A filter: `apply(table, ctx) -> Verdicts`, one verdict per row of `table`.
 
     The base owns the loop: empty input, row selection and verdict validation. A filter declares which rows it
     checks once (`applies_to`; the others are kept with no reason and no score) and implements only `check`,
-    over the selected rows as one Arrow table. `RowFilter` is the kind for checks that are per row by nature.
+    over the selected rows as one Arrow table. `RowFilter` is the kind for checks that are per row by nature,
+    `SetFilter` the kind for checks over the kept samples as a whole.
+
+    A filter is declared in its class line: its parameter model as the type argument, the rest as keywords,
+    e.g. `class LengthFilter(Filter[LengthParams], type_name="length", review_label="format")`.
 
     `only_kept` (default per class): evaluate only samples that are still kept. Set-level filters
     (deduplication, rejection sampling) and expensive ones (the judge) default to True — a broken sample
@@ -249,18 +257,21 @@ class Filter(ABC):
     def __init_subclass__(cls, *, type_name: str | None = None, params: type[FilterParams] | None = None,
                           review_label: str | None = None, only_kept: bool | None = None,
                           row_local: bool | None = None, rank_weight: float | None = None, **kw: Any) -> None:
-        """A filter is declared in its class line, e.g. `class LengthFilter(Filter, type_name="length",
-        params=LengthParams, review_label="format")`; what is not given is inherited (or set as class attributes)."""
+        """Set the class-line declarations; what is not given is inherited (or set as class attributes).
+        `params=` names the parameter model of a filter not written as `Filter[ParamsModel]`."""
         super().__init_subclass__(**kw)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            args = get_args(base)
+            if args and isinstance(args[0], type) and issubclass(args[0], FilterParams):
+                cls.Params = args[0]
         for attr, value in (("type_name", type_name), ("Params", params), ("review_label", review_label),
                             ("only_kept_default", only_kept), ("row_local", row_local),
                             ("rank_weight", rank_weight)):
             if value is not None:
                 setattr(cls, attr, value)
 
-    def __init__(self, params: FilterParams | None = None, *, label: str | None = None,
-                 only_kept: bool | None = None):
-        self.params = params if params is not None else self.Params()
+    def __init__(self, params: P | None = None, *, label: str | None = None, only_kept: bool | None = None):
+        self.params: P = params if params is not None else cast(P, self.Params())
         self.label = label or self.type_name
         self.only_kept = self.only_kept_default if only_kept is None else only_kept
 
@@ -292,7 +303,7 @@ class Filter(ABC):
         return f"{type(self).__name__}(label={self.label!r}, params={self.params!r})"
 
 
-class SetFilter(Filter):
+class SetFilter(Filter[P]):
     """A filter that sees the still-kept samples as one set, on the driver: deduplication and rejection sampling
     (a row's verdict depends on the other rows; a broken sample must not win its group) and the judge (each
     sample costs a teacher request, and the teacher engine batches, caches and accounts them in one place)."""
@@ -304,7 +315,7 @@ class SetFilter(Filter):
 RowVerdict = tuple[bool, str | None, float | None]
 
 
-class RowFilter(Filter):
+class RowFilter(Filter[P]):
     """A filter whose check is per row by nature (parsing an answer, matching chains): implement
     `check_row(row) -> (keep, reason, score)`, `row` being a dict of the declared `columns`. The base runs it
     over Arrow record batches of the selected rows; a score of None means no score."""
@@ -337,10 +348,11 @@ class RowFilter(Filter):
         return Verdicts(keep, reasons, score)
 
 
-_REGISTRY: dict[str, type[Filter]] = {}
+_REGISTRY: dict[str, type[Filter[Any]]] = {}
+F = TypeVar("F", bound=type[Filter[Any]])
 
 
-def register(cls: type[Filter]) -> type[Filter]:
+def register(cls: F) -> F:
     """Class decorator: make a filter available to chains under `cls.type_name`."""
     if cls.type_name in _REGISTRY and _REGISTRY[cls.type_name] is not cls:
         raise ValueError(f"filter type {cls.type_name!r} registered twice")
@@ -348,13 +360,13 @@ def register(cls: type[Filter]) -> type[Filter]:
     return cls
 
 
-def registry() -> dict[str, type[Filter]]:
+def registry() -> dict[str, type[Filter[Any]]]:
     import curation.filters  # noqa: F401  (importing registers the built-in filters)
 
     return dict(_REGISTRY)
 
 
-def get_filter_class(name: str) -> type[Filter]:
+def get_filter_class(name: str) -> type[Filter[Any]]:
     reg = registry()
     if name not in reg:
         raise KeyError(name)

@@ -29,7 +29,8 @@ def sample_sid_versions(table: pa.Table, ctx: FilterContext) -> np.ndarray:
     if latest is None and col.null_count:
         raise NotFound("some samples have no sid_version and the workspace has no SID version; "
                        "run `recot sids build` or set `sid_version:` in the chain")
-    return pc.fill_null(col, latest if latest is not None else 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    filled = pc.fill_null(col, latest if latest is not None else 0)
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def sid_table(catalogs: list[SidCatalog]) -> pa.Table:

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +60,7 @@ def load_samples(dv: DatasetVersion) -> pa.Table:
         raise InputError(f"dataset {dv.ref} does not match the sample schema: {exc}", file=str(dv.path)) from None
 
 
-def _score_stats(s: np.ndarray) -> dict | None:
+def _score_stats(s: np.ndarray) -> dict[str, Any] | None:
     s = s[~np.isnan(s)]
     if len(s) == 0:
         return None
@@ -71,10 +73,11 @@ def _score_stats(s: np.ndarray) -> dict | None:
             "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}}
 
 
-def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray) -> tuple[dict, dict]:
+def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray
+                  ) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
     """Histogram of reason categories over `pos` (positions into `reasons`/`ids`) and up to 3 examples each."""
     hist: dict[str, int] = {}
-    examples: dict[str, list[dict]] = {}
+    examples: dict[str, list[dict[str, Any]]] = {}
     for r in pos:
         cat = reason_category(reasons[r]) or "(no reason)"
         hist[cat] = hist.get(cat, 0) + 1
@@ -91,8 +94,6 @@ def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
     labels = [k for k in sorted(scores) if not np.isnan(scores[k]).all()]
     if not labels:
         return pa.nulls(n, pa.string())
-    import duckdb
-
     cols = {f"c{i}": pa.array(np.round(scores[k], 6), pa.float64(), mask=np.isnan(scores[k]))
             for i, k in enumerate(labels)}
     t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), **cols})
@@ -110,7 +111,7 @@ def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
     return out.combine_chunks()
 
 
-def _verdicts_on_executor(f: Filter, sub: pa.Table, ws: Workspace | None, sid_version: int | None,
+def _verdicts_on_executor(f: Filter[Any], sub: pa.Table, ws: Workspace | None, sid_version: int | None,
                           run_id: str | None, executor: str) -> Verdicts:
     """A row-local filter over batches on `executor` (storage.executor.map_batches): same verdicts as in-process."""
     fn = functools.partial(verdict_batch, f, str(ws.root) if ws is not None else None, sid_version, run_id)
@@ -119,7 +120,7 @@ def _verdicts_on_executor(f: Filter, sub: pa.Table, ws: Workspace | None, sid_ve
     return Verdicts(out.column("keep").to_numpy(zero_copy_only=False), out.column("reason").to_pylist(), score)
 
 
-def verdict_batch(f: Filter, ws_root: str | None, sid_version: int | None, run_id: str | None,
+def verdict_batch(f: Filter[Any], ws_root: str | None, sid_version: int | None, run_id: str | None,
                   batch: pa.Table) -> pa.Table:
     """One batch through one row-local filter, as a pure function (runs in a Ray worker): keep/reason/score."""
     ws = Workspace(root=Path(ws_root)) if ws_root else None  # a handle only: nothing is created or migrated
@@ -159,7 +160,7 @@ class ChainState:
     rank: np.ndarray
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     verdicts: list[pa.Table] = field(default_factory=list)
-    stages: list[dict] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def start(cls, ids: pa.Array) -> ChainState:
@@ -167,7 +168,7 @@ class ChainState:
         return cls(ids, np.ones(n, bool), np.full(n, None, dtype=object), np.full(n, None, dtype=object),
                    np.zeros(n))
 
-    def rows_for(self, f: Filter) -> np.ndarray:
+    def rows_for(self, f: Filter[Any]) -> np.ndarray:
         """Positions of the rows `f` evaluates: the still-kept ones when it is `only_kept`, else all."""
         return np.flatnonzero(self.kept) if f.only_kept else np.arange(len(self.kept))
 
@@ -177,7 +178,7 @@ class ChainState:
                              earlier_scores={k: v[idx] for k, v in self.scores.items()}, run_id=run_id,
                              progress=progress, sid_version=sid_version, cache=cache, rows=idx, full=work)
 
-    def record(self, f: Filter, idx: np.ndarray, v: Verdicts, seconds: float) -> None:
+    def record(self, f: Filter[Any], idx: np.ndarray, v: Verdicts, seconds: float) -> None:
         """Apply `f`'s verdicts on rows `idx`: first drops, scores, rank, the verdict rows and the funnel stage."""
         n = len(self.kept)
         before = int(self.kept.sum())
@@ -210,7 +211,7 @@ class ChainState:
             .append_column("reject_reason", pa.array(self.reject_reason, pa.string())) \
             .append_column("scores", _scores_json(self.scores, len(self.kept))).cast(CURATED_SCHEMA)
 
-    def funnel(self, filters: list[Filter], cache: RunCache) -> dict:
+    def funnel(self, filters: list[Filter[Any]], cache: RunCache) -> dict[str, Any]:
         n, kept = len(self.kept), int(self.kept.sum())
         rej = {f.label: c for f in filters if (c := int((self.rejected_by == f.label).sum()))}
         out = {"rows": n, "kept": kept, "rejected": n - kept, "rejected_by": rej, "filters": self.stages}
@@ -230,7 +231,7 @@ def verdict_rows(label: str, sub_ids: pa.Array, v: Verdicts, reasons: np.ndarray
     }, schema=VERDICT_SCHEMA)
 
 
-def stage_reasons(ids: pa.Array, reasons: np.ndarray, keep: np.ndarray, new_pos: np.ndarray) -> dict:
+def stage_reasons(ids: pa.Array, reasons: np.ndarray, keep: np.ndarray, new_pos: np.ndarray) -> dict[str, Any]:
     """A funnel stage's reason histograms: of the rows it dropped first (with examples), of all it flagged,
     and the notes it left on kept rows."""
     reasons_new, examples = _reason_stats(ids, reasons, new_pos)
@@ -256,7 +257,7 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], 
         bar.stop()
 
 
-def _evaluate(f: Filter, work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
+def _evaluate(f: Filter[Any], work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
     """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local."""
     sub = work if len(idx) == work.num_rows else work.take(pa.array(idx, pa.int64()))
     if executor != "local" and f.row_local and len(idx):
@@ -265,9 +266,9 @@ def _evaluate(f: Filter, work: pa.Table, idx: np.ndarray, ctx: FilterContext, ex
     return f.apply(sub, ctx)
 
 
-def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None = None,
+def run_filters(table: pa.Table, filters: list[Filter[Any]], *, ws: Workspace | None = None,
                 sid_version: int | None = None, run_id: str | None = None,
-                progress: bool = False, executor: str = "local") -> tuple[pa.Table, pa.Table, dict]:
+                progress: bool = False, executor: str = "local") -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     """Apply `filters` in order to a SAMPLE_SCHEMA table. Returns (curated table, verdicts, funnel).
 
     Pure apart from catalog reads (and the judge's teacher cache), so benchmarks and tests can call it
@@ -288,7 +289,8 @@ def run_filters(table: pa.Table, filters: list[Filter], *, ws: Workspace | None 
     return state.curated(table), verdicts, state.funnel(filters, cache)
 
 
-def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Path | ChainConfig | dict = "default",
+def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion,
+              chain: str | Path | ChainConfig | dict[str, Any] = "default",
               *, out: str | None = None, progress: bool = False,
               overrides: list[str] | None = None, executor: str = "local") -> DatasetVersion:
     """Curate `dataset_ref` with `chain` into a new version of dataset `out` (default '<input>-curated')."""
@@ -304,7 +306,7 @@ def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion, chain: str | Pat
                                                 run_id=run.id, progress=progress)
         funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
 
-        def store_verdicts(con, name: str, version: int) -> None:
+        def store_verdicts(con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
             con.register("v", verdicts)
             con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
                         [name, version, run.id])

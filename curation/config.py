@@ -57,9 +57,9 @@ class ChainConfig(BaseModel):
             seen.add(f.label)
         return self
 
-    def build(self, source: str = "<chain>") -> list[Filter]:
+    def build(self, source: str = "<chain>") -> list[Filter[Any]]:
         """Instantiate the enabled filters, validating each one's params (ConfigError names the filter)."""
-        out: list[Filter] = []
+        out: list[Filter[Any]] = []
         for i, spec in enumerate(self.filters):
             if not spec.enabled:
                 continue

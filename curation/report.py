@@ -38,8 +38,9 @@ def _rebuild(ws: Workspace, dv: DatasetVersion) -> dict[str, Any]:
     if "keep" not in cols:
         raise NotFound(f"{dv.ref} is not a curated version (no keep column); curate it with `recot curate`")
     with ws.reader() as con:
-        total, kept = con.execute(f"SELECT count(*), count(*) FILTER (WHERE keep) FROM read_parquet('{dv.glob}')"
-                                  ).fetchone()
+        counts = con.execute(f"SELECT count(*), count(*) FILTER (WHERE keep) FROM read_parquet('{dv.glob}')"
+                             ).fetchone()
+        total, kept = counts if counts is not None else (0, 0)  # an aggregate always returns one row
         rej = dict(con.execute(f"SELECT rejected_by, count(*) FROM read_parquet('{dv.glob}') WHERE NOT keep "
                                "GROUP BY 1 ORDER BY 2 DESC").fetchall())
         rows = con.execute("SELECT filter, count(*), count(*) FILTER (WHERE NOT keep), min(rowid) FROM verdicts "
@@ -48,7 +49,7 @@ def _rebuild(ws: Workspace, dv: DatasetVersion) -> dict[str, Any]:
         stages = []
         for name, evaluated, flagged, _ in rows:
             reasons: dict[str, int] = {}
-            examples: dict[str, list] = {}
+            examples: dict[str, list[dict[str, Any]]] = {}
             for sid, reason in con.execute("SELECT sample_id, reason FROM verdicts WHERE dataset = ? AND version = ? "
                                            "AND filter = ? AND NOT keep ORDER BY sample_id",
                                            [dv.name, dv.version, name]).fetchall():

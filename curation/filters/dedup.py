@@ -16,6 +16,8 @@ at 0.85 ≈ 0.99).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -42,7 +44,7 @@ class ExactDedupParams(FilterParams):
 
 
 @register
-class ExactDedupFilter(SetFilter, type_name="exact_dedup", params=ExactDedupParams, review_label="other"):
+class ExactDedupFilter(SetFilter[ExactDedupParams], type_name="exact_dedup", review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
         n = table.num_rows
@@ -104,7 +106,7 @@ class NearDedupParams(FilterParams):
         return self
 
 
-def minhash_matrix(sh: Tokens, num_perm: int, seed: int):
+def minhash_matrix(sh: Tokens, num_perm: int, seed: int) -> Any:
     return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
         np.ascontiguousarray(sh.hashes, dtype=np.uint64), sh.offsets.astype(np.uint64), num_perm, seed)
 
@@ -183,7 +185,7 @@ def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray | None:
 
 
 @register
-class NearDedupFilter(SetFilter, type_name="near_dedup", params=NearDedupParams, review_label="other"):
+class NearDedupFilter(SetFilter[NearDedupParams], type_name="near_dedup", review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows

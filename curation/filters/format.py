@@ -31,7 +31,7 @@ class FormatParams(FilterParams):
 
 
 @register
-class FormatFilter(Filter, type_name="format", params=FormatParams, review_label="format"):
+class FormatFilter(Filter[FormatParams], type_name="format", review_label="format"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: FormatParams = self.params
         n = table.num_rows
@@ -39,7 +39,7 @@ class FormatFilter(Filter, type_name="format", params=FormatParams, review_label
         text = pc.fill_null(comp.combine_chunks() if isinstance(comp, pa.ChunkedArray) else comp, "")
 
         def m(pattern: str) -> np.ndarray:  # anchored/unanchored match without captures: RE2's fast DFA
-            return pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
+            return np.asarray(pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False), dtype=bool)
 
         think_shape = m(think_format_pattern(p.allow_text_before_think))
         empty_reasoning = m(EMPTY_THINK_PATTERN)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register
 from storage.answer import extract_json_object
 
 DEFAULT_RUBRIC = """You grade training data for a recommender that reasons before answering. Items are named by
@@ -69,13 +69,7 @@ def judge_messages(prompt: str, completion: str, p: JudgeParams) -> list[dict[st
 
 
 @register
-class JudgeFilter(Filter):
-    type_name = "judge"
-    review_label = "wrong_logic"
-    Params = JudgeParams
-    only_kept_default = True
-    row_local = False
-
+class JudgeFilter(SetFilter[JudgeParams], type_name="judge", review_label="wrong_logic"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         from synth.teacher.engine import make_engine
         from synth.teacher.types import ChatRequest, SamplingParams

@@ -22,7 +22,7 @@ class LeakageParams(FilterParams):
 
 
 @register
-class LeakageFilter(Filter, type_name="hint_leakage", params=LeakageParams, review_label="leaked_target"):
+class LeakageFilter(Filter[LeakageParams], type_name="hint_leakage", review_label="leaked_target"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_where(table, "mode", self.params.modes)
 

@@ -39,7 +39,7 @@ def _n_codes(sid: str) -> int:
         return 0
 
 
-def predictions(answer_sids: list | None, answer: str | None, completion: str | None) -> list[str]:
+def predictions(answer_sids: list[str] | None, answer: str | None, completion: str | None) -> list[str]:
     if answer_sids:
         return list(answer_sids)
     if answer:
@@ -75,7 +75,7 @@ def judge_outcome(preds: list[str], targets: list[str], p: OutcomeParams) -> tup
 
 
 @register
-class OutcomeFilter(RowFilter, type_name="outcome", params=OutcomeParams, review_label="wrong_logic",
+class OutcomeFilter(RowFilter[OutcomeParams], type_name="outcome", review_label="wrong_logic",
                     columns=("answer_sids", "answer", "_completion", "target_sids")):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         p: OutcomeParams = self.params

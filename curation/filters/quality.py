@@ -41,7 +41,7 @@ class LengthParams(FilterParams):
 
 
 @register
-class LengthFilter(Filter, type_name="length", params=LengthParams, review_label="format"):
+class LengthFilter(Filter[LengthParams], type_name="length", review_label="format"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LengthParams = self.params
         n = table.num_rows
@@ -89,7 +89,7 @@ def repeated_ngram_ratio(texts: pa.Array | Tokens, n: int) -> tuple[np.ndarray, 
 
 
 @register
-class RepetitionFilter(Filter, type_name="repetition", params=RepetitionParams, review_label="format",
+class RepetitionFilter(Filter[RepetitionParams], type_name="repetition", review_label="format",
                        rank_weight=0.0):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: RepetitionParams = self.params
@@ -116,7 +116,8 @@ class LanguageParams(FilterParams):
 
 
 @register
-class LanguageFilter(Filter, type_name="language", params=LanguageParams, review_label="format", rank_weight=0.0):
+class LanguageFilter(Filter[LanguageParams], type_name="language", review_label="format",
+                     rank_weight=0.0):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: LanguageParams = self.params
         n = table.num_rows

@@ -69,7 +69,7 @@ def matched_f1(pred: list[str], ref: list[str], threshold: float) -> float:
     return 2 * p * r / (p + r)
 
 
-def events_of(obj) -> list[dict] | None:
+def events_of(obj: Any) -> list[dict[str, Any]] | None:
     """Events from an R2 answer/reference: {"logic_chain": {"events": [...]}}, {"events": [...]} or a list."""
     if isinstance(obj, str):
         obj, _ = extract_json_object(obj)
@@ -82,7 +82,7 @@ def events_of(obj) -> list[dict] | None:
     return None
 
 
-def r2_chain_score(pred, ref, threshold: float = 0.5) -> tuple[float, float, float]:
+def r2_chain_score(pred: Any, ref: Any, threshold: float = 0.5) -> tuple[float, float, float]:
     """(score, action-F1, logic-F1) of a predicted chain against a reference chain."""
     pe, re_ = events_of(pred), events_of(ref)
     if re_ is None:
@@ -102,7 +102,7 @@ class R2ScoreParams(FilterParams):
 
 
 @register
-class R2ScoreFilter(RowFilter, type_name="r2_score", params=R2ScoreParams, review_label="wrong_logic",
+class R2ScoreFilter(RowFilter[R2ScoreParams], type_name="r2_score", review_label="wrong_logic",
                     columns=("answer", "reference")):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_where(table, "level", self.params.levels) & rows_nonempty(table, "reference")

@@ -25,7 +25,7 @@ class RejectionParams(FilterParams):
 
 
 @register
-class RejectionSamplingFilter(SetFilter, type_name="rejection_sampling", params=RejectionParams,
+class RejectionSamplingFilter(SetFilter[RejectionParams], type_name="rejection_sampling",
                               review_label="other"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         return rows_nonempty(table, "target_sids")  # samples without targets are not rejection sampled

@@ -53,6 +53,10 @@ def _names(items: list[str], k: int) -> str:
     return shown + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 
+_Occ = tuple[int, int, int, int, list[str]]  # row, SIDs, code tokens in them, unknown SIDs, the unknown ones
+_Mention = tuple[int, str, str, str]  # row, SID codes, the title written next to it, the SID's own title
+
+
 @dataclass
 class _Tally:
     """Per row: the issues found (in the order they are reported), SIDs seen and SIDs that are bad."""
@@ -67,7 +71,7 @@ class _Tally:
 
 
 @register
-class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingParams,
+class SidGroundingFilter(Filter[SidGroundingParams], type_name="sid_grounding",
                          review_label="hallucinated_item"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: SidGroundingParams = self.params
@@ -87,7 +91,8 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
             score = np.where(n_sids > 0, 1.0 - np.minimum(n_bad, n_sids) / np.maximum(n_sids, 1), np.nan)
         return Verdicts.from_reasons(["; ".join(x) if x else None for x in tally.issues], score)
 
-    def _report_malformed(self, text: pa.ChunkedArray, counts: dict, occ: list, tally: _Tally) -> None:
+    def _report_malformed(self, text: pa.ChunkedArray, counts: dict[str, np.ndarray], occ: list[_Occ],
+                          tally: _Tally) -> None:
         """Rows whose raw counts of begin tags and code tokens exceed what their well-formed SIDs account for
         hold a malformed fragment: name it."""
         n = len(tally.issues)
@@ -105,7 +110,7 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
                 tally.n_bad[i] += len(bad)
                 tally.issues[i].append(f"malformed SID: {_names([repr(b) for b in bad], self.params.max_named)}")
 
-    def _report_unknown(self, occ: list, versions: np.ndarray, tally: _Tally) -> None:
+    def _report_unknown(self, occ: list[_Occ], versions: np.ndarray, tally: _Tally) -> None:
         """Well-formed-looking SIDs not in the catalog: malformed when they do not parse, else hallucinated."""
         k = self.params.max_named
         for row, total, _, unknown_n, unknown in occ:
@@ -122,7 +127,7 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
                 tally.issues[row].append(f"hallucinated SID: {_names(unknown, k)} not in SID version "
                                          f"{versions[row]} ({unknown_n - len(bad)} of {total} SIDs unknown)")
 
-    def _report_titles(self, mentions: list, other_titles: frozenset[str], tally: _Tally) -> None:
+    def _report_titles(self, mentions: list[_Mention], other_titles: frozenset[str], tally: _Tally) -> None:
         """A title written next to a SID that is not the SID's own title (and, by default, is another item's)."""
         p: SidGroundingParams = self.params
         seen = set()
@@ -164,7 +169,7 @@ class SidGroundingFilter(Filter, type_name="sid_grounding", params=SidGroundingP
 
 
 def _find_sids(text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table, check_titles: bool
-               ) -> tuple[dict, list, list]:
+               ) -> tuple[dict[str, np.ndarray], list[_Occ], list[_Mention]]:
     """One DuckDB pass over the texts: per row the raw counts of begin tags and code tokens; per row with SIDs
     their number, code count and the unknown ones; and the title mentions next to known SIDs."""
     n = len(versions)
