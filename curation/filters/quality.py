@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.base import Filter, FilterContext, FilterParams, Verdicts, register
+from curation.base import Filter, FilterContext, FilterParams, P, Verdicts, register
 from curation.text import Tokens, ngram_hashes, word_tokens
 from storage.sid import SID_RE
 
@@ -31,6 +31,11 @@ us very was we were what when where which while who whom why will with would you
 def _col(table: pa.Table, name: str) -> pa.Array:
     c = table.column(name)
     return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+
+
+class TextStatisticFilter(Filter[P], review_label="format", rank_weight=0.0):
+    """A filter scoring a text statistic (repetition ratio, stopword share): the score says nothing about
+    correctness or usefulness, so it does not count in the rank score; a drop is a format issue for review."""
 
 
 class LengthParams(FilterParams):
@@ -89,10 +94,9 @@ def repeated_ngram_ratio(texts: pa.Array | Tokens, n: int) -> tuple[np.ndarray, 
 
 
 @register
-class RepetitionFilter(Filter[RepetitionParams], type_name="repetition", review_label="format",
-                       rank_weight=0.0):
+class RepetitionFilter(TextStatisticFilter[RepetitionParams], type_name="repetition"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
-        p: RepetitionParams = self.params
+        p = self.params
         n = table.num_rows
         text = _col(table, "_completion")
         ratio, counts = repeated_ngram_ratio(ctx.tokens("_completion", table), p.ngram)
@@ -116,10 +120,9 @@ class LanguageParams(FilterParams):
 
 
 @register
-class LanguageFilter(Filter[LanguageParams], type_name="language", review_label="format",
-                     rank_weight=0.0):
+class LanguageFilter(TextStatisticFilter[LanguageParams], type_name="language"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
-        p: LanguageParams = self.params
+        p = self.params
         n = table.num_rows
         text = pc.replace_substring_regex(pc.fill_null(_col(table, p.field), ""), SID_RE.pattern, " ")
         text = pc.replace_substring_regex(text, r"</?think>", " ")

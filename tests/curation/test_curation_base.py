@@ -110,6 +110,10 @@ def test_row_filter_runs_check_row_over_the_selected_rows_in_order_with_only_its
 
 
 def test_filters_are_declared_in_their_class_line():
+    from curation.filters.quality import LengthFilter, LengthParams
+
+    assert LengthFilter.Params is LengthParams and isinstance(LengthFilter().params, LengthParams)
+    assert (LengthFilter.type_name, LengthFilter.review_label) == ("length", "format")
     assert (_AnswerLength.type_name, _AnswerLength.columns) == ("test_answer_length", ("sample_id", "answer"))
     assert _HintOnly.review_label == "leaked_target" and _HintOnly.only_kept_default is False
     assert _HintOnly.row_local is True
