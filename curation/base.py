@@ -337,10 +337,11 @@ class RowFilter(Filter[P]):
         keep = np.ones(n, bool)
         reasons: list[str | None] = [None] * n
         score = np.full(n, np.nan)
+        names = list(self.columns)
         i = 0
-        for batch in table.select(list(self.columns)).to_batches(max_chunksize=self.batch_rows):
-            for row in batch.to_pylist():
-                k, r, s = self.check_row(row)
+        for batch in table.select(names).to_batches(max_chunksize=self.batch_rows):
+            for values in zip(*(col.to_pylist() for col in batch.columns)):
+                k, r, s = self.check_row(dict(zip(names, values)))
                 keep[i], reasons[i] = k, r
                 if s is not None:
                     score[i] = s
