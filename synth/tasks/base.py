@@ -57,6 +57,11 @@ TEACHER_OPTIONS = (
     Option("max_tokens", 200, "teacher max new tokens"),
 )
 
+# Chain-of-thought tasks (cot=True) get this budget instead of TEACHER_OPTIONS' max_tokens.
+COT_MAX_TOKENS = Option("max_tokens", 2048, "teacher max new tokens (real chain-of-thought needs thousands; a "
+                                            "teacher config's max_tokens replaces this default, this option "
+                                            "given explicitly wins)")
+
 COT_OPTIONS = (
     Option("mode", "hint", "hint: the teacher sees the held-out target and reasons toward it; blind: it predicts"),
     Option("think", "think", "think | no_think | both: which chat variants to emit (/think, /no_think)"),
@@ -122,6 +127,10 @@ class Task:
     build: Callable[[TaskContext], list[Prompt]] | None = None           # teacher: prompts
     parse: Callable[[Prompt, str, str | None], Parsed] | None = None     # teacher: (prompt, text, finish) → Parsed
     validate: Callable[[Prompt, Parsed], str | None] | None = None       # extra checks → error or None
+    answer_schema: Callable[[], dict[str, Any]] | None = None            # JSON tasks: the answer's JSON schema
+                                                                         # (structured outputs, run.py)
+    resolver: Callable[[TaskContext], Callable[[Prompt, Parsed], None]] | None = None  # made once per run:
+                                                   # maps a parsed answer onto the catalog (blind R3, resolve.py)
 
     @property
     def template_name(self) -> str:
@@ -129,6 +138,8 @@ class Task:
 
     def all_options(self) -> tuple[Option, ...]:
         base = COMMON_OPTIONS + (TEACHER_OPTIONS if self.kind == TEACHER else ())
+        if self.cot:
+            base = tuple(COT_MAX_TOKENS if o.name == "max_tokens" else o for o in base)
         names = {o.name for o in self.options}
         return tuple(o for o in base if o.name not in names) + self.options
 

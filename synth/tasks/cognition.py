@@ -13,7 +13,12 @@
   history items.
 
 Modes: `hint` puts the held-out target into the TEACHER's instructions only; the stored sample's user turn is
-the `student` template part, built from the history alone, in both modes.
+the `student` template part, built from the history alone, in both modes. In `blind` mode every r3 answer is
+resolved to a catalog item (resolve.py: a catalog SID in the answer, else its title matched with rapidfuzz;
+ambiguous and unknown titles become the sample's error), recorded in extra["resolution"].
+
+r2_evolve declares its answer's JSON schema (`answer_schema`, built from storage.answer.R2Answer), which run.py
+sends to teachers that support structured outputs (`structured_outputs` in the teacher config).
 """
 from __future__ import annotations
 
@@ -36,7 +41,9 @@ from synth.tasks.history import (
     render_history,
 )
 from synth.tasks.registry import register
+from synth.tasks.resolve import DEFAULT_MARGIN, DEFAULT_THRESHOLD, CatalogResolver, apply_resolution
 from synth.tasks.skeleton import compute_skeletons
+from synth.teacher.types import r2_json_schema
 
 MODES = ("hint", "blind")
 
@@ -232,7 +239,27 @@ def parse_r2(p: Prompt, text: str, finish: str | None) -> Parsed:
         parsed.extra["logic_chain"] = obj["logic_chain"]      # kept for the viewer even when invalid
     if parsed.error is None:
         _, parsed.error = parse_logic_chain(answer)          # the same reason curation's format filter gives
+    elif parsed.extra.get("format") == "plain" and obj is not None and text.strip().startswith("{"):
+        # JSON and nothing else: what a structured-output server returns from a model whose thinking it does
+        # not separate (no reasoning field)
+        parsed.error += (" (the answer is JSON only: with structured outputs the reasoning must come from the "
+                         "server's reasoning field — serve a reasoning model with --reasoning-parser — or set "
+                         "structured_outputs: false in the teacher config)")
     return parsed
+
+
+def r3_resolver(ctx: TaskContext):
+    """Blind mode: resolve every answer to a catalog item (resolve.py); hint mode: nothing to resolve."""
+    if ctx.options.get("mode") != "blind":
+        return None
+    resolver = CatalogResolver.from_workspace(ctx.ws, ctx.sid_version,
+                                              threshold=float(ctx.opt("resolve_threshold")),
+                                              margin=float(ctx.opt("resolve_margin")))
+
+    def resolve(p: Prompt, parsed: Parsed) -> None:
+        apply_resolution(resolver, parsed)
+
+    return resolve
 
 
 COMMON = COT_OPTIONS + (Option("dates", True, "show interaction dates in histories"),)
@@ -248,7 +275,8 @@ R2 = register(Task(
     name="r2_evolve", level="R2", kind=TEACHER, cot=True, default_dataset="cot",
     description="interest evolution (long/short-term, periodic) as a JSON logic_chain (teacher CoT)",
     options=COMMON,
-    build=lambda ctx: build_history_prompts(ctx, reference="chain"), parse=parse_r2))
+    build=lambda ctx: build_history_prompts(ctx, reference="chain"), parse=parse_r2,
+    answer_schema=r2_json_schema))
 
 R3 = register(Task(
     name="r3_recommend", level="R3", kind=TEACHER, cot=True, default_dataset="cot",
@@ -257,6 +285,10 @@ R3 = register(Task(
                                                      "several domains; off; only"),
                       Option("history_format", "sid_title", "how the STUDENT turn shows history items: "
                                                             + " | ".join(HISTORY_FORMATS)
-                                                            + " (the teacher always sees SID + title)")),
+                                                            + " (the teacher always sees SID + title)"),
+                      Option("resolve_threshold", DEFAULT_THRESHOLD, "blind mode: lowest rapidfuzz score "
+                                                                     "(0-100) for a title to resolve to an item"),
+                      Option("resolve_margin", DEFAULT_MARGIN, "blind mode: another item within this many "
+                                                               "points of the best makes a title ambiguous")),
     build=lambda ctx: build_history_prompts(ctx, cross_domain=True, skeleton=True), parse=parse_r3,
-    validate=validate_r3))
+    validate=validate_r3, resolver=r3_resolver))

@@ -7,6 +7,16 @@ deterministic ones — so a re-run reproduces the same ids and never duplicates 
 
 Several teachers (`teacher=[cfg_a, cfg_b]`) answer the same prompts; every sample names its teacher, and
 `prompt_id` does not depend on the teacher, so rejection sampling can compare teachers on one prompt.
+
+Per teacher, the request's token budget is the task's `max_tokens` option when given explicitly, else the
+teacher config's `max_tokens`, else the task's default (2048 for chain-of-thought tasks); a JSON task's answer
+schema is sent when the teacher supports structured outputs (`TeacherConfig.structured()`). `plan_task` is the
+dry run: the same requests, counted and priced (synth/teacher/cost.py), nothing sent or written.
+
+Errors are told apart in each sample's extra["error_kind"]: the engine's kind for a request that failed
+(`rate_limit`, `timeout`, …, `truncated` when every choice hit the budget), `truncated` for a choice cut at
+the budget, `parse` for an answer that came back whole but does not parse or validate, and `unresolved` for a
+blind answer that names no catalog item.
 """
 from __future__ import annotations
 
@@ -51,6 +61,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
     template = load_template(task.template_name, int(opts.get("template_version") or 0) or None,
                              opts.get("language") or "en")
     teachers = _teacher_configs(teacher) if task.kind != DETERMINISTIC else []
+    explicit_budget = "max_tokens" in (options or {})
     dataset = dataset or task.default_dataset
     config = {"task": task.name, "level": task.level, "kind": task.kind, "options": opts, "executor": executor,
               "sid_version": sid_version, "template_version": template.ref, "dataset": dataset,
@@ -64,7 +75,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
         if task.kind == DETERMINISTIC:
             data, counter = _deterministic_batches(ctx, progress)
         else:
-            rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor)
+            rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor, explicit_budget)
             stats["teachers"] = engine_stats
             data = samples_from_pylist(rows)
         extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
@@ -77,6 +88,44 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
         # the row is closed with these stats, replacing what the engine stored under stats['teacher'] while
         # running (its accounting is kept under 'teachers')
     return dv
+
+
+def plan_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | None = None) -> dict[str, Any]:
+    """The dry run of `run_task`: build the same prompts and requests, and per teacher count what would be
+    sent (cache hits are free), estimate its prompt and completion tokens and its cost (synth/teacher/cost.py).
+    Nothing is sent and nothing is written (no run row, no dataset version)."""
+    from synth.teacher.cache import TeacherCache
+    from synth.teacher.cost import estimate_requests
+    from synth.teacher.engine import cache_key
+
+    task = get_task(name)
+    opts = task.resolve_options(options)
+    if task.kind == DETERMINISTIC:
+        return {"task": task.name, "kind": task.kind, "teachers": [], "requests": 0,
+                "note": "deterministic task: no teacher requests"}
+    sid_version = _resolve_sid_version(ws, int(opts.get("sid_version") or 0))
+    template = load_template(task.template_name, int(opts.get("template_version") or 0) or None,
+                             opts.get("language") or "en")
+    teachers = _teacher_configs(teacher)
+    ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template,
+                      run_id="dry-run", created_at=datetime.now(timezone.utc))
+    prompts = _prompts(ctx)
+    out: dict[str, Any] = {"task": task.name, "kind": task.kind, "template_version": template.ref,
+                           "prompts": len(prompts), "teachers": []}
+    explicit = "max_tokens" in (options or {})
+    for cfg in teachers:
+        requests = make_requests(ctx, prompts, cfg, explicit)
+        cache = TeacherCache(ws.cache_dir / "teacher", fsync_interval_ms=cfg.fsync_interval_ms)
+        try:
+            est = estimate_requests(cfg, requests, cache, functools.partial(cache_key, cfg)).as_dict()
+        finally:
+            cache.close()
+        est["max_tokens"] = requests[0].params.max_tokens if requests else token_budget(ctx, cfg, explicit)
+        est["structured"] = bool(requests and requests[0].json_schema)
+        est["max_cost_usd"] = cfg.max_cost_usd
+        est["example"] = requests[0].message_dicts() if requests else None
+        out["teachers"].append(est)
+    return out
 
 
 def _resolve_sid_version(ws: Workspace, requested: int) -> int:
@@ -150,12 +199,25 @@ def _language_note(ctx: TaskContext) -> str | None:
     return f"Write your reasoning and your answer in {LANGUAGE_NAMES.get(lang, lang)}."
 
 
-def make_requests(ctx: TaskContext, prompts: list[Prompt]) -> list[ChatRequest]:
+def token_budget(ctx: TaskContext, teacher: Any = None, explicit: bool = False) -> int:
+    """max_tokens for `teacher`: the task option when given explicitly, else the teacher config's max_tokens,
+    else the task's default."""
+    cfg_budget = getattr(teacher, "max_tokens", None)
+    if explicit or cfg_budget is None:
+        return int(ctx.options["max_tokens"])
+    return int(cfg_budget)
+
+
+def make_requests(ctx: TaskContext, prompts: list[Prompt], teacher: Any = None,
+                  explicit_budget: bool = False) -> list[ChatRequest]:
     """One ChatRequest per prompt with the task's sampling options and template version (part of the cache
-    key, so a new template version never reuses old answers)."""
+    key, so a new template version never reuses old answers), for `teacher` (a TeacherConfig: its token budget
+    and whether it gets the task's JSON schema; None = the task's own defaults, no schema)."""
     o = ctx.options
-    params = SamplingParams(temperature=float(o["temperature"]), max_tokens=int(o["max_tokens"]), n=int(o["n"]),
-                            seed=int(o["seed"]))
+    params = SamplingParams(temperature=float(o["temperature"]), n=int(o["n"]), seed=int(o["seed"]),
+                            max_tokens=token_budget(ctx, teacher, explicit_budget))
+    schema = (ctx.task.answer_schema() if ctx.task.answer_schema is not None and teacher is not None
+              and teacher.structured() else None)
     note = _language_note(ctx)
     out = []
     for p in prompts:
@@ -165,24 +227,27 @@ def make_requests(ctx: TaskContext, prompts: list[Prompt]) -> list[ChatRequest]:
                 msgs[0]["content"] = msgs[0]["content"] + " " + note
             else:
                 msgs.insert(0, {"role": "system", "content": note})
-        out.append(ChatRequest.from_messages(msgs, params, template_version=ctx.template.ref,
+        out.append(ChatRequest.from_messages(msgs, params, json_schema=schema, template_version=ctx.template.ref,
                                              meta={"prompt_id": p.prompt_id}))
     return out
 
 
-def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool,
-                  executor: str = "local") -> tuple[list[dict], Counter, list[dict]]:
-    from synth.teacher.engine import make_engine
-
+def _prompts(ctx: TaskContext) -> list[Prompt]:
     prompts = ctx.task.build(ctx)
     limit = int(ctx.options.get("limit") or 0)
-    if limit:
-        prompts = prompts[:limit]
-    requests = make_requests(ctx, prompts)
+    return prompts[:limit] if limit else prompts
+
+
+def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool, executor: str = "local",
+                  explicit_budget: bool = False) -> tuple[list[dict], Counter, list[dict]]:
+    from synth.teacher.engine import make_engine
+
+    prompts = _prompts(ctx)
     rows: list[dict] = []
     counter: Counter = Counter()
     engine_stats = []
     for cfg in teachers:
+        requests = make_requests(ctx, prompts, cfg, explicit_budget)
         engine = make_engine(cfg, ctx.ws, ctx.run_id)
         try:
             responses = engine.run(requests, progress=progress) if requests else []
@@ -198,19 +263,22 @@ def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool,
 
 def _parse_responses(ctx: TaskContext, prompts: list, responses: list, executor: str) -> list[dict]:
     """Responses → sample rows: in-process, or as a Ray Data stage over batches of prompts (`--executor ray`).
-    Parsing is a pure function of (prompt, response), so both give the same rows in the same order."""
+    Parsing is a pure function of (prompt, response) (and the task's resolver, made once here from the
+    catalog), so both give the same rows in the same order."""
+    resolve = ctx.task.resolver(ctx) if ctx.task.resolver is not None and prompts else None
     if executor == "local" or not prompts:
-        return [r for p, resp in zip(prompts, responses) for r in response_rows(ctx, p, resp)]
+        return [r for p, resp in zip(prompts, responses) for r in response_rows(ctx, p, resp, resolve)]
     from storage.executor import map_batches
 
     index = pa.table({"i": pa.array(range(len(prompts)), pa.int64())})
-    fn = functools.partial(parse_batch, ctx, prompts, responses)
+    fn = functools.partial(parse_batch, ctx, prompts, responses, resolve=resolve)
     return map_batches(index, fn, executor=executor, batch_size=PARSE_BATCH).to_pylist()
 
 
-def parse_batch(ctx: TaskContext, prompts: list, responses: list, batch: pa.Table) -> pa.Table:
+def parse_batch(ctx: TaskContext, prompts: list, responses: list, batch: pa.Table, resolve: Any = None) -> pa.Table:
     """The sample rows of the prompts at positions `batch['i']` (runs in a Ray worker)."""
-    rows = [r for i in batch.column("i").to_pylist() for r in response_rows(ctx, prompts[i], responses[i])]
+    rows = [r for i in batch.column("i").to_pylist()
+            for r in response_rows(ctx, prompts[i], responses[i], resolve)]
     return samples_from_pylist(rows)
 
 
@@ -251,9 +319,10 @@ def student_messages(user: str, variant: str, parsed: Parsed | None, raw: str | 
     return msgs
 
 
-def response_rows(ctx: TaskContext, p: Prompt, resp: ChatResponse) -> list[dict]:
+def response_rows(ctx: TaskContext, p: Prompt, resp: ChatResponse, resolve: Any = None) -> list[dict]:
     """Sample rows for one teacher response: one per choice and chat variant; an engine error (retries
-    exhausted) becomes one row with `error` set, never a lost prompt."""
+    exhausted) becomes one row with `error` set, never a lost prompt. `resolve(prompt, parsed)` (the task's
+    resolver, blind R3) maps a parsed answer onto the catalog before validation."""
     task = ctx.task
     variants = _variants(ctx)
     base = {
@@ -274,8 +343,12 @@ def response_rows(ctx: TaskContext, p: Prompt, resp: ChatResponse) -> list[dict]
         return rows
     reasons = list(resp.finish_reasons) + ["stop"] * (len(resp.choices) - len(resp.finish_reasons))
     for i, (text, fin) in enumerate(zip(resp.choices, reasons)):
+        resolved_error = False
         try:
             parsed = task.parse(p, text, fin)
+            if resolve is not None and parsed.error is None:
+                resolve(p, parsed)
+                resolved_error = parsed.error is not None
             if task.validate is not None and parsed.error is None:
                 parsed.error = task.validate(p, parsed)
         except Exception as exc:  # noqa: BLE001 — a parser bug must not lose the run; keep the row
@@ -285,6 +358,8 @@ def response_rows(ctx: TaskContext, p: Prompt, resp: ChatResponse) -> list[dict]
             extra = {**p.extra, **parsed.extra, "variant": v, "choice": i, "finish_reason": fin}
             if parsed.error:
                 extra["raw"] = text
+                extra["error_kind"] = ("truncated" if fin == "length" else "unresolved" if resolved_error
+                                       else "parse")
             rows.append({**base, "sample_id": stable_id(resp.key, i, v), "think": v == "think",
                          "messages": student_messages(p.student_user, v, parsed, text),
                          "reasoning": parsed.reasoning if v == "think" else None,

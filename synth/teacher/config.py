@@ -20,6 +20,8 @@ from storage.errors import ConfigError
 from storage.redact import redact
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+LOCAL_DEFAULT_MAX_TOKENS = 256
+STRUCTURED_BACKENDS = ("openai", "vllm")   # backends that can constrain an answer to a JSON schema
 
 
 class TeacherConfig(BaseModel):
@@ -44,9 +46,22 @@ class TeacherConfig(BaseModel):
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
 
-    # --- accounting
+    # --- what is asked (part of the cache key when set)
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra JSON fields of every request, e.g.
+                                                   # {chat_template_kwargs: {enable_thinking: false}} (Qwen3)
+    max_tokens: int | None = Field(None, ge=1)     # token budget of every request to this teacher, over the
+                                                   # task's default (an explicit task option still wins);
+                                                   # backend local: 256 unless set (its CPU time grows with it)
+    structured_outputs: bool | None = None         # JSON tasks (r2_evolve): ask for the answer's JSON schema
+                                                   # (response_format / vLLM structured outputs). None = on for
+                                                   # the backends that support it (openai, vllm)
+
+    # --- accounting (prices: these typed values, else genai-prices' table for well-known hosted models)
     price_per_1m_prompt: float | None = Field(None, ge=0)      # USD per 1M prompt tokens
     price_per_1m_completion: float | None = Field(None, ge=0)  # USD per 1M completion tokens
+    max_cost_usd: float | None = Field(None, gt=0)  # stop sending once a run has spent this much (resumable)
+    tokenizer: str | None = None                   # dry-run token counts: a local HF tokenizer folder or name
+                                                   # (None = the model's, when it is available offline)
 
     # --- backend-specific
     local_batch_size: int = Field(4, ge=1)         # local: requests generated together (same sampling params)
@@ -66,6 +81,15 @@ class TeacherConfig(BaseModel):
             return {**data, "model": "v1"}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_budget(cls, data: Any) -> Any:
+        """The embedded 135M model gets a 256-token budget unless the config names one: it rarely writes more,
+        and CoT tasks' 2048-token default would make every CPU run crawl."""
+        if isinstance(data, dict) and data.get("backend", "local") == "local" and data.get("max_tokens") is None:
+            return {**data, "max_tokens": LOCAL_DEFAULT_MAX_TOKENS}
+        return data
+
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, v: str) -> str:
@@ -77,6 +101,12 @@ class TeacherConfig(BaseModel):
     def teacher_id(self) -> str:
         """'backend:model' — stored with every response and sample so one can tell teachers apart."""
         return f"{self.backend}:{self.model}"
+
+    def structured(self) -> bool:
+        """Whether JSON tasks send their answer schema to this teacher (see `structured_outputs`)."""
+        if self.structured_outputs is None:
+            return self.backend in STRUCTURED_BACKENDS
+        return self.structured_outputs
 
     def api_key(self) -> str | None:
         """The key from the environment, at call time."""

@@ -10,6 +10,11 @@ limiters → backend attempt (bounded by timeout_s) → usability check (empty /
 on failure, the retry decision in `_attempt_loop` (the only place retries happen) → the finished response
 (ok or error) is appended to the cache log *before* it is handed to the caller, so a killed job resumes
 without repeating or duplicating anything it reported.
+
+Cost: prices come from cost.teacher_prices (typed in the config, else genai-prices' table). With
+`max_cost_usd` set, workers take no new request once the run's fresh spending (every paid attempt, retries
+included) reaches it; requests in flight finish and are cached, then the run raises `BudgetExceeded` naming
+what was spent and what is left. Re-running continues from the cache, paying only for what is left.
 """
 from __future__ import annotations
 
@@ -26,11 +31,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from storage.answer import extract_json_object
+from storage.answer import THINK_CLOSE, extract_json_object
 from storage.errors import ConfigError
 from synth.teacher.backends import Backend, Completion, make_backend
 from synth.teacher.cache import TeacherCache
 from synth.teacher.config import TeacherConfig
+from synth.teacher.cost import BudgetExceeded, Prices, teacher_prices
 from synth.teacher.errors import TRANSIENT_KINDS, UNUSABLE_KINDS, TeacherAttemptError
 from synth.teacher.types import ChatRequest, ChatResponse, Usage
 
@@ -48,12 +54,16 @@ def check_usable(request: ChatRequest, comp: Completion) -> None:
     problems = []
     for text, reason in zip(comp.choices, comp.finish_reasons or ["stop"] * len(comp.choices)):
         if reason == "length":
-            problems.append(("truncated", "the answer hit max_tokens (finish_reason 'length')"))
+            problems.append(("truncated", f"the answer hit the token budget max_tokens={request.params.max_tokens} "
+                                          f"(finish_reason 'length'); raise the task's max_tokens option or the "
+                                          f"teacher config's max_tokens"))
         elif not (text or "").strip():
             problems.append(("empty", "the answer is empty"))
         elif request.json_schema is not None:
-            # the same extraction the answer's consumer uses (storage.answer): retry exactly when it would fail
-            _, why = extract_json_object(text)
+            # the same extraction the answer's consumer uses (storage.answer), on the answer after a think
+            # block (a reasoning model's thinking may hold braces): retry exactly when the consumer would fail
+            answer = text.split(THINK_CLOSE, 1)[1] if THINK_CLOSE in text else text
+            _, why = extract_json_object(answer)
             if why:
                 problems.append(("invalid_json", f"JSON was requested but the answer has no JSON object: {why}"))
                 continue
@@ -64,6 +74,11 @@ def check_usable(request: ChatRequest, comp: Completion) -> None:
     err = TeacherAttemptError(kind, msg)
     err.usage = comp.usage  # type: ignore[attr-defined]  (paid tokens still count)
     raise err
+
+
+def cache_key(config: TeacherConfig, request: ChatRequest) -> str:
+    """The durable cache key of `request` sent to this teacher (what the engine looks up and stores)."""
+    return request.key(config.backend, config.model, config.extra_body or None)
 
 
 # ---------------------------------------------------------------------- accounting
@@ -85,7 +100,7 @@ class Accounting:
         self.latencies: list[float] = []          # end-to-end seconds of fresh successes
         self.wall_s = 0.0
 
-    def as_dict(self, config: TeacherConfig) -> dict[str, Any]:
+    def as_dict(self, config: TeacherConfig, prices: Prices | None = None) -> dict[str, Any]:
         lat = sorted(self.latencies)
 
         def pct(q: float) -> float | None:
@@ -93,10 +108,8 @@ class Accounting:
                 return None
             return round(lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))], 4)
 
-        cost = None
-        if config.price_per_1m_prompt is not None or config.price_per_1m_completion is not None:
-            cost = round(self.prompt_tokens / 1e6 * (config.price_per_1m_prompt or 0.0)
-                         + self.completion_tokens / 1e6 * (config.price_per_1m_completion or 0.0), 6)
+        prices = prices if prices is not None else teacher_prices(config)
+        cost = round(prices.cost(self.prompt_tokens, self.completion_tokens), 6) if prices else None
         return {
             "teacher": config.teacher_id, "requests": self.requests, "unique": self.unique,
             "cached": self.cached, "sent": self.sent, "completed": self.completed, "failed": self.failed,
@@ -104,7 +117,7 @@ class Accounting:
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "latency_s": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
                           "mean": round(sum(lat) / len(lat), 4) if lat else None},
-            "cost_usd": cost, "wall_s": round(self.wall_s, 3),
+            "cost_usd": cost, "price_source": prices.source if prices else None, "wall_s": round(self.wall_s, 3),
         }
 
 
@@ -125,6 +138,11 @@ class TeacherEngine:
         self._acc = Accounting()
         self._rng = random.Random()
         self._rpm = self._tpm = None
+        self.prices = teacher_prices(config)
+        if config.max_cost_usd is not None and self.prices is None:
+            raise ConfigError(f"teacher {config.teacher_id}: max_cost_usd={config.max_cost_usd} needs prices, and "
+                              f"genai-prices has none for this model and server; set price_per_1m_prompt and "
+                              f"price_per_1m_completion in the teacher config")
 
     # ------------------------------------------------------------------ identity & stats
     @property
@@ -133,12 +151,12 @@ class TeacherEngine:
 
     @property
     def stats(self) -> dict[str, Any]:
-        d = self._acc.as_dict(self.config)
+        d = self._acc.as_dict(self.config, self.prices)
         d["run_id"] = self.run_id
         return d
 
     def key(self, request: ChatRequest) -> str:
-        return request.key(self.config.backend, self.config.model)
+        return cache_key(self.config, request)
 
     # ------------------------------------------------------------------ runs row
     def _run_row(self) -> Any:
@@ -299,10 +317,18 @@ class TeacherEngine:
         for k in misses:
             todo.put_nowait(k)
         done: asyncio.Queue = asyncio.Queue()
+        p0, c0 = acc.prompt_tokens, acc.completion_tokens
+        budget, prices = cfg.max_cost_usd, self.prices
+
+        def spent() -> float:
+            """Fresh spending of this run: every paid attempt since it started."""
+            return prices.cost(acc.prompt_tokens - p0, acc.completion_tokens - c0) if prices else 0.0
 
         async def worker() -> None:
             try:
                 while True:
+                    if budget is not None and spent() >= budget:
+                        return                              # no new request; in-flight ones finish
                     try:
                         k = todo.get_nowait()
                     except asyncio.QueueEmpty:
@@ -326,15 +352,28 @@ class TeacherEngine:
                 raise
             except BaseException as exc:  # e.g. the cache disk is full: stop the run, loudly
                 done.put_nowait((None, exc))
+            finally:
+                done.put_nowait((None, None))               # this worker is done
 
         await self.backend.start()
         workers = [asyncio.create_task(worker()) for _ in range(min(cfg.max_concurrency, len(misses)))]
+        answered = finished = 0
         try:
-            for _ in range(len(misses)):
+            while answered < len(misses) and finished < len(workers):
                 k, resp = await done.get()
                 if k is None:
-                    raise resp
+                    if resp is not None:
+                        raise resp
+                    finished += 1
+                    continue
+                answered += 1
                 yield k, resp
+            if answered < len(misses):
+                raise BudgetExceeded(
+                    f"teacher {self.teacher_id}: budget max_cost_usd={budget} reached (spent ${spent():.4f} on "
+                    f"{answered} fresh requests of this run); {len(misses) - answered} requests were not sent. "
+                    f"Every paid answer is in the cache: run the same command again (raise max_cost_usd in the "
+                    f"teacher config to finish in one go) and only the rest is sent")
         finally:
             for w in workers:
                 w.cancel()

@@ -55,11 +55,56 @@ class ChatRequest:
         match the server's request log against the cache without knowing the cache key."""
         return messages_digest(self.message_dicts())
 
-    def key(self, backend: str, model: str) -> str:
-        """The durable cache key: sha256 over everything that determines the answer."""
+    def key(self, backend: str, model: str, extra_body: dict[str, Any] | None = None) -> str:
+        """The durable cache key: sha256 over everything that determines the answer. `extra_body` (the teacher
+        config's server-specific request fields, e.g. Qwen3's enable_thinking) changes answers too; it enters
+        the key only when set, so keys made before it existed stay valid."""
         payload = {"backend": backend, "model": model, "messages": self.messages, "params": self.params.to_dict(),
                    "json_schema": self.json_schema, "template_version": self.template_version}
+        if extra_body:
+            payload["extra_body"] = extra_body
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def join_reasoning(reasoning: str | None, content: str | None) -> str:
+    """One answer text from a server that returns the thinking apart from the answer (vLLM's
+    `--reasoning-parser` puts it in `message.reasoning_content`, other servers in `message.reasoning`):
+    `<think>\n{reasoning}\n</think>\n\n{content}`, the shape every parser and the format rule read
+    (storage/answer.py), so the sample keeps the reasoning and passes the format filter. A content that already
+    has a think tag is kept as it is (the server did not split it); no reasoning gives the content unchanged."""
+    content = content or ""
+    if not reasoning or not reasoning.strip() or "<think>" in content or "</think>" in content:
+        return content
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{content.lstrip()}"
+
+
+def json_schema_of(model: Any) -> dict[str, Any]:
+    """A pydantic model's JSON schema, self-contained (every `$ref` into `$defs` inlined) so any structured-
+    output engine takes it: OpenAI-compatible `response_format` (vLLM serve, SGLang, llama.cpp) and vLLM's
+    offline `StructuredOutputsParams(json=...)`."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.split("/")[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+def r2_json_schema() -> dict[str, Any]:
+    """The JSON schema of an R2 answer (`{"logic_chain": {"name", "events": [{"action", "logic", "date"}]}}`),
+    built from the one R2 pydantic model, storage.answer.R2Answer: what r2_evolve asks structured-output
+    servers for, and what the format filter then checks."""
+    from storage.answer import R2Answer
+
+    return json_schema_of(R2Answer)
 
 
 def messages_digest(messages: list[dict[str, str]]) -> str:

@@ -15,7 +15,16 @@ Outcomes ("faults"): ok, 400 (bad request: not retryable), 429 (with Retry-After
 the client's timeout, then answer), malformed (HTTP 200 with a broken JSON body), truncated (finish_reason
 'length'), empty (""), or any other string = that answer text. Every request is logged (time, messages digest,
 attempt number for that digest, outcome) in `server.log` and, when `log_path` is set, appended to a JSONL
-file — the tests compare that log with the engine's accounting and cache.
+file — the tests compare that log with the engine's accounting and cache. `server.bodies` keeps every request
+body as received (what `extra_body` and `response_format` became on the wire).
+
+Reasoning servers: a `Fault(text=answer, reasoning=thinking)` outcome answers like vLLM with
+`--reasoning-parser`: the thinking in `message.<reasoning_field>` (default `reasoning_content`; `reasoning` is
+what some other servers use) and only the answer in `content`.
+
+Usage: by default whitespace-separated words; with `usage_tokenizer` (a local HF tokenizer folder) real token
+counts — the prompt through the tokenizer's chat template, the completion (thinking included) encoded — so a
+test can hold recot's token estimates against real numbers.
 
     with FaultServer("scripted", script={"q1": ["429", "ok"]}) as srv:
         cfg = TeacherConfig(backend="openai", model="fake", base_url=srv.base_url)
@@ -58,6 +67,7 @@ class Fault:
     text: str | None = None
     retry_after: float | None = 0.05  # for 429
     delay_s: float | None = None     # for delay (default: the server's delay_s)
+    reasoning: str | None = None     # sent apart from the answer, in message.<reasoning_field>
 
     @classmethod
     def parse(cls, value: Fault | str | None) -> Fault:
@@ -81,6 +91,8 @@ class FaultServer:
     retry_after: float = 0.05                           # Retry-After sent with random-mode 429s
     template: str = "echo: {content}"
     log_path: str | os.PathLike | None = None
+    reasoning_field: str = "reasoning_content"          # where a Fault's `reasoning` goes
+    usage_tokenizer: str | None = None                  # count usage with this local HF tokenizer
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -88,6 +100,12 @@ class FaultServer:
         if self.mode not in ("echo", "scripted", "random"):
             raise ValueError(f"unknown fault server mode {self.mode!r}")
         self.log: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []           # every request body as received
+        self._tok = None
+        if self.usage_tokenizer:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.usage_tokenizer, local_files_only=True)
         self._attempts: Counter = Counter()
         self._arrivals = 0
         self._rng = random.Random(self.seed)
@@ -148,6 +166,7 @@ class FaultServer:
         except (json.JSONDecodeError, KeyError, TypeError):
             return await _respond(send, 400, {"error": {"message": "body must be JSON with 'messages'"}})
         digest = messages_digest(messages)
+        self.bodies.append(body)
         self._arrivals += 1
         self._attempts[digest] += 1
         attempt = self._attempts[digest]
@@ -189,14 +208,26 @@ class FaultServer:
                 text = self.template.format(content=content, j=j, n=n) + (f" #{j}" if n > 1 else "")
             if fault.kind == "truncated":
                 text, finish = text[: max(1, len(text) // 2)], "length"
-            completion_tokens += len(text.split())
-            choices.append({"index": j, "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish, "logprobs": None})
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if fault.reasoning is not None:
+                message[self.reasoning_field] = fault.reasoning
+            completion_tokens += self._count(text) + (self._count(fault.reasoning) if fault.reasoning else 0)
+            choices.append({"index": j, "message": message, "finish_reason": finish, "logprobs": None})
+        if self._tok is not None:
+            msgs = [{"role": m["role"], "content": str(m.get("content", ""))} for m in body["messages"]]
+            prompt_tokens = len(self._tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True,
+                                                              return_dict=True)["input_ids"])
+        else:
+            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         return {"id": f"chatcmpl-{self._arrivals}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", "fault-model"), "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}}
+
+    def _count(self, text: str) -> int:
+        if self._tok is not None:
+            return len(self._tok.encode(text, add_special_tokens=False))
+        return len(text.split())
 
     # ------------------------------------------------------------------ lifecycle
     @property

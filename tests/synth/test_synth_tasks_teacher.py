@@ -244,7 +244,10 @@ def test_r2_chain_is_parsed_and_bad_json_is_an_error(tiny_ws):
             else "<think>hmm</think>\nAnswer: {\"logic_chain\": {\"name\": \"x\", \"events\": [}"
 
     with FaultServer("scripted", script=Recorder(answer)) as srv:
-        dv = run_task(tiny_ws, "r2_evolve", teacher=teacher(srv), options={"users": 2, "min_history": 2})
+        # structured outputs off: this checks how the parser reports bad JSON (with them on, the engine turns
+        # JSON-less answers into invalid_json errors: test_synth_teacher_real.py)
+        cfg = teacher(srv).model_copy(update={"structured_outputs": False})
+        dv = run_task(tiny_ws, "r2_evolve", teacher=cfg, options={"users": 2, "min_history": 2})
     rows = {r["user_id"]: r for r in rows_of(dv)}
     good = rows["u1"]
     assert good["error"] is None and json.loads(good["extra"])["logic_chain"] == chain["logic_chain"]

@@ -1,6 +1,12 @@
 """Any OpenAI-compatible chat server (vLLM serve, llama.cpp server, SGLang, hosted APIs) through the
 `openai` async client. The client's own retries are off (`max_retries=0`): recot retries in one place,
-the engine, so accounting sees every attempt. The key is read from `config.api_key_env` when a run starts."""
+the engine, so accounting sees every attempt. The key is read from `config.api_key_env` when a run starts.
+
+Reasoning servers: vLLM with `--reasoning-parser` (and SGLang, DeepSeek's API) return the thinking in
+`message.reasoning_content`, others (OpenRouter, newer vLLM) in `message.reasoning`, and only the answer in
+`content`. The choice text is then rebuilt as `<think>reasoning</think>answer` (types.join_reasoning), the one
+shape the parsers, the cache and the format filter know. `config.extra_body` goes into every request body
+(`extra_body=`), e.g. `{"chat_template_kwargs": {"enable_thinking": false}}` for Qwen3 on vLLM."""
 from __future__ import annotations
 
 import json
@@ -9,7 +15,7 @@ import logging
 from synth.teacher.backends.base import Backend, Completion
 from synth.teacher.config import TeacherConfig
 from synth.teacher.errors import BackendUnavailable, TeacherAttemptError
-from synth.teacher.types import ChatRequest, Usage
+from synth.teacher.types import ChatRequest, Usage, join_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ class OpenAIBackend(Backend):
         if request.json_schema is not None:
             kw["response_format"] = {"type": "json_schema",
                                      "json_schema": {"name": "answer", "schema": json.loads(request.json_schema)}}
+        if self.config.extra_body:
+            kw["extra_body"] = dict(self.config.extra_body)
         return kw
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -86,7 +94,7 @@ class OpenAIBackend(Backend):
             raise TeacherAttemptError("malformed", f"unreadable response body: {exc}") from None
         try:
             choices = sorted(resp.choices, key=lambda c: c.index or 0)
-            texts = [(c.message.content or "") if c.message is not None else "" for c in choices]
+            texts = [_choice_text(c.message) for c in choices]
             reasons = [c.finish_reason or "stop" for c in choices]
         except (AttributeError, TypeError) as exc:
             raise TeacherAttemptError("malformed", f"unexpected response shape: {exc}") from None
@@ -98,6 +106,18 @@ class OpenAIBackend(Backend):
         if self.client is not None:
             await self.client.close()
             self.client = None
+
+
+def _choice_text(message) -> str:
+    """The answer text of one choice, with the server's separate reasoning field (if any) put back in front
+    as a think block."""
+    if message is None:
+        return ""
+    reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+    if reasoning is None:   # fields the SDK does not declare arrive in model_extra
+        extra = getattr(message, "model_extra", None) or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    return join_reasoning(reasoning if isinstance(reasoning, str) else None, message.content)
 
 
 def _msg(exc) -> str:
