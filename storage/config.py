@@ -172,13 +172,18 @@ def validate(cls: type[M], data: dict[str, Any], source: str, lines: dict[Loc, i
     try:
         return cls(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err.get("loc", ()))
-        field = ".".join(str(x) for x in loc) or "?"
+        loc, field, msg = first_error(exc)
         line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if lines and loc[:n] in lines), None)
         where = f" (line {line})" if line else ""
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
         raise ConfigError(f"{source}: field '{field}'{where}: {msg}") from None
+
+
+def first_error(exc: ValidationError) -> tuple[Loc, str, str]:
+    """(path, dotted field name or '?', message) of a ValidationError's first error, the message without
+    pydantic's 'Value error, ' prefix."""
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    return loc, ".".join(str(x) for x in loc) or "?", str(err.get("msg", "")).removeprefix("Value error, ")
 
 
 def load_model(cls: type[M], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None, *,

@@ -71,6 +71,7 @@ def build(
     progress: Annotated[bool, typer.Option(help="Show embedding progress.")] = True,
 ) -> None:
     """Embed item text (or read --vectors), quantize with residual K-means and store a new SID version."""
+    from storage.config import first_error
     from synth.sids.build import SidConfig, build_sids
 
     if vectors is not None and not vectors.exists():
@@ -80,9 +81,8 @@ def build(
         cfg = SidConfig(levels=levels, codebook_size=codebook_size, seed=seed, balanced=balanced,
                         vectors_path=str(vectors) if vectors else None)
     except ValidationError as exc:  # e.g. --levels 0: one line naming the option, not a pydantic traceback
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err.get("loc", ())) or "?"
-        raise ConfigError(f"option --{field.replace('_', '-')}: {err.get('msg')}") from None
+        _, field, msg = first_error(exc)
+        raise ConfigError(f"option --{field.replace('_', '-')}: {msg}") from None
     res = build_sids(ws, cfg, progress=progress)
     render_report(res.report, f"SID version {res.sid_version}")
 
