@@ -56,6 +56,12 @@ def normalize_title(title: str) -> str:
     return _SPACE_RE.sub(" ", t).strip()
 
 
+def _with_year(base: str, year: str | None) -> str:
+    """The normalized title, then the year (after normalizing, so "Godfather, The" still moves its article)."""
+    t = normalize_title(base)
+    return f"{t} {year}" if year else t
+
+
 def answer_title(answer: str) -> str:
     """The title a free-text answer names: SIDs, an "Answer:" marker, list dashes, quotes and a trailing
     full stop removed; the first non-empty line."""
@@ -106,7 +112,7 @@ class CatalogResolver:
             self.sids.append(sid)
             self.titles.append(title)
             self.bare.append(normalize_title(base))
-            self.with_year.append(normalize_title(f"{base} {year}") if year else normalize_title(base))
+            self.with_year.append(_with_year(base, year))
 
     @classmethod
     def from_workspace(cls, ws: Any, sid_version: int, **kw: Any) -> CatalogResolver:
@@ -127,7 +133,7 @@ class CatalogResolver:
             return Resolution(None, None, None, None, error=f"unresolved answer: {unknown}no title in "
                                                                f"{answer[:80]!r}")
         base, year = split_year(raw)
-        query = normalize_title(f"{base} {year}") if year else normalize_title(base)
+        query = _with_year(base, year)
         choices = self.with_year if year else self.bare
         if not query or not choices:
             return Resolution(None, None, None, None, error=f"unresolved answer: {unknown}no catalog title "

@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4.0
 """Plain text: ~4 characters per token (the usual BPE rule of thumb for English)."""
-TOKENS_PER_SID_PART = 4.0
+TOKENS_PER_SID_PART = 7.0
 """A semantic-ID tag like `<s_a_12>` or `<|sid_begin|>` is not in a teacher's vocabulary: BPE splits each
-into ~4 pieces (`<`, `s`, `_a`, `_12>`…), far more than its characters / 4 suggest."""
-CHAT_OVERHEAD_TOKENS = 4
+into ~7 pieces (`<`, `s`, `_`, `a`, `_`, one token per digit as Llama-3/Qwen/SmolLM tokenizers split
+numbers, `>`), about twice what its characters / 4 suggest (measured: 7-9 with SmolLM2's tokenizer)."""
+CHAT_OVERHEAD_TOKENS = 5
 """Per message: the chat template's role header and end marker."""
 _SID_PART = re.compile(r"<\|?[a-z_0-9]+\|?>")
 
@@ -137,7 +138,7 @@ class Estimate:
     to_send: int
     prompt_tokens: int
     completion_tokens: int
-    prompt_source: str          # "tokenizer <name>" | "estimate (chars/4, SID tags x4)"
+    prompt_source: str          # "tokenizer <name>" | "estimate (chars/4, SID tags x7)"
     completion_source: str      # "observed mean of N cached answers" | "budget (max_tokens x n)"
     cost_usd: float | None
     price_source: str | None
@@ -181,7 +182,7 @@ def estimate_requests(config: TeacherConfig, requests: list[ChatRequest], cache:
     name = getattr(tok, "name_or_path", None)
     return Estimate(teacher=config.teacher_id, requests=len(requests), cached=cached, to_send=len(todo),
                     prompt_tokens=int(p_tokens), completion_tokens=int(round(c_tokens)),
-                    prompt_source=f"tokenizer {name}" if tok is not None else "estimate (chars/4, SID tags x4)",
+                    prompt_source=f"tokenizer {name}" if tok is not None else "estimate (chars/4, SID tags x7)",
                     completion_source=" + ".join(sorted(sources)) or "-",
                     cost_usd=round(cost, 6) if cost is not None else None,
                     price_source=prices.source if prices else None)

@@ -69,10 +69,14 @@ def run_cmd(
     executor: Annotated[str, typer.Option(
         "--executor",
         help="local, or ray: parse teacher answers as a Ray Data stage (RAY_ADDRESS or a local Ray).")] = "local",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Send nothing and write nothing: print the requests the run would send, their "
+                          "estimated prompt/completion tokens and cost per teacher.")] = False,
 ):
     """Run TASK and write one new dataset version. Interrupted? Run the same command again: completed
-    teacher requests come from the cache and sample ids are deterministic."""
-    from synth.tasks.run import run_task
+    teacher requests come from the cache and sample ids are deterministic. A teacher's max_cost_usd stops the
+    run once reached (exit code 5); run it again to continue from the cache."""
+    from synth.tasks.run import plan_task, run_task
 
     opts: dict = _parse_kv(option or [])
     for k, v in {"users": users, "limit": limit, "mode": mode, "n": n, "seed": seed, "max_tokens": max_tokens,
@@ -85,11 +89,44 @@ def run_cmd(
         opts["think"] = "think" if think else "no_think"
     ws = open_ws(workspace, create=False)
     teachers = [str(p) for p in teacher] if teacher else None
+    if dry_run:
+        _print_plan(plan_task(ws, task, teacher=teachers, options=opts))
+        return
     dv = run_task(ws, task, teacher=teachers, options=opts, dataset=dataset, progress=progress,
                   executor=executor)
     console.print(f"[bold green]{dv.ref}[/bold green]: {dv.rows} samples from task {task} "
                   f"(run {dv.run_id})")
     _print_counts(dv)
+
+
+def _print_plan(plan: dict) -> None:
+    """The dry run: one row per teacher, then the first request in full."""
+    if not plan["teachers"]:
+        console.print(f"{plan['task']}: {plan.get('note', 'no teacher requests')}", markup=False)
+        return
+    console.print(f"dry run of {plan['task']} ({plan['template_version']}): {plan['prompts']} prompts; nothing is "
+                  f"sent or written", markup=False, highlight=False)
+    t = Table()
+    for c in ("teacher", "requests", "cached", "to send", "max_tokens", "est. prompt tokens",
+              "est. completion tokens", "est. cost (USD)"):
+        t.add_column(c)
+    for e in plan["teachers"]:
+        cost = "no price" if e["cost_usd"] is None else f"{e['cost_usd']:.4f}"
+        if e.get("max_cost_usd") is not None:
+            cost += f" (budget {e['max_cost_usd']})"
+        t.add_row(e["teacher"], str(e["requests"]), str(e["cached"]), str(e["to_send"]), str(e["max_tokens"]),
+                  str(e["prompt_tokens"]), str(e["completion_tokens"]), cost)
+    console.print(t)
+    for e in plan["teachers"]:
+        console.print(f"{e['teacher']}: prompt tokens from {e['prompt_source']}; completion tokens from "
+                      f"{e['completion_source']}; prices from {e['price_source'] or 'nowhere (no price known)'}"
+                      + ("; structured output (JSON schema)" if e.get("structured") else ""),
+                      markup=False, highlight=False)
+    example = plan["teachers"][0].get("example")
+    if example:
+        console.print("first request:", style="bold")
+        for m in example:
+            console.print(f"[{m['role']}] {m['content']}", markup=False, highlight=False)
 
 
 def _print_counts(dv) -> None:
