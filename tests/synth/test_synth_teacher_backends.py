@@ -1,8 +1,8 @@
 """The same request/response contract on every backend, through the common interface: openai (against the
-real HTTP fault server in echo mode), local (the embedded SmolLM2 on CPU) and vllm (where importable)."""
+real HTTP fault server in echo mode), local (the embedded SmolLM2 on CPU) and vllm (the embedded SmolLM2 under
+vLLM, on CPU here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -11,8 +11,6 @@ from fakes.fault_server import FaultServer
 from synth.teacher.config import TeacherConfig
 from synth.teacher.engine import make_engine
 from synth.teacher.types import ChatRequest, SamplingParams
-
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 @pytest.fixture(params=["openai", "local", "vllm"])
@@ -24,12 +22,10 @@ def teacher(request, tmp_path):
             yield TeacherConfig(backend="openai", model="fake", base_url=srv.base_url, timeout_s=5)
         return
     if kind == "vllm":
-        if not HAS_VLLM:
-            pytest.skip("vllm is not installed here (pip install 'recot[vllm]' on a CUDA machine)")
-        import torch
-        if not torch.cuda.is_available():
-            pytest.skip("vllm needs a CUDA GPU; none is visible")
-        yield TeacherConfig(backend="vllm", vllm_kwargs={"gpu_memory_utilization": 0.3, "enforce_eager": True})
+        # vLLM for real, on CPU too: a worker process in .venv-vllm (scripts/setup_vllm.sh), shared with
+        # test_synth_teacher_vllm.py (same config, one model load)
+        from test_synth_teacher_vllm import VLLM_TEACHER
+        yield VLLM_TEACHER
         return
     yield TeacherConfig(backend="local", local_batch_size=4, local_threads=1)
 
