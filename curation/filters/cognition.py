@@ -30,23 +30,29 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import field_validator
 
-from curation.base import (Filter, FilterContext, FilterParams, RowFilter, RowVerdict, Verdicts, register,
-                           rows_nonempty)
+from curation.base import Filter, FilterContext, FilterParams, RowFilter, RowVerdict, Verdicts, register, rows_nonempty
 from storage.cognition import SKELETON_KEY, skeleton_of, split_levels
-from storage.sid import CODE_TOKEN_RE, SID_RE
+from storage.sid import CODE_TOKEN_RE, SID_RE, SID_SQL_PATTERN
 
 _TEMPLATE_RE = re.compile(r"^(?P<name>[a-z0-9_]+)@v(?P<version>\d+)")
 
 
 def _think(table: pa.Table) -> np.ndarray:
-    return pc.fill_null(table.column("think"), False).to_numpy(zero_copy_only=False)
+    return np.asarray(pc.fill_null(table.column("think"), False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _template_key(ref: str | None) -> tuple[str, int] | None:
+    """'r3_recommend@v2.fr' → ('r3_recommend', 2); None for anything else."""
+    m = _TEMPLATE_RE.match(ref or "")
+    return (m["name"], int(m["version"])) if m else None
 
 
 def template_at_least(template_versions: list[str | None], templates: list[str]) -> np.ndarray:
@@ -54,14 +60,13 @@ def template_at_least(template_versions: list[str | None], templates: list[str])
     later version of the same template."""
     want: dict[str, int] = {}
     for t in templates:
-        m = _TEMPLATE_RE.match(t)
-        if not m:
-            raise ValueError(f"template {t!r} is not 'name@vN' (e.g. r3_recommend@v2)")
-        want[m["name"]] = min(int(m["version"]), want.get(m["name"], int(m["version"])))
+        key = _template_key(t)
+        if key is not None:
+            want[key[0]] = min(key[1], want.get(key[0], key[1]))
     out = np.zeros(len(template_versions), bool)
     for i, tv in enumerate(template_versions):
-        m = _TEMPLATE_RE.match(tv or "")
-        out[i] = bool(m) and m["name"] in want and int(m["version"]) >= want[m["name"]]
+        key = _template_key(tv)
+        out[i] = key is not None and key[0] in want and key[1] >= want[key[0]]
     return out
 
 
@@ -69,17 +74,23 @@ class CognitionStructureParams(FilterParams):
     templates: list[str] = ["r3_recommend@v2"]
     """Templates that ask for the three levels ('name@vN': that version and later, any language)."""
 
+    @field_validator("templates")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if _template_key(t) is None]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} is not a template ref 'name@vN' (e.g. r3_recommend@v2)")
+        return v
+
 
 @register
-class CognitionStructureFilter(RowFilter):
-    type_name = "cognition_structure"
-    review_label = "format"
-    Params = CognitionStructureParams
-    columns: ClassVar[tuple[str, ...]] = ("reasoning",)
-
+class CognitionStructureFilter(RowFilter[CognitionStructureParams], type_name="cognition_structure",
+                               review_label="format", columns=("reasoning",)):
     def applies_to(self, table: pa.Table) -> np.ndarray:
-        p: CognitionStructureParams = self.params
-        return _think(table) & template_at_least(table.column("template_version").to_pylist(), p.templates)
+        p = self.params
+        mask: np.ndarray = _think(table) & template_at_least(table.column("template_version").to_pylist(),
+                                                             p.templates)
+        return mask
 
     def check_row(self, row: dict[str, Any]) -> RowVerdict:
         levels = split_levels(row["reasoning"])
@@ -117,7 +128,7 @@ def prefix_prose(codes: tuple[tuple[str, str], ...]) -> str:
     return "/".join(f"{letter}_{code}" for letter, code in codes)
 
 
-def point_covered(point: dict, text: str, cited: set[str], cited_codes: list[tuple[tuple[str, str], ...]],
+def point_covered(point: dict[str, Any], text: str, cited: set[str], cited_codes: list[tuple[tuple[str, str], ...]],
                   words: set[str]) -> bool:
     """Whether the reasoning (its text, cited SIDs, their code tokens, content words) covers one interest point:
     a member SID cited, a cited SID under the point's sid_prefix or that prefix written in prose ('a_1/b_2'),
@@ -141,10 +152,10 @@ def cited_sid_shares(table: pa.Table) -> tuple[list[list[str]], np.ndarray, np.n
         con.register("t", table.select(["reasoning", "answer", "answer_sids", "extra"]))
         res = con.sql(f"""
             WITH c AS (
-                SELECT list_distinct(regexp_extract_all(coalesce(reasoning, ''), '{SID_RE.pattern}')) AS cited,
+                SELECT list_distinct(regexp_extract_all(coalesce(reasoning, ''), '{SID_SQL_PATTERN}')) AS cited,
                        coalesce(json_extract_string(CASE WHEN json_valid(extra) THEN extra ELSE '{{}}' END,
                                                     '$.{SKELETON_KEY}.perception[*].sid'), [])
-                         || coalesce(answer_sids, regexp_extract_all(coalesce(answer, ''), '{SID_RE.pattern}'))
+                         || coalesce(answer_sids, regexp_extract_all(coalesce(answer, ''), '{SID_SQL_PATTERN}'))
                          AS known
                 FROM t)
             SELECT cited, len(list_filter(cited, lambda s: list_contains(known, s)))::INTEGER AS grounded,
@@ -166,17 +177,16 @@ class SkeletonAgreementParams(FilterParams):
 
 
 @register
-class SkeletonAgreementFilter(Filter):
-    type_name = "skeleton_agreement"
-    review_label = "wrong_logic"
-    Params = SkeletonAgreementParams
-
+class SkeletonAgreementFilter(Filter[SkeletonAgreementParams], type_name="skeleton_agreement",
+                              review_label="wrong_logic"):
     def applies_to(self, table: pa.Table) -> np.ndarray:
         has_skeleton = pc.fill_null(pc.match_substring(table.column("extra"), f'"{SKELETON_KEY}"'), False)
-        return _think(table) & rows_nonempty(table, "reasoning") & has_skeleton.to_numpy(zero_copy_only=False)
+        mask: np.ndarray = (_think(table) & rows_nonempty(table, "reasoning")
+                            & has_skeleton.to_numpy(zero_copy_only=False))
+        return mask
 
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
-        p: SkeletonAgreementParams = self.params
+        p = self.params
         n = table.num_rows
         cited, grounded, n_cited = cited_sid_shares(table)
         extras = table.column("extra").to_pylist()

@@ -11,6 +11,7 @@ from curation_samples import HALLUCINATED, TITLES, make_sample, reasoning_text, 
 from curation.chain import run_filters
 from curation.config import load_chain
 from storage.cognition import LEVELS, PREAMBLE, skeleton_of, split_levels
+from storage.errors import ConfigError
 from storage.records import samples_from_pylist
 
 V2 = "r3_recommend@v2"
@@ -104,8 +105,10 @@ def test_cognition_structure_rejects_each_malformed_kind_with_the_level(cat_ws):
 def test_cognition_structure_templates_param(cat_ws):
     v = run(cat_ws, structure_rows(), {"type": "cognition_structure", "params": {"templates": ["r3_recommend@v1"]}})
     assert not v["v1_free_form"][0] and v["v1_free_form"][1].startswith("missing level")
-    with pytest.raises(Exception, match="name@vN"):
-        run(cat_ws, structure_rows(), {"type": "cognition_structure", "params": {"templates": ["r3_recommend"]}})
+    cfg, src = load_chain({"name": "t", "filters": [{"type": "cognition_structure",
+                                                     "params": {"templates": ["r3_recommend"]}}]})
+    with pytest.raises(ConfigError, match="'r3_recommend' is not a template ref 'name@vN'"):
+        cfg.build(src)  # a bad chain fails before any work
 
 
 # ------------------------------------------------------------------------------------- skeleton_agreement
