@@ -330,3 +330,62 @@ def test_budget_stops_the_run_cleanly_and_a_rerun_finishes_without_paying_twice(
 
     statuses = [r["status"] for r in list_runs(real_ws) if r["kind"] == "synth"]
     assert "failed" in statuses and statuses.count("done") == 1
+
+
+# ---------------------------------------------------------------------------------------------- judge
+def _judge_chain(teacher_cfg: dict, **params) -> dict:
+    return {"name": "j", "filters": [{"type": "judge", "params": {"teacher": teacher_cfg, "min_score": 3,
+                                                                  **params}}]}
+
+
+def test_judge_reads_its_rubric_file_and_a_reasoning_judges_verdict(real_ws, tmp_path):
+    from curation.chain import run_chain
+    from curation.filters.judge import DEFAULT_RUBRIC, JudgeParams
+
+    with FaultServer("scripted", script=lambda b, a: f"<think>ok</think>\n{_sid('m1')} Heat (1995)") as srv:
+        run_task(real_ws, "r3_recommend", teacher=teacher(srv),
+                 options={"mode": "hint", "min_history": 2, "cross_domain": "off"}, dataset="cot")
+    rubric = tmp_path / "strict.md"
+    rubric.write_text("Only grade how well the answer matches the history. Reply with JSON.\n")
+
+    def verdict(body, attempt):     # a reasoning judge: thinking (with braces) apart, the JSON verdict as content
+        return Fault("text", text='{"score": 2, "reason": "too generic"}',
+                     reasoning='Let me think {not JSON} about the history.')
+
+    with FaultServer("scripted", script=verdict) as srv:
+        cfg = {"backend": "openai", "model": "judge", "base_url": srv.base_url, "api_key_env": "NO_KEY",
+               "max_retries": 0}
+        dv = run_chain(real_ws, "cot", _judge_chain(cfg, rubric=str(rubric), structured=True), out="judged")
+        assert {b["messages"][0]["content"] for b in srv.bodies} == {rubric.read_text().strip()}
+        assert all(b["response_format"]["json_schema"]["schema"]["required"] == ["score", "reason"]
+                   for b in srv.bodies)
+        assert all(b["max_tokens"] == 512 for b in srv.bodies)       # the judge's default budget
+        run_chain(real_ws, "cot", _judge_chain(cfg), out="judged_default")
+        assert srv.bodies[-1]["messages"][0]["content"] == DEFAULT_RUBRIC
+        assert "response_format" not in srv.bodies[-1]
+    rows = read_dv(dv).to_pylist()
+    assert rows and all(not r["keep"] and r["reject_reason"] == "judge score low: 2/5 (min 3): too generic"
+                        for r in rows)
+    with pytest.raises(ConfigError, match="rubric file 'nope.md' not found"):
+        run_chain(real_ws, "cot", _judge_chain({"backend": "local"}, rubric="nope.md"), out="never")
+    with pytest.raises(Exception, match="rubric file"):
+        JudgeParams(rubric=str(tmp_path / "missing.md"))
+
+
+def test_judge_runs_on_the_embedded_local_backend(real_ws):
+    from curation.chain import run_chain
+
+    with FaultServer("scripted", script=lambda b, a: f"<think>ok</think>\n{_sid('m1')} Heat (1995)") as srv:
+        run_task(real_ws, "r3_recommend", teacher=teacher(srv),
+                 options={"mode": "hint", "min_history": 2, "cross_domain": "off", "limit": 1}, dataset="cot")
+    dv = run_chain(real_ws, "cot", _judge_chain({"backend": "local", "local_threads": 1}, max_tokens=12),
+                   out="judged")
+    stats = dv.manifest["funnel"]["teacher_stats"]["judge"]
+    assert stats["teacher"] == "local:smollm2-135m-instruct" and stats["sent"] == 1
+    row = read_dv(dv).to_pylist()[0]
+    verdict = real_ws.query("SELECT reason FROM verdicts WHERE dataset = 'judged'")[0][0]
+    # 12 tokens rarely hold a whole verdict from a 135M model: whatever it said, it went through the engine
+    # and was read (a score, an unparsable text or a truncation), and a judge that could not judge keeps
+    assert verdict.startswith(("judge score", "judge unparsable", "judge error: truncated: the answer hit the "
+                                                                  "token budget max_tokens=12"))
+    assert row["keep"] or verdict.startswith("judge score low")
