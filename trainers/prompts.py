@@ -30,14 +30,17 @@ def history_line(title: str | None, sid: str, ts: datetime | None = None, histor
     return line(sid, title, f"{ts:%Y-%m-%d}" if ts is not None else None, history_format)
 
 
-def r3_messages(history: Sequence[tuple], *, think: bool, history_format: str = "sid_title") -> list[dict[str, str]]:
+def r3_messages(history: Sequence[tuple], *, think: bool, history_format: str = "sid_title",
+                dates: bool = True) -> list[dict[str, str]]:
     """[(title, sid[, ts]), …] oldest first → the student R3 chat (one user turn) with the think switch.
-    `history_format` (sid_title | sid | title) must match the one the model was trained with."""
+    `history_format` (sid_title | sid | title) and `dates` (synth's option: show interaction dates) must match
+    what the model was trained with."""
     from synth.tasks.history import history_fields
 
-    lines = "\n".join(history_line(*h, history_format=history_format) for h in history)
+    lines = "\n".join(history_line(*h[:2], h[2] if dates and len(h) > 2 else None, history_format=history_format)
+                      for h in history)
     user = _template("r3_recommend").render("student", history=lines, domain_note="",
-                                            history_fields=history_fields(history_format))
+                                            history_fields=history_fields(history_format, dates))
     return [{"role": "user", "content": user + (" /think" if think else " /no_think")}]
 
 
