@@ -389,3 +389,59 @@ def test_judge_runs_on_the_embedded_local_backend(real_ws):
     assert verdict.startswith(("judge score", "judge unparsable", "judge error: truncated: the answer hit the "
                                                                   "token budget max_tokens=12"))
     assert row["keep"] or verdict.startswith("judge score low")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _teacher_yaml(path, srv, **extra) -> str:
+    import yaml
+
+    cfg = {"backend": "openai", "model": "fake-reasoner", "base_url": srv.base_url, "api_key_env": "NO_KEY",
+           "max_retries": 0, "max_concurrency": 1, **extra}
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_cli_dry_run_prints_the_plan_and_sends_nothing(real_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from storage.runs import list_runs
+    from ui.cli import app
+
+    with FaultServer("scripted", script=_varied_answer) as srv:
+        t = _teacher_yaml(tmp_path / "t.yaml", srv, price_per_1m_prompt=2.0, price_per_1m_completion=8.0,
+                          extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+        res = CliRunner().invoke(app, ["synth", "run", "r2_evolve", "-w", str(real_ws.root), "--teacher", t,
+                                       "--dry-run", "-O", "min_history=2"])
+        assert res.exit_code == 0, res.output
+        assert srv.bodies == []
+    out = res.output
+    assert "dry run of r2_evolve (r2_evolve@v1): 4 prompts; nothing is sent or written" in out
+    assert "openai:fake-reasoner" in out and "2048" in out and "budget (max_tokens x n)" in out
+    assert "prices from config" in out and "structured output (JSON schema)" in out
+    assert "first request:" in out and "[system]" in out
+    assert list_runs(real_ws) == [] and real_ws.query("SELECT count(*) FROM runs")[0][0] == 0
+
+
+def test_cli_budget_stop_exits_5_with_the_message_and_resumes(real_ws, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ui.cli import main
+
+    def recot(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["recot", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        return exc.value.code
+
+    with FaultServer("scripted", script=_varied_answer) as srv:
+        t = _teacher_yaml(tmp_path / "t.yaml", srv, price_per_1m_completion=1e6, max_cost_usd=100.0)
+        cmd = ["synth", "run", "r3_recommend", "-w", str(real_ws.root), "--teacher", t, "--no-progress",
+               "-O", "min_history=2", "--mode", "hint"]
+        assert recot(*cmd) == 5
+        err = capsys.readouterr().err
+        assert "error: teacher openai:fake-reasoner: budget max_cost_usd=100.0 reached" in err
+        sent = len(srv.bodies)
+        assert recot(*cmd) in (0, 5)                                 # the next slice (or the rest) of the run
+        assert len(srv.bodies) > sent
+        digests = [e["messages_sha"] for e in srv.log]
+        assert len(digests) == len(set(digests))                     # nothing paid for twice

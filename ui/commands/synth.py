@@ -105,7 +105,7 @@ def _print_plan(plan: dict) -> None:
         console.print(f"{plan['task']}: {plan.get('note', 'no teacher requests')}", markup=False)
         return
     console.print(f"dry run of {plan['task']} ({plan['template_version']}): {plan['prompts']} prompts; nothing is "
-                  f"sent or written", markup=False, highlight=False)
+                  f"sent or written", markup=False, highlight=False, soft_wrap=True)
     t = Table()
     for c in ("teacher", "requests", "cached", "to send", "max_tokens", "est. prompt tokens",
               "est. completion tokens", "est. cost (USD)"):
@@ -121,12 +121,12 @@ def _print_plan(plan: dict) -> None:
         console.print(f"{e['teacher']}: prompt tokens from {e['prompt_source']}; completion tokens from "
                       f"{e['completion_source']}; prices from {e['price_source'] or 'nowhere (no price known)'}"
                       + ("; structured output (JSON schema)" if e.get("structured") else ""),
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     example = plan["teachers"][0].get("example")
     if example:
         console.print("first request:", style="bold")
         for m in example:
-            console.print(f"[{m['role']}] {m['content']}", markup=False, highlight=False)
+            console.print(f"[{m['role']}] {m['content']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_counts(dv) -> None:
