@@ -12,61 +12,14 @@ Samples without a reference are kept unscored; an unparsable answer scores 0.
 """
 from __future__ import annotations
 
-import re
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from curation.base import FilterParams, RowFilter, RowVerdict, register, rows_nonempty, rows_where
-from curation.filters.quality import STOPWORDS_EN
+from curation.scoring import matched_f1
 from storage.answer import extract_json_object
-from storage.sid import SID_RE
-
-_WORD_RE = re.compile(r"[a-z0-9]+")
-
-
-def tokens(text: str | None) -> list[str]:
-    if not text:
-        return []
-    sids = [m.group(0) for m in SID_RE.finditer(text)]
-    rest = SID_RE.sub(" ", text).lower()
-    return sids + [w for w in _WORD_RE.findall(rest) if w not in STOPWORDS_EN]
-
-
-def token_f1(a: list[str], b: list[str]) -> float:
-    if not a or not b:
-        return 1.0 if not a and not b else 0.0
-    common = sum((Counter(a) & Counter(b)).values())
-    if common == 0:
-        return 0.0
-    p, r = common / len(a), common / len(b)
-    return 2 * p * r / (p + r)
-
-
-def matched_f1(pred: list[str], ref: list[str], threshold: float) -> float:
-    """F1 of a greedy one-to-one matching of predicted to reference strings by token F1 ≥ threshold."""
-    if not pred and not ref:
-        return 1.0
-    if not pred or not ref:
-        return 0.0
-    pt, rt = [tokens(x) for x in pred], [tokens(x) for x in ref]
-    cands = sorted(((token_f1(a, b), i, j) for i, a in enumerate(pt) for j, b in enumerate(rt)),
-                   key=lambda x: (-x[0], x[1], x[2]))
-    used_p, used_r, matches = set(), set(), 0
-    for s, i, j in cands:
-        if s < threshold:
-            break
-        if i in used_p or j in used_r:
-            continue
-        used_p.add(i)
-        used_r.add(j)
-        matches += 1
-    if matches == 0:
-        return 0.0
-    p, r = matches / len(pred), matches / len(ref)
-    return 2 * p * r / (p + r)
 
 
 def events_of(obj: Any) -> list[dict[str, Any]] | None:
