@@ -106,16 +106,20 @@ def _print_plan(plan: dict) -> None:
         return
     console.print(f"dry run of {plan['task']} ({plan['template_version']}): {plan['prompts']} prompts; nothing is "
                   f"sent or written", markup=False, highlight=False, soft_wrap=True)
-    t = Table()
-    for c in ("teacher", "requests", "cached", "to send", "max_tokens", "est. prompt tokens",
-              "est. completion tokens", "est. cost (USD)"):
-        t.add_column(c)
+    t = Table()       # one column per teacher: stays readable in narrow terminals
+    t.add_column("estimate")
     for e in plan["teachers"]:
-        cost = "no price" if e["cost_usd"] is None else f"{e['cost_usd']:.4f}"
-        if e.get("max_cost_usd") is not None:
-            cost += f" (budget {e['max_cost_usd']})"
-        t.add_row(e["teacher"], str(e["requests"]), str(e["cached"]), str(e["to_send"]), str(e["max_tokens"]),
-                  str(e["prompt_tokens"]), str(e["completion_tokens"]), cost)
+        t.add_column(e["teacher"], overflow="fold")
+
+    def cost(e: dict) -> str:
+        c = "no price" if e["cost_usd"] is None else f"{e['cost_usd']:.4f}"
+        return c + (f" (budget {e['max_cost_usd']})" if e.get("max_cost_usd") is not None else "")
+
+    for label, fn in (("requests", lambda e: e["requests"]), ("cached (free)", lambda e: e["cached"]),
+                      ("to send", lambda e: e["to_send"]), ("max_tokens", lambda e: e["max_tokens"]),
+                      ("prompt tokens", lambda e: e["prompt_tokens"]),
+                      ("completion tokens", lambda e: e["completion_tokens"]), ("cost (USD)", cost)):
+        t.add_row(label, *(str(fn(e)) for e in plan["teachers"]))
     console.print(t)
     for e in plan["teachers"]:
         console.print(f"{e['teacher']}: prompt tokens from {e['prompt_source']}; completion tokens from "
