@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,12 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.errors import NotFound, RecotError
+from storage.atomic import atomic_write_text
+from storage.errors import ConfigError, NotFound, RecotError
 from storage.redact import redact
-from storage.workspace import Workspace
+from storage.workspace import Workspace, sql_string
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 ROWS_PER_PART = 250_000
@@ -50,8 +55,14 @@ class DatasetVersion:
 
     @property
     def glob(self) -> str:
-        """For DuckDB: `read_parquet(version.glob)`."""
+        """The part files' glob (a path: pass it to DuckDB as a parameter, `read_parquet(?)`, or use `sql`)."""
         return str(self.path / "part-*.parquet")
+
+    @property
+    def sql(self) -> str:
+        """`read_parquet('<glob>')` with the path quoted as a SQL literal, to embed in a query (safe for a
+        workspace path containing `'`)."""
+        return f"read_parquet({sql_string(self.glob)})"
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -75,13 +86,16 @@ def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordB
 
     `on_commit(con, name, version)` runs inside the same catalog transaction that registers the version, so
     rows that belong to it (e.g. curation verdicts) land together with it or not at all."""
-    if not NAME_RE.match(name):
-        raise RecotError(f"bad dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128)")
+    check_name(name)
     base = ws.datasets_dir / name
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
     with ws.writer(step):
+        # under the writer lock no other write is in flight: any temp folder or version folder without a
+        # committed catalog row is what a killed writer left behind
+        clean_unfinished(ws)
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = base / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        final: Path | None = None
         try:
             rows, hasher, out_schema = 0, hashlib.sha256(), schema
             batches = data.to_batches(max_chunksize=ROWS_PER_PART) if isinstance(data, pa.Table) else data
@@ -110,41 +124,77 @@ def write_version(ws: Workspace, name: str, data: pa.Table | Iterable[pa.RecordB
                 with open(p, "rb") as fh:
                     for chunk in iter(lambda: fh.read(1 << 20), b""):
                         hasher.update(chunk)
-            version = _next_version(ws, name)
+                    os.fsync(fh.fileno())
             created = datetime.now(UTC).isoformat()
             parent_list = [{"name": n, "version": v} for n, v in (parents or [])]
-            manifest = {
-                "name": name, "version": version, "rows": rows,
-                "schema": [{"name": f.name, "type": str(f.type)} for f in (out_schema or pa.schema([]))],
-                "content_hash": "sha256:" + hasher.hexdigest(), "parents": parent_list, "step": step,
-                "config": redact(config or {}), "run_id": run_id, "created_at": created,
-                **(extra_manifest or {}),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-            final = base / f"v{version}"
-            os.rename(tmp, final)
-            try:
-                with ws.transaction(step) as con:
-                    con.execute(
-                        "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [name, version, str(final.relative_to(ws.root)), rows, manifest["content_hash"],
-                         created, step, run_id, json.dumps(parent_list), json.dumps(manifest, default=str)])
-                    if on_commit is not None:
-                        on_commit(con, name, version)
-            except BaseException:
-                shutil.rmtree(final, ignore_errors=True)
-                raise
+            # The catalog row is the commit point: the folder is renamed into place INSIDE the transaction that
+            # inserts the row (and the rows on_commit adds), just before COMMIT. Killed before the COMMIT, the
+            # folder has no committed row and the next writer removes it; the row never points at nothing.
+            with ws.transaction(step) as con:
+                version = _next_version(con, name)
+                manifest = {
+                    "name": name, "version": version, "rows": rows,
+                    "schema": [{"name": f.name, "type": str(f.type)} for f in (out_schema or pa.schema([]))],
+                    "content_hash": "sha256:" + hasher.hexdigest(), "parents": parent_list, "step": step,
+                    "config": redact(config or {}), "run_id": run_id, "created_at": created,
+                    **redact(extra_manifest or {}),
+                }
+                atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
+                target = base / f"v{version}"
+                con.execute(
+                    "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, version, str(target.relative_to(ws.root)), rows, manifest["content_hash"],
+                     created, step, run_id, json.dumps(parent_list), json.dumps(manifest, default=str)])
+                if on_commit is not None:
+                    on_commit(con, name, version)
+                os.rename(tmp, target)
+                final = target
+                _fsync_dir(base)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if final is not None:  # renamed, but the COMMIT failed: the folder has no row
+                shutil.rmtree(final, ignore_errors=True)
             raise
     return _from_manifest(ws, manifest, final)
 
 
-def _next_version(ws: Workspace, name: str) -> int:
-    on_disk = [int(p.name[1:]) for p in (ws.datasets_dir / name).glob("v*") if p.name[1:].isdigit()]
-    with ws.reader() as con:
-        latest = con.execute("SELECT max(version) FROM dataset_versions WHERE name = ?", [name]).fetchall()[0][0]
-    return max([*on_disk, latest or 0]) + 1
+def check_name(name: str) -> None:
+    """ConfigError (exit 2) unless `name` is a usable dataset name."""
+    if not NAME_RE.match(name):
+        raise ConfigError(f"bad dataset name {name!r}: use letters, digits, '_', '-', '.' (max 128, "
+                          "starting with a letter or digit)")
+
+
+def _next_version(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    latest = con.execute("SELECT max(version) FROM dataset_versions WHERE name = ?", [name]).fetchall()[0][0]
+    return int(latest or 0) + 1
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_unfinished(ws: Workspace) -> list[Path]:
+    """Remove what killed writers left (see `storage.integrity.unfinished_writes`): `.tmp-*` folders, `v<N>`
+    folders without a committed catalog row, `tmp/.tmp-*` ingest files. Call only under the writer lock (then no
+    other process is writing; this process' own temp files carry its pid and are kept). Returns what went."""
+    from storage.integrity import unfinished_writes
+
+    removed = []
+    for path in unfinished_writes(ws, others_only=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d leftover(s) of killed writes: %s", len(removed),
+                 ", ".join(str(p.relative_to(ws.root)) for p in removed))
+    return removed
 
 
 def _from_manifest(ws: Workspace, m: dict[str, Any], path: Path) -> DatasetVersion:
@@ -202,14 +252,15 @@ def diff_versions(ws: Workspace, a: DatasetVersion, b: DatasetVersion, key: str 
 
     con = duckdb.connect()
     try:
+        col = '"' + key.replace('"', '""') + '"'
         q = f"""
-        WITH a AS (SELECT DISTINCT "{key}" AS k FROM read_parquet('{a.glob}')),
-             b AS (SELECT DISTINCT "{key}" AS k FROM read_parquet('{b.glob}'))
+        WITH a AS (SELECT DISTINCT {col} AS k FROM read_parquet($a)),
+             b AS (SELECT DISTINCT {col} AS k FROM read_parquet($b))
         SELECT (SELECT count(*) FROM a WHERE k NOT IN (SELECT k FROM b)),
                (SELECT count(*) FROM b WHERE k NOT IN (SELECT k FROM a)),
                (SELECT count(*) FROM a WHERE k IN (SELECT k FROM b))
         """
-        removed, added, common = con.execute(q).fetchall()[0]
+        removed, added, common = con.execute(q, {"a": a.glob, "b": b.glob}).fetchall()[0]
     finally:
         con.close()
     return {"a": a.ref, "b": b.ref, "rows_a": a.rows, "rows_b": b.rows,
@@ -226,8 +277,8 @@ def lineage(ws: Workspace, sample_id: str) -> list[dict[str, Any]]:
         for dv in reversed(list_versions(ws)):
             if dv.rows == 0 or "sample_id" not in {f["name"] for f in dv.manifest.get("schema", [])}:
                 continue
-            hit = con.execute(f"SELECT count(*) FROM read_parquet('{dv.glob}') WHERE sample_id = ?",
-                              [sample_id]).fetchall()[0][0]
+            hit = con.execute("SELECT count(*) FROM read_parquet(?) WHERE sample_id = ?",
+                              [dv.glob, sample_id]).fetchall()[0][0]
             if hit:
                 out.append({"dataset": dv.ref, "step": dv.step, "run_id": dv.run_id, "parents": dv.parents,
                             "created_at": dv.created_at})

@@ -87,7 +87,7 @@ def _dataset_table(dv: DatasetVersion, include_rejected: bool) -> pa.Table:
     try:
         cols = {f["name"] for f in dv.manifest.get("schema", [])}
         where = "" if include_rejected or "keep" not in cols else "WHERE keep"
-        t = con.sql(f"SELECT * FROM read_parquet('{dv.glob}') {where}").to_arrow_table()
+        t = con.sql(f"SELECT * FROM {dv.sql} {where}").to_arrow_table()
     finally:
         con.close()
     return t if isinstance(t, pa.Table) else t.read_all()
@@ -177,7 +177,8 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
         manifest = {"source": dv.ref, "content_hash": dv.content_hash, "parents": dv.parents, "step": dv.step,
                     "kept_only": not include_rejected and "keep" in t.column_names}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-export-{uuid.uuid4().hex}"
+    _remove_dead_leftovers(out.parent)
+    tmp = out.parent / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         files = _write_hf(tables, tmp, with_parquet) if fmt == "hf" else _write_parquet(tables, tmp)
@@ -187,7 +188,7 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             files.append("manifest.json")
         if out.exists():
-            old = out.parent / f".tmp-old-{uuid.uuid4().hex}"
+            old = out.parent / f".tmp-old-{os.getpid()}-{uuid.uuid4().hex}"
             os.rename(out, old)
             os.rename(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -198,6 +199,27 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
         raise
     return ExportResult(ref=source, format=fmt, out=out, rows=rows, files=files,
                         splits={k: v.num_rows for k, v in tables.items()} if len(tables) > 1 else {})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_dead_leftovers(parent: Path) -> None:
+    """Temp folders a killed export left next to `--out` (`.tmp-export-<pid>-*`, `.tmp-old-<pid>-*`): removed
+    when their pid is gone, so a later export cleans up after a killed one. A live export's are kept."""
+    for p in parent.glob(".tmp-*-*-*"):
+        kind, _, rest = p.name[len(".tmp-"):].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("export", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("removed %s (left by a killed export)", p)
 
 
 def _dataset_exists(ws: Workspace, name: str) -> bool:

@@ -1,14 +1,16 @@
 """`recot workspace check`: reconcile the catalog with the files on disk and the tables with each other.
 
-The manifest on disk is the source of truth for a dataset version; the catalog row is an index of it. A
-crash between "rename the version folder into place" and "insert the catalog row" leaves an orphan folder; a
-crash mid-write leaves a `.tmp-*` folder. Both are harmless for readers but worth reporting; only temp
-leftovers are removed by `--repair` (an orphan version may be the only copy of expensive work).
+A dataset version exists when its catalog row is committed (storage/datasets.py renames the folder into place
+inside that transaction, just before COMMIT). What a killed writer can leave behind is therefore only
+unfinished work, never a half-visible version: a `.tmp-*` folder under datasets/, a `v<N>` folder whose row
+never committed (`uncommitted_version`), a `tmp/.tmp-*` ingest staging or rejects file. All of these are
+removed by the next writer (`write_version`, an ingest) and by `--repair`; readers never see them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from storage.workspace import Workspace
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str          # missing_version, missing_manifest, row_mismatch, hash_mismatch, orphan_version,
+    kind: str          # missing_version, missing_manifest, row_mismatch, hash_mismatch, uncommitted_version,
                        # temp_leftover, dangling_reference
     where: str         # dataset ref, path or table
     detail: str
@@ -72,17 +74,40 @@ def _check_versions(ws: Workspace, out: list[Problem]) -> None:
         if actual_hash != chash:
             out.append(Problem("hash_mismatch", ref, f"part files hash to {actual_hash}, catalog says {chash} "
                                                      "(a file was modified after the version was written)"))
+    for path in unfinished_writes(ws, committed=known):
+        where = str(path.relative_to(ws.root))
+        if path.name.startswith(".tmp-"):
+            what = ("staging file of an unfinished ingest" if path.parent.name == "tmp"
+                    else "unfinished write (crashed or killed)")
+            out.append(Problem("temp_leftover", where, f"{what}; safe to delete", repairable=True))
+        else:
+            out.append(Problem("uncommitted_version", where, "folder without a committed catalog row (a write "
+                               "killed before its commit); not a version, safe to delete", repairable=True))
+
+
+def unfinished_writes(ws: Workspace, *, committed: set[Path] | None = None, others_only: bool = False
+                      ) -> list[Path]:
+    """What killed writers left: `datasets/*/.tmp-*`, `datasets/*/v<N>` folders without a committed catalog row,
+    `tmp/.tmp-*`. `others_only`: leave out temp files named with this process' pid (its own writes in flight)."""
+    if committed is None:
+        committed = {(ws.root / p).resolve() for (p,) in ws.query("SELECT path FROM dataset_versions")}
+    found: list[Path] = []
     if ws.datasets_dir.is_dir():
         for d in sorted(ws.datasets_dir.iterdir()):
             if not d.is_dir():
                 continue
             for v in sorted(d.iterdir()):
                 if v.name.startswith(".tmp-"):
-                    out.append(Problem("temp_leftover", str(v.relative_to(ws.root)),
-                                       "unfinished write (crashed or killed); safe to delete", repairable=True))
-                elif v.is_dir() and v.name.startswith("v") and v.name[1:].isdigit() and v.resolve() not in known:
-                    out.append(Problem("orphan_version", str(v.relative_to(ws.root)),
-                                       "folder has no catalog row (crash between rename and catalog insert?)"))
+                    found.append(v)
+                elif v.is_dir() and v.name.startswith("v") and v.name[1:].isdigit() and v.resolve() not in committed:
+                    found.append(v)
+    tmp = ws.root / "tmp"
+    if tmp.is_dir():
+        found += [p for p in sorted(tmp.iterdir()) if p.name.startswith(".tmp-")]
+    if others_only:
+        mine = f"-{os.getpid()}-"
+        found = [p for p in found if mine not in p.name]
+    return found
 
 
 def _check_references(ws: Workspace, out: list[Problem]) -> None:
@@ -103,29 +128,21 @@ def _check_references(ws: Workspace, out: list[Problem]) -> None:
             out.append(Problem("dangling_reference", table, f"{n} {what} (e.g. {example!r})"))
 
 
-def _check_temp_files(ws: Workspace, out: list[Problem]) -> None:
-    tmp = ws.root / "tmp"
-    if tmp.is_dir():
-        for p in sorted(tmp.iterdir()):
-            if p.name.startswith(".tmp-"):
-                out.append(Problem("temp_leftover", str(p.relative_to(ws.root)),
-                                   "staging file of an unfinished ingest; safe to delete", repairable=True))
-
-
 def check_workspace(ws: Workspace) -> list[Problem]:
     """Every problem found (empty list = healthy). Reads only."""
     out: list[Problem] = []
     _check_versions(ws, out)
     _check_references(ws, out)
-    _check_temp_files(ws, out)
     return out
 
 
 def repair_workspace(ws: Workspace, problems: list[Problem] | None = None) -> list[Problem]:
-    """Remove temp leftovers (only those) under the writer lock; returns what was removed."""
+    """Remove unfinished writes (temp leftovers, uncommitted version folders; only those) and return them.
+    The problems are found again under the writer lock (`problems` is ignored): a check made without the lock
+    may have seen a writer's folder just before its commit."""
     removed = []
     with ws.writer("repair"):
-        for p in problems if problems is not None else check_workspace(ws):
+        for p in check_workspace(ws):
             if not p.repairable:
                 continue
             path = ws.root / p.where

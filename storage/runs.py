@@ -1,10 +1,16 @@
 """Runs: one row per job (ingest, sids, synth, curate, review, train, eval) with its config (redacted),
-status and accounting, so every dataset version and sample points back to what made it."""
+status and accounting, so every dataset version and sample points back to what made it.
+
+A 'running' row records the process that runs it (pid, host, the process' start time) in its stats. A job
+killed with SIGKILL never gets to write its final status; when that process is gone, the run is shown as
+'interrupted' (`list_runs`, `get_run`) and stored so by the next run that starts."""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import socket
 import uuid
 from datetime import UTC, datetime
 from types import TracebackType
@@ -20,22 +26,77 @@ log = logging.getLogger(__name__)
 INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, asyncio.CancelledError, GeneratorExit)
 
 
+#: the error text of a run whose process was killed (SIGKILL, power cut) before it could record its end
+INTERRUPTED_ERROR = "interrupted: its process is gone (killed?)"
+
+
 def new_run_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+def _proc_start(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None where unknown: with
+    the pid it tells a live job from an unrelated process that reused the pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def this_process() -> dict[str, Any]:
+    """What a 'running' row records about the process running it."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())}
+
+
+def process_gone(proc: dict[str, Any] | None) -> bool:
+    """True when the process recorded by `this_process()` (on this host) no longer runs."""
+    if not isinstance(proc, dict) or not isinstance(proc.get("pid"), int) or proc.get("host") != socket.gethostname():
+        return False  # unknown, or another machine's: cannot tell
+    pid = proc["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    start = _proc_start(pid)
+    return proc.get("start") is not None and start is not None and start != proc["start"]  # pid reused
+
+
+def _running_stats(stats: Any) -> dict[str, Any]:
+    if isinstance(stats, str):
+        try:
+            stats = json.loads(stats)
+        except ValueError:
+            return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def is_interrupted(status: str, stats: Any) -> bool:
+    """A 'running' row whose process is gone (killed without a chance to record its end)."""
+    return status == "running" and process_gone(_running_stats(stats).get("process"))
+
+
 def start_run(ws: Workspace, kind: str, config: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-    """Insert a 'running' row (or re-open an existing run id when resuming) and return the id."""
+    """Insert a 'running' row (or re-open an existing run id when resuming) and return the id. Runs left
+    'running' by a process that is gone are stored as 'interrupted' on the way."""
     run_id = run_id or new_run_id(kind)
     now = datetime.now(UTC)
+    proc = json.dumps({"process": this_process()})
     with ws.transaction(kind) as con:
+        for rid, stats in con.execute("SELECT run_id, stats FROM runs WHERE status = 'running'").fetchall():
+            if rid != run_id and is_interrupted("running", stats):
+                con.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE run_id = ?",
+                            [INTERRUPTED_ERROR, rid])
         exists = con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if exists:
-            con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
-                        [run_id])
+            con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL, stats = ? "
+                        "WHERE run_id = ?", [proc, run_id])
         else:
-            con.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, NULL, ?, NULL, NULL)",
-                        [run_id, kind, now, json.dumps(redact(config or {}), default=str)])
+            con.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, NULL, ?, ?, NULL)",
+                        [run_id, kind, now, json.dumps(redact(config or {}), default=str), proc])
     return run_id
 
 
@@ -97,9 +158,11 @@ def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
     if df.empty:
         return None
     row: dict[str, Any] = df.iloc[0].to_dict()
+    if is_interrupted(row["status"], row.get("stats")):
+        row["status"], row["error"] = "interrupted", INTERRUPTED_ERROR
     for k in ("config", "stats"):
         if row.get(k):
-            row[k] = json.loads(row[k])
+            row[k] = redact(json.loads(row[k]))  # rows stored before a redaction rule existed, too
     return row
 
 
@@ -111,5 +174,10 @@ def list_runs(ws: Workspace, kind: str | None = None, limit: int = 50) -> list[d
         params.append(kind)
     sql += " ORDER BY started_at DESC LIMIT ?"
     params.append(limit)
-    rows = ws.query(sql, params)
-    return [dict(zip(["run_id", "kind", "status", "started_at", "finished_at", "stats"], r)) for r in rows]
+    out = []
+    for r in ws.query(sql, params):
+        row = dict(zip(["run_id", "kind", "status", "started_at", "finished_at", "stats"], r))
+        if is_interrupted(row["status"], row["stats"]):
+            row["status"] = "interrupted"
+        out.append(row)
+    return out

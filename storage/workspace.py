@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 DEFAULT_WORKSPACE = "./recot-data"
 
 
+def sql_string(value: str | os.PathLike[str]) -> str:
+    """`value` as a SQL string literal ('it''s'), for the few statements DuckDB cannot take a parameter in
+    (CREATE VIEW, COPY): a path with a quote in it must never end the literal. Prefer `?` parameters."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def default_workspace_path() -> Path:
     """`RECOT_WORKSPACE` if set, else ./recot-data."""
     return Path(os.environ.get("RECOT_WORKSPACE", DEFAULT_WORKSPACE))

@@ -15,6 +15,7 @@ the source `_file`/`_line` of every row. This module:
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 from storage.atomic import atomic_replace
 from storage.errors import InputError
 from storage.runs import RecordedRun, recorded_run
-from storage.workspace import Workspace
+from storage.workspace import Workspace, sql_string
 
 OnError = Literal["raise", "skip"]
 
@@ -98,7 +99,7 @@ class Rejects:
     def __init__(self, ws: Workspace, on_error: OnError):
         self.ws, self.on_error = ws, on_error
         self.count = 0
-        self._tmp = ws.tmp_dir / f".tmp-rejects-{uuid.uuid4().hex}.jsonl"
+        self._tmp = ws.tmp_dir / f".tmp-rejects-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
         self._fh: IO[str] | None = None
 
     def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None, raw: Any = None) -> None:
@@ -137,7 +138,7 @@ class Stage:
     def __init__(self, ws: Workspace, schema: pa.Schema, *, spill: bool):
         self.schema, self.spill, self.rows = schema, spill, 0
         self._batches: list[pa.RecordBatch] = []
-        self._path = ws.tmp_dir / f".tmp-stage-{uuid.uuid4().hex}.parquet"
+        self._path = ws.tmp_dir / f".tmp-stage-{os.getpid()}-{uuid.uuid4().hex}.parquet"
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, table: pa.Table | pa.RecordBatch) -> None:
@@ -158,7 +159,7 @@ class Stage:
             self._writer.close()
             self._writer = None
         if self.spill and self._path.exists():
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{self._path}')")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({sql_string(self._path)})")
         else:
             con.register(name, pa.Table.from_batches(self._batches, schema=self.schema))
 
@@ -323,6 +324,9 @@ class IngestSession:
         self._writer.__enter__()
         run: RecordedRun | None = None
         try:
+            from storage.datasets import clean_unfinished
+
+            clean_unfinished(self.ws)  # what a killed writer left (we hold the lock: nobody else is writing)
             run = recorded_run(self.ws, "ingest", self.config).__enter__()
             self._run, self.run_id = run, run.id
             self.rejects = Rejects(self.ws, self.opts.on_error)

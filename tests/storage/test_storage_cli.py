@@ -107,11 +107,12 @@ def test_workspace_check_finds_and_repairs(tmp_path):
 
     kinds = sorted((p.kind, p.where) for p in check_workspace(ws))
     assert ("missing_manifest", "a@v1") in kinds and ("hash_mismatch", "b@v1") in kinds
-    assert ("orphan_version", "datasets/a/v9") in kinds and ("temp_leftover", "datasets/a/.tmp-deadbeef") in kinds
+    assert ("uncommitted_version", "datasets/a/v9") in kinds and ("temp_leftover", "datasets/a/.tmp-deadbeef") in kinds
     assert ("temp_leftover", "tmp/.tmp-stage-1.parquet") in kinds
     assert {w for k, w in kinds if k == "dangling_reference"} == {"item_sids", "interactions", "verdicts"}
     r = subprocess.run([RECOT, "workspace", "check", "-w", str(ws_path), "--repair"], capture_output=True, text=True)
     assert r.returncode == 1 and "removed datasets/a/.tmp-deadbeef" in r.stdout
-    assert not (ws.datasets_dir / "a" / ".tmp-deadbeef").exists() and (ws.datasets_dir / "a" / "v9").exists()
+    assert "removed datasets/a/v9" in r.stdout   # a folder without a committed row is not a version
+    assert not (ws.datasets_dir / "a" / ".tmp-deadbeef").exists() and not (ws.datasets_dir / "a" / "v9").exists()
     left = {p.kind for p in check_workspace(ws)}
-    assert "temp_leftover" not in left and "orphan_version" in left
+    assert "temp_leftover" not in left and "uncommitted_version" not in left and "hash_mismatch" in left

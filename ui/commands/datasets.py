@@ -55,7 +55,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME@vN")],
     if rows > 0 and dv.rows:
         con = duckdb.connect()
         try:
-            df = con.sql(f"SELECT * FROM read_parquet('{dv.glob}') LIMIT {int(rows)}").df()
+            df = con.execute("SELECT * FROM read_parquet(?) LIMIT ?", [dv.glob, int(rows)]).df()
         finally:
             con.close()
         for i, r in enumerate(df.to_dict("records")):
