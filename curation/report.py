@@ -38,10 +38,10 @@ def _rebuild(ws: Workspace, dv: DatasetVersion) -> dict[str, Any]:
     if "keep" not in cols:
         raise NotFound(f"{dv.ref} is not a curated version (no keep column); curate it with `recot curate`")
     with ws.reader() as con:
-        counts = con.execute(f"SELECT count(*), count(*) FILTER (WHERE keep) FROM read_parquet('{dv.glob}')"
+        counts = con.execute(f"SELECT count(*), count(*) FILTER (WHERE keep) FROM {dv.sql}"
                              ).fetchone()
         total, kept = counts if counts is not None else (0, 0)  # an aggregate always returns one row
-        rej = dict(con.execute(f"SELECT rejected_by, count(*) FROM read_parquet('{dv.glob}') WHERE NOT keep "
+        rej = dict(con.execute(f"SELECT rejected_by, count(*) FROM {dv.sql} WHERE NOT keep "
                                "GROUP BY 1 ORDER BY 2 DESC").fetchall())
         rows = con.execute("SELECT filter, count(*), count(*) FILTER (WHERE NOT keep), min(rowid) FROM verdicts "
                            "WHERE dataset = ? AND version = ? GROUP BY filter ORDER BY 4",

@@ -58,7 +58,7 @@ def dataset_sid_version(dv: DatasetVersion | None) -> int | None:
     con = duckdb.connect()
     try:
         vals = [r[0] for r in con.execute(
-            f"SELECT DISTINCT sid_version FROM read_parquet('{dv.glob}') WHERE sid_version IS NOT NULL").fetchall()]
+            f"SELECT DISTINCT sid_version FROM {dv.sql} WHERE sid_version IS NOT NULL").fetchall()]
     finally:
         con.close()
     if len(vals) > 1:

@@ -55,7 +55,7 @@ def load_samples(ws: Workspace, ref: str | DatasetVersion, *, kept_only: bool = 
         raise InputError("the dataset version is empty", file=dv.ref)
     where, params = _where(dv, kept_only=kept_only, levels=levels, tasks=tasks, exclude_hint=exclude_hint)
     order = f"hash(sample_id || '{int(seed)}')"
-    src = f"read_parquet('{dv.glob}')"
+    src = f"{dv.sql}"
     con = duckdb.connect()
     try:
         if think_ratio is not None:
@@ -173,7 +173,7 @@ def to_pretrain_dataset(ws: Workspace, ref: str | DatasetVersion | None = None, 
 def _has_level(dv: DatasetVersion, level: str) -> bool:
     con = duckdb.connect()
     try:
-        return bool(con.execute(f"SELECT count(*) FROM read_parquet('{dv.glob}') WHERE level = ?",
+        return bool(con.execute(f"SELECT count(*) FROM {dv.sql} WHERE level = ?",
                                 [level]).fetchall()[0][0])
     finally:
         con.close()

@@ -44,7 +44,7 @@ def apply_reviews(ws: Workspace, dataset_ref: str) -> DatasetVersion:
         raise RecotError(f"{parent.ref} is not a curated dataset (no 'keep' column)")
     con = duckdb.connect()
     try:
-        ids = [r[0] for r in con.execute(f"SELECT sample_id FROM read_parquet('{parent.glob}')").fetchall()]
+        ids = [r[0] for r in con.execute(f"SELECT sample_id FROM {parent.sql}").fetchall()]
         decisions = human_decisions(ws, ids)
         if not decisions:
             raise NotFound(f"no submitted reviews for samples of {parent.ref}; run `recot review pull` first")
@@ -70,9 +70,9 @@ def apply_reviews(ws: Workspace, dataset_ref: str) -> DatasetVersion:
                    CASE WHEN d.h_rating IS NULL THEN t.scores
                         ELSE json_merge_patch(coalesce(t.scores, '{{}}'),
                                               json_object('human_rating', d.h_rating))::VARCHAR END AS scores
-            FROM read_parquet('{parent.glob}') t LEFT JOIN dec d USING (sample_id)
+            FROM {parent.sql} t LEFT JOIN dec d USING (sample_id)
             ORDER BY t.sample_id""").to_arrow_table()
-        before = dict(con.execute(f"SELECT sample_id, keep FROM read_parquet('{parent.glob}')").fetchall())
+        before = dict(con.execute(f"SELECT sample_id, keep FROM {parent.sql}").fetchall())
     finally:
         con.close()
     table = table.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)

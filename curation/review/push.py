@@ -112,7 +112,7 @@ def review_settings(client: rg.Argilla, filters: list[str], terms: dict[str, lis
 
 # ---------------------------------------------------------------------------------------------- selection
 def _sample_sql(dv: DatasetVersion) -> str:
-    return f"read_parquet('{dv.glob}')"
+    return dv.sql
 
 
 def select_samples(ws: Workspace, dv: DatasetVersion, size: int, strategy: str, seed: int = 0) -> list[str]:

@@ -134,7 +134,7 @@ def agreement(ws: Workspace, dataset_ref: str) -> ReviewReport:
     dv: DatasetVersion = resolve(ws, dataset_ref)
     con = duckdb.connect()
     try:
-        keep = dict(con.execute(f"SELECT sample_id, keep FROM read_parquet('{dv.glob}')").fetchall())
+        keep = dict(con.execute(f"SELECT sample_id, keep FROM {dv.sql}").fetchall())
     finally:
         con.close()
     decisions = human_decisions(ws, list(keep))

@@ -160,7 +160,7 @@ def summarize(dv: DatasetVersion) -> dict[str, Any]:
     try:
         rows = con.execute(f"""SELECT teacher, coalesce(json_extract_string(extra, '$.variant'), '') AS variant,
                                       count(*) AS n, count(error) AS errors
-                               FROM read_parquet('{dv.glob}') GROUP BY ALL ORDER BY ALL""").fetchall()
+                               FROM {dv.sql} GROUP BY ALL ORDER BY ALL""").fetchall()
     finally:
         con.close()
     return {"dataset": dv.ref, "rows": dv.rows, "errors": sum(r[3] for r in rows),
