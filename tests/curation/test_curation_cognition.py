@@ -216,3 +216,51 @@ def test_point_coverage_rules():
     crime = {"id": 1, "label": "Crime & Thriller", "sids": [], "sid_prefix": None}
     assert point_covered(crime, "", set(), [], set(content_words("tense thrillers")))  # 1 of 2 words, stemmed
     assert not point_covered(crime, "", set(), [], set(content_words("films and movies")))
+
+
+def _movie_catalog(ws, n_users: int = 12) -> None:
+    """40 movies with genres and genre-following SID prefixes; users with 8–14 chronological interactions from
+    two or three favourite genres (last = test, second to last = valid)."""
+    import random
+    from datetime import datetime, timedelta
+
+    from storage.sid import format_sid
+
+    rng = random.Random(7)
+    genres = ["Drama", "Comedy", "Action", "Thriller", "Romance", "Animation", "Crime", "War"]
+    movies = {f"m{i}": rng.sample(genres, rng.choice([1, 2])) for i in range(1, 41)}
+    with ws.transaction() as con:
+        for i, cats in movies.items():
+            codes = (genres.index(cats[0]), rng.randrange(3), int(i[1:]))
+            con.execute("INSERT INTO items VALUES (?, ?, NULL, ?, NULL, 'movies')",
+                        [i, f"Film {i[1:]} (19{50 + int(i[1:])})", cats])
+            con.execute("INSERT INTO item_sids VALUES (1, ?, ?, ?)", [i, list(codes), format_sid(codes)])
+        con.execute("INSERT INTO sid_versions VALUES (1, now(), 3, 256, ?, '{}', '{}')", [len(movies)])
+        for u in range(n_users):
+            favs = set(rng.sample(genres, rng.choice([2, 3])))
+            seq = rng.sample([i for i, c in movies.items() if favs & set(c)], rng.randrange(8, 15))
+            for pos, it in enumerate(seq):
+                ts = datetime(2020, 1, 1) + timedelta(days=4 * pos + u)
+                split = "test" if pos == len(seq) - 1 else "valid" if pos == len(seq) - 2 else "train"
+                con.execute("INSERT INTO interactions VALUES (?, ?, ?, 4.0, 'movies')", [f"u{u}", it, ts])
+                con.execute("INSERT INTO splits VALUES (?, ?, ?, ?, ?, 'movies')", [f"u{u}", it, ts, pos, split])
+
+
+def test_skeleton_teacher_corpus_passes_the_default_chain(tmp_ws):
+    """The real pipeline: r3_recommend v2 in hint mode with the skeleton teacher, then the default chain: at
+    least 90% kept (issue 14), every kept trace three-level and fully grounded in its skeleton."""
+    from curation.chain import run_chain
+    from storage.datasets import read_dv
+    from synth.tasks.run import run_task
+    from synth.teacher.config import TeacherConfig
+
+    _movie_catalog(tmp_ws)
+    dv = run_task(tmp_ws, "r3_recommend", teacher=TeacherConfig(backend="skeleton", model="v1"),
+                  dataset="cot_skeleton", options={"mode": "hint", "users": 12})
+    rows = read_dv(run_chain(tmp_ws, dv.ref, "default")).to_pylist()
+    assert len(rows) == 12 and {r["template_version"] for r in rows} == {"r3_recommend@v2"}
+    kept = [r for r in rows if r["keep"]]
+    assert len(kept) >= 0.9 * len(rows), [(r["rejected_by"], r["reject_reason"]) for r in rows if not r["keep"]]
+    for r in kept:
+        assert isinstance(split_levels(r["reasoning"]), dict)
+        assert json.loads(r["scores"])["skeleton_agreement"] == pytest.approx(1.0)
