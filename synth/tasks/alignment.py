@@ -5,7 +5,7 @@ Counts (documented in docs/tasks.md, checked by tests):
 - align_token: one sample per SID prefix at level 1 and at level 2 that covers >= min_items items with a
   category;
 - align_item: per item with a SID: sid2title and title2sid (items with a title), sid2desc (items with a
-  description or categories), desc2sid (only when that description identifies exactly one item);
+  title and a description or categories), desc2sid (only when that description identifies exactly one item);
 - align_relational: per relation, min(max_pairs, eligible pairs) samples;
 - align_user: per user, one window per TRAIN item at train rank k >= min_history (k = 0-based), times the
   three variants; the target is always a TRAIN item, so valid/test items never appear.
@@ -105,7 +105,8 @@ def _item_sql(ctx: TaskContext) -> str:
     tpl = ctx.template
     cols = {"sid": "sid", "title": "title", "about": "about"}
     where = {"sid2title": "title IS NOT NULL", "title2sid": "title IS NOT NULL",
-             "sid2desc": "about IS NOT NULL", "desc2sid": "about IS NOT NULL AND n_about = 1"}
+             # the answer is "<title>. <about>": an item without a title would answer ". Categories: …"
+             "sid2desc": "about IS NOT NULL AND title IS NOT NULL", "desc2sid": "about IS NOT NULL AND n_about = 1"}
     parts = []
     for v in _variants(ctx, ITEM_VARIANTS):
         parts.append("SELECT " + fill({

@@ -52,7 +52,7 @@ def test_align_item_counts_and_sid_title_pairs(ml, cat):
     about_counts = Counter(a for a in about.values() if a)
     expected = {"sid2title": sum(1 for r in items if r[1] is not None),
                 "title2sid": sum(1 for r in items if r[1] is not None),
-                "sid2desc": sum(1 for a in about.values() if a),
+                "sid2desc": sum(1 for r in items if about[r[0]] and r[1] is not None),
                 "desc2sid": sum(1 for a in about.values() if a and about_counts[a] == 1)}
     assert by_variant(dv) == expected and expected["sid2title"] == 1682
     rows = read_dv(dv).to_pylist()
