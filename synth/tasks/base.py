@@ -32,23 +32,27 @@ class Option:
     name: str
     default: Any
     help: str
+    minimum: int | None = None  # numbers below it are refused (a negative limit would reach SQL as LIMIT -1)
 
     def coerce(self, value: Any) -> Any:
         """Options arrive as strings from the CLI (`--option k=v`); convert them to the default's type (read
         the way every config value is: storage.config.coerce)."""
         if value is None or self.default is None:
             return value
-        return coerce(value, type(self.default), self.name)
+        out = coerce(value, type(self.default), self.name)
+        if self.minimum is not None and isinstance(out, (int, float)) and out < self.minimum:
+            raise ConfigError(f"option '{self.name}': must be >= {self.minimum}, got {value!r}")
+        return out
 
 
 # Options every task understands (run.py applies them).
 COMMON_OPTIONS = (
     Option("seed", 0, "seed for every sampling decision (user order, pair sampling, noise, teacher seed)"),
-    Option("limit", 0, "at most this many prompts / samples (0 = no limit)"),
-    Option("sid_version", 0, "SID version to use (0 = latest)"),
+    Option("limit", 0, "at most this many prompts / samples (0 = no limit)", minimum=0),
+    Option("sid_version", 0, "SID version to use (0 = latest)", minimum=0),
     Option("language", "en", "prompt language (a translated template file if present, else English prompts "
                              "asking the teacher to answer in this language)"),
-    Option("template_version", 0, "prompt template version (0 = latest file)"),
+    Option("template_version", 0, "prompt template version (0 = latest file)", minimum=0),
 )
 
 TEACHER_OPTIONS = (
