@@ -8,8 +8,14 @@
 - 2023 (Hou): `<Cat>.jsonl(.gz)` reviews with user_id, parent_asin (asin), rating, timestamp (ms) and
   `meta_<Cat>.jsonl(.gz)` with parent_asin, title, description (list), categories, details, store, features.
 
-Items come from the metadata file when given (interactions referencing an asin missing there are an error,
-or rejects under --on-error skip); without one, items are the distinct asins with no title.
+Items come from the metadata file when given; without one, items are the distinct asins with no title. Real
+dumps differ from clean test files in ways the ingest absorbs, each counted in the report:
+- reviews of items missing from the metadata file are skipped and written to the rejects file (always: every
+  real dump has them; `IngestOptions(unknown_items="raise")` makes them an error instead);
+- exact duplicate reviews (same reviewer, item, time, rating) are dropped, the first kept;
+- HTML in titles and descriptions (`&amp;`, `<b>…</b>`, `<br>`) is decoded to plain text;
+- titles are cut to 1,000 characters (storage.ingest.catalog.TITLE_MAX_CHARS); an item without a title keeps
+  none (tasks that need a title skip it).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any
 
 from storage.errors import InputError
 from storage.ingest.catalog import IngestOptions, IngestReport, IngestSession, Rejects, rows_to_table
-from storage.ingest.readers import json_records, scalar_str
+from storage.ingest.readers import clean_html, json_records, scalar_str
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -37,12 +43,28 @@ REVIEW_FIELDS = {
 }
 
 
+def looks_like_meta(record: dict[str, Any]) -> bool:
+    """A metadata record (an item: asin/parent_asin with title, categories, …) rather than a review."""
+    return (("asin" in record or "parent_asin" in record) and "reviewerID" not in record and "user_id" not in record
+            and bool({"title", "categories", "category", "description", "main_cat", "main_category"} & set(record)))
+
+
+def looks_like_review(record: dict[str, Any]) -> bool:
+    return "reviewerID" in record or ("user_id" in record and ("rating" in record or "timestamp" in record))
+
+
+SWAPPED_HINT = ("it looks like the reviews and metadata files were swapped: pass the reviews file first and "
+                "the metadata file with --meta")
+
+
 def detect_version(record: dict[str, Any]) -> str:
     """'2014'/'2018' (same review fields) or '2023', from the keys of the first review."""
     if "reviewerID" in record:  # 2018 added 'verified' / 'vote'; 2014 has 'helpful'
         return "2018" if ("verified" in record or "vote" in record) else "2014"
     if "user_id" in record and ("parent_asin" in record or "asin" in record):
         return "2023"
+    if looks_like_meta(record):
+        raise InputError(f"this is a metadata line, not a review; {SWAPPED_HINT}", line=1)
     raise InputError("not an Amazon review line: expected reviewerID/asin/overall/unixReviewTime (2014/2018) or "
                      f"user_id/parent_asin/rating/timestamp (2023); found keys {', '.join(sorted(record))}",
                      line=1)
@@ -83,7 +105,8 @@ def meta_row(obj: dict[str, Any], line: int, file: str, raw: str) -> dict[str, A
     attrs = {k: v for k, v in obj.items() if k not in _META_SKIP and v not in (None, "", [], {})}
     if "main_cat" in attrs and "main_category" not in attrs:
         attrs["main_category"] = attrs.pop("main_cat")
-    return {"item": scalar_str(item), "title": _text(obj.get("title")), "description": _text(obj.get("description")),
+    return {"item": scalar_str(item), "title": clean_html(_text(obj.get("title"))),
+            "description": clean_html(_text(obj.get("description"))),
             "categories": _flatten_categories(cats), "attributes": json.dumps(attrs, ensure_ascii=False, default=str),
             "_file": file, "_line": line, "_raw": raw}
 
@@ -108,12 +131,38 @@ def _peek_version(reviews: Path) -> str:
                    raw: Any = None) -> None:
             raise InputError(reason, file=file, line=line, field=field)
 
-    for _line, obj, _raw in json_records(reviews, rejects=_Raise()):
-        try:
-            return detect_version(obj)
-        except InputError as e:
-            raise InputError(e.detail, file=str(reviews), line=_line) from None
+    try:
+        for _line, obj, _raw in json_records(reviews, rejects=_Raise()):
+            try:
+                return detect_version(obj)
+            except InputError as e:
+                raise InputError(e.detail, file=str(reviews), line=_line) from None
+    except InputError as e:
+        if e.detail.startswith("broken JSON") and _python_literal_meta(reviews):  # 2014 meta is Python literals
+            raise InputError(f"{e.detail}; this is a 2014 metadata file (Python literals), not reviews: "
+                             f"{SWAPPED_HINT}", file=e.file, line=e.line) from None
+        raise
     raise InputError("file is empty", file=str(reviews), line=0)
+
+
+def _python_literal_meta(path: Path) -> bool:
+    """True when the first line of `path` is a Python-literal metadata record (2014 meta)."""
+    import ast
+
+    from storage.ingest.readers import text_lines
+
+    try:
+        for _line, text in text_lines(path):
+            obj = ast.literal_eval(text)
+            return isinstance(obj, dict) and looks_like_meta(obj)
+    except (InputError, ValueError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return False
+
+
+def _check_meta_is_meta(meta: Path, obj: dict[str, Any], line: int) -> None:
+    if looks_like_review(obj) and not looks_like_meta(obj):
+        raise InputError(f"this is a review line, not item metadata; {SWAPPED_HINT}", file=str(meta), line=line)
 
 
 def ingest_amazon(ws: Workspace, reviews: str | Path, meta: str | Path | None = None, *,
@@ -122,6 +171,10 @@ def ingest_amazon(ws: Workspace, reviews: str | Path, meta: str | Path | None = 
     reviews = Path(reviews)
     meta = Path(meta) if meta else None
     opts = opts or IngestOptions(domain="amazon")
+    if opts.unknown_items is None or not opts.drop_duplicates:  # real dumps: see the module doc
+        from dataclasses import replace
+
+        opts = replace(opts, unknown_items=opts.unknown_items or "skip", drop_duplicates=True)
     if version not in ("auto", "2014", "2018", "2023"):
         raise InputError(f"unknown Amazon dump version {version!r}: use auto, 2014, 2018 or 2023")
     if version == "auto":
@@ -134,6 +187,8 @@ def ingest_amazon(ws: Workspace, reviews: str | Path, meta: str | Path | None = 
         if meta is not None:
             rows = []
             for line, obj, raw in json_records(meta, rejects=s.rejects, progress=opts.progress, python_literals=True):
+                if s.items.rows == 0 and not rows:
+                    _check_meta_is_meta(meta, obj, line)
                 if obj.get("parent_asin") is None and obj.get("asin") is None:
                     s.rejects.reject("missing item id: expected 'asin' (2014/2018) or 'parent_asin' (2023)",
                                      file=str(meta), line=line, field="asin", raw=raw)

@@ -15,6 +15,7 @@ the source `_file`/`_line` of every row. This module:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -33,7 +34,14 @@ from storage.errors import InputError
 from storage.runs import RecordedRun, recorded_run
 from storage.workspace import Workspace, sql_string
 
+log = logging.getLogger(__name__)
+
 OnError = Literal["raise", "skip"]
+
+#: epoch values at or beyond this many milliseconds (±) cannot be a timestamp (DuckDB's microseconds overflow)
+TS_MAX_MS = 9.2e15
+#: titles longer than this are cut (a title is a name, not a document; prompts repeat it many times)
+TITLE_MAX_CHARS = 1000
 
 ITEMS_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("title", pa.string()), ("description", pa.string()),
@@ -60,6 +68,10 @@ class IngestOptions:
     progress: bool = False
     batch_rows: int = 50_000  # rows per streamed batch
     item_prefix: str = ""     # prepended to every item id (keeps ids unique when two domains share them)
+    # interactions whose item is not in the items file: None = like on_error; "skip" = rejected and counted
+    # even when on_error is "raise" (the Amazon default: real dumps always review items missing from meta)
+    unknown_items: OnError | None = None
+    drop_duplicates: bool = False  # drop exact duplicate interactions (same user, item, ts, rating), counted
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
@@ -68,6 +80,8 @@ class IngestOptions:
             raise InputError("kcore and min_history must be >= 0")
         if not self.domain or not str(self.domain).strip():
             raise InputError("domain must be a non-empty string")
+        if self.unknown_items not in (None, "raise", "skip"):
+            raise InputError(f"unknown_items must be 'raise' or 'skip', got {self.unknown_items!r}")
 
 
 @dataclass
@@ -83,6 +97,10 @@ class IngestReport:
     skipped: int = 0
     rejects_path: str | None = None
     filtered_interactions: int = 0   # removed by k-core / min-history
+    unknown_item_interactions: int = 0  # skipped: their item is not in the items (meta) file (in `skipped` too)
+    duplicates: int = 0              # exact duplicate interactions dropped (drop_duplicates)
+    truncated_titles: int = 0        # titles cut to TITLE_MAX_CHARS
+    warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     run_id: str | None = None
     seconds: float = 0.0
@@ -102,9 +120,10 @@ class Rejects:
         self._tmp = ws.tmp_dir / f".tmp-rejects-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
         self._fh: IO[str] | None = None
 
-    def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None, raw: Any = None) -> None:
-        """Raise an InputError, or record the row when skipping."""
-        if self.on_error == "raise":
+    def reject(self, reason: str, *, file: str | None, line: int | None, field: str | None, raw: Any = None,
+               skip: bool = False) -> None:
+        """Raise an InputError, or record the row when skipping (`skip`: record it whatever on_error says)."""
+        if self.on_error == "raise" and not skip:
             raise InputError(reason, file=file, line=line, field=field)
         if self._fh is None:
             self._fh = open(self._tmp, "w", encoding="utf-8")
@@ -176,7 +195,9 @@ def _ts_sql(col: str, typ: pa.DataType) -> str:
     """SQL turning raw column `col` into a TIMESTAMP: epoch seconds or milliseconds (|x| >= 1e11 means
     ms — that is after year 5138 in seconds), or an ISO-8601 string (with or without a UTC offset)."""
     def from_number(x: str) -> str:
-        return (f"(CASE WHEN abs({x}) >= 1e11 THEN make_timestamp(CAST(round({x} * 1000) AS BIGINT)) "
+        # beyond ±TS_MAX_MS (year ~294,000) the microseconds overflow BIGINT: NULL, reported as out of range
+        return (f"(CASE WHEN NOT isfinite({x}) OR abs({x}) >= {TS_MAX_MS:.0f} THEN NULL "
+                f"WHEN abs({x}) >= 1e11 THEN make_timestamp(CAST(round({x} * 1000) AS BIGINT)) "
                 f"ELSE make_timestamp(CAST(round({x} * 1000000) AS BIGINT)) END)")
     if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
         return f"CAST({col} AS TIMESTAMP)"
@@ -202,6 +223,7 @@ class Normalizer:
         self.rejects = rejects
         self.item_prefix = item_prefix.replace("'", "''")
         self.names = names or {}
+        self.truncated_titles = 0
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
 
@@ -247,7 +269,8 @@ class Normalizer:
               CASE WHEN user_id IS NULL THEN 'missing user id' WHEN item_id IS NULL THEN 'missing item id'
                    WHEN ts IS NULL AND ts_raw IS NULL THEN 'missing timestamp'
                    WHEN ts IS NULL THEN 'wrong type: cannot read ' || '''' || ts_raw || '''' ||
-                        ' as a timestamp (expected epoch seconds, epoch milliseconds or ISO 8601)'
+                        ' as a timestamp (expected epoch seconds, epoch milliseconds or ISO 8601, '
+                        || 'within 9.2e15 ms of 1970)'
                    WHEN rating_raw IS NOT NULL AND rating IS NULL THEN
                         'wrong type: cannot read ' || '''' || rating_raw || '''' || ' as a number'
               END AS _err_reason
@@ -261,18 +284,21 @@ class Normalizer:
         raw = raw.append_column("_row", pa.array(range(raw.num_rows), pa.int64()))
         self.con.register("raw_b", raw)
         cols = raw.column_names
-        title = "NULLIF(CAST(title AS VARCHAR), '')" if "title" in cols else "CAST(NULL AS VARCHAR)"
+        title = "NULLIF(trim(CAST(title AS VARCHAR)), '')" if "title" in cols else "CAST(NULL AS VARCHAR)"
         desc = "NULLIF(CAST(description AS VARCHAR), '')" if "description" in cols else "CAST(NULL AS VARCHAR)"
         cats = "CAST(categories AS VARCHAR[])" if "categories" in cols else "CAST([] AS VARCHAR[])"
         attrs = "CAST(attributes AS VARCHAR)" if "attributes" in cols else "CAST(NULL AS VARCHAR)"
         out = self.con.sql(f"""
-            SELECT {self._item_sql()} AS item_id, {title} AS title, {desc} AS description,
+            SELECT {self._item_sql()} AS item_id, left({title}, {TITLE_MAX_CHARS}) AS title,
+                   coalesce(length({title}) > {TITLE_MAX_CHARS}, false) AS _title_cut, {desc} AS description,
                    coalesce({cats}, CAST([] AS VARCHAR[])) AS categories, {attrs} AS attributes, _file, _line, _row,
                    CASE WHEN {_id_sql('item')} IS NULL THEN 'item' END AS _err_field,
                    CASE WHEN {_id_sql('item')} IS NULL THEN 'missing item id' END AS _err_reason
             FROM raw_b""").to_arrow_table()
         self.con.unregister("raw_b")
-        return self._route_errors(_as_table(out), raw)
+        out = self._route_errors(_as_table(out), raw)
+        self.truncated_titles += int(pa.compute.sum(out.column("_title_cut")).as_py() or 0)
+        return out.drop(["_title_cut"])
 
     def users(self, raw: pa.Table) -> pa.Table:
         raw = raw.append_column("_row", pa.array(range(raw.num_rows), pa.int64()))
@@ -410,6 +436,7 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
         s.users.register(con, "stg_users")
 
         limit = " LIMIT 1" if opts.on_error == "raise" else ""  # raising needs only the first offender
+        unknown_limit = " LIMIT 1" if (opts.unknown_items or opts.on_error) == "raise" else ""
         # duplicate item ids: the first definition wins when skipping
         dups = con.execute("""
             SELECT item_id, _file, _line, first_line FROM (
@@ -426,14 +453,26 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
         # interactions that reference unknown items
         unknown = con.execute("""
             SELECT i.item_id, i.user_id, i._file, i._line FROM stg_inter i
-            ANTI JOIN t_items t ON i.item_id = t.item_id ORDER BY i._file, i._line""" + limit).fetchall()
+            ANTI JOIN t_items t ON i.item_id = t.item_id ORDER BY i._file, i._line""" + unknown_limit).fetchall()
+        skip_unknown = (opts.unknown_items or opts.on_error) == "skip"
         for item_id, user_id, f, line in unknown:
             s.rejects.reject(f"interaction references unknown item id {item_id!r} (not in the items file)",
                              file=f, line=line, field=s.names.get("item", "item_id"),
-                             raw={"user_id": user_id, "item_id": item_id})
+                             raw={"user_id": user_id, "item_id": item_id}, skip=skip_unknown)
+        report.unknown_item_interactions = len(unknown)
         con.execute("CREATE TEMP TABLE t_inter AS SELECT i.* FROM stg_inter i SEMI JOIN t_items t "
                     "ON i.item_id = t.item_id")
+        if opts.drop_duplicates:  # the first of identical (user, item, ts, rating) rows is kept
+            n = _first(con, "SELECT count(*) FROM t_inter")[0]
+            con.execute("""CREATE OR REPLACE TEMP TABLE t_inter AS SELECT * EXCLUDE (rn) FROM (
+                             SELECT *, row_number() OVER (PARTITION BY user_id, item_id, ts, rating
+                                                          ORDER BY _file, _line) AS rn FROM t_inter) WHERE rn = 1""")
+            report.duplicates = n - _first(con, "SELECT count(*) FROM t_inter")[0]
         report.skipped = s.rejects.count
+        report.truncated_titles = s.norm.truncated_titles
+        report.warnings = _warnings(con, report)
+        for w in report.warnings:
+            log.info("%s", w)
         before = _first(con, "SELECT count(*) FROM t_inter")[0]
 
         _apply_filters(con, opts)
@@ -486,6 +525,28 @@ def commit(ws: Workspace, s: IngestSession, opts: IngestOptions) -> IngestReport
         for t in ("t_items", "t_inter"):
             con.execute(f"DROP TABLE {t}")
     return report
+
+
+def _warnings(con: duckdb.DuckDBPyConnection, report: IngestReport) -> list[str]:
+    """Accepted but suspicious: timestamps before 1970 or more than a year ahead, titles that were cut."""
+    out = []
+    early, late, first_early, first_late = _first(con, """
+        SELECT count(*) FILTER (WHERE ts < TIMESTAMP '1970-01-01'),
+               count(*) FILTER (WHERE ts > now()::TIMESTAMP + INTERVAL 366 DAY),
+               min(_file || ', line ' || _line) FILTER (WHERE ts < TIMESTAMP '1970-01-01'),
+               min(_file || ', line ' || _line) FILTER (WHERE ts > now()::TIMESTAMP + INTERVAL 366 DAY)
+        FROM t_inter""")
+    if early:
+        out.append(f"{early:,} interaction(s) dated before 1970 (e.g. {first_early}): check the timestamp unit")
+    if late:
+        out.append(f"{late:,} interaction(s) dated more than a year in the future (e.g. {first_late}): "
+                   "check the timestamp unit (seconds vs milliseconds)")
+    if report.truncated_titles:
+        out.append(f"{report.truncated_titles:,} title(s) longer than {TITLE_MAX_CHARS:,} characters were cut "
+                   f"to {TITLE_MAX_CHARS:,}")
+    if report.duplicates:
+        out.append(f"{report.duplicates:,} exact duplicate interaction(s) dropped")
+    return out
 
 
 def _apply_filters(con: duckdb.DuckDBPyConnection, opts: IngestOptions) -> None:

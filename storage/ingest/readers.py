@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import ast
 import gzip
+import html
 import io
 import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,11 +63,55 @@ def check_columns(file: str | Path, found: list[str], expected: list[str], *, wh
                          file=str(file), line=1, field=missing[0])
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """True when the file starts with the gzip magic bytes, whatever its name (a dump renamed without .gz)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == GZIP_MAGIC
+    except OSError:
+        return False
+
+
 def _open_binary(path: Path) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:
     raw = open(path, "rb")
-    if path.suffix == ".gz":
+    if path.suffix == ".gz" or is_gzip(path):
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")
     return raw, raw
+
+
+class _TextOf(HTMLParser):
+    """The text of an HTML fragment: tags dropped, entities (`&amp;`, `&#39;`) decoded; <br>/<p>/<li> end a
+    line."""
+
+    BREAKS = frozenset({"br", "p", "li", "div", "tr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.BREAKS:
+            self.parts.append("\n")
+
+
+def clean_html(text: str | None) -> str | None:
+    """`text` with HTML tags removed and entities decoded (catalog dumps carry `&amp;` and `<b>…</b>` in
+    titles and descriptions), runs of spaces collapsed; None when nothing is left."""
+    if text is None:
+        return None
+    if "<" in text or "&" in text:
+        parser = _TextOf()
+        parser.feed(text)
+        parser.close()
+        text = html.unescape("".join(parser.parts))  # an entity split across feed() calls
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line) or None
 
 
 def _check_file(path: Path) -> None:
@@ -175,7 +221,7 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects: RejectSink, pr
         bad_rows.append((row.number, row.text))
         return "skip" if rejects.on_error == "skip" else "error"
 
-    stream = pa.input_stream(str(path), compression="detect")
+    stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else "detect")
     skipped_lines: set[int] = set()  # physical lines of rows the parser skipped (keeps later numbering exact)
 
     def flush_bad() -> None:
@@ -302,5 +348,5 @@ def scalar_str(v: Any) -> str | None:
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
-__all__ = ["check_columns", "csv_batches", "csv_header", "file_progress", "json_records", "parquet_batches",
-           "scalar_str", "text_lines"]
+__all__ = ["check_columns", "clean_html", "csv_batches", "csv_header", "file_progress", "is_gzip", "json_records",
+           "parquet_batches", "scalar_str", "text_lines"]

@@ -38,7 +38,13 @@ def print_report(r: IngestReport) -> None:
     if r.filtered_interactions:
         t.add_row("removed by k-core / min-history", f"{r.filtered_interactions:,}")
     t.add_row("skipped bad rows", f"{r.skipped:,}")
+    if r.unknown_item_interactions:
+        t.add_row("  of which: item not in the items/meta file", f"{r.unknown_item_interactions:,}")
+    if r.duplicates:
+        t.add_row("exact duplicates dropped", f"{r.duplicates:,}")
     console.print(t)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False)
     if r.rejects_path:
         console.print(f"[yellow]{r.skipped:,} rejected rows written to {r.rejects_path}[/yellow]")
     console.print(f"run {r.run_id} in {r.seconds:.1f}s")
