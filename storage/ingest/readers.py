@@ -286,11 +286,19 @@ def csv_batches(path: str | Path, columns: list[str], *, rejects: RejectSink, pr
             table = pa.table({**cols, "_file": pa.array([str(path)] * n, pa.string()), "_line": lines})
             if keep is not None:
                 table = table.filter(keep)
-            update(stream.tell() if hasattr(stream, "tell") else 0)
+            update(_tell(stream))
             for off in range(0, table.num_rows, batch_rows):
                 yield table.slice(off, batch_rows)
     if n_seen == 0 and not bad_rows:
         raise InputError("file has a header but no rows", file=str(path), line=1)
+
+
+def _tell(stream: Any) -> int:
+    """Bytes read so far, where the stream can tell (a gzip stream opened by magic bytes cannot)."""
+    try:
+        return int(stream.tell())
+    except (OSError, AttributeError):
+        return 0
 
 
 def _decode_column(arr: pa.Array) -> tuple[pa.Array, list[int]]:
