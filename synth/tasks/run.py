@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -69,7 +70,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
     with recorded_run(ws, "synth", config) as run, ws.writer("synth"):
         run_id = run.id
         ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template,
-                          run_id=run_id, created_at=datetime.now(timezone.utc))
+                          run_id=run_id, created_at=datetime.now(UTC))
         stats = run.stats
         stats["task"] = task.name
         if task.kind == DETERMINISTIC:
@@ -108,7 +109,7 @@ def plan_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | 
                              opts.get("language") or "en")
     teachers = _teacher_configs(teacher)
     ctx = TaskContext(ws=ws, task=task, options=opts, sid_version=sid_version, template=template,
-                      run_id="dry-run", created_at=datetime.now(timezone.utc))
+                      run_id="dry-run", created_at=datetime.now(UTC))
     prompts = _prompts(ctx)
     out: dict[str, Any] = {"task": task.name, "kind": task.kind, "template_version": template.ref,
                            "prompts": len(prompts), "teachers": []}
