@@ -11,13 +11,16 @@ block (`NO_THINK_PREFILL`) so the constrained decoder starts right at the SID, a
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
 NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 
 
+@functools.lru_cache(maxsize=None)
 def _template(name: str):
+    """The latest version of a synth template, read once per process (windows render ~10^5 prompts)."""
     from synth.tasks.templates import load_template
 
     return load_template(name)
