@@ -60,7 +60,9 @@ def run_cmd(
     dataset: Annotated[str | None, typer.Option(help="Dataset name (default: the task's, 'alignment' or "
                                                         "'cot').")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for every sampling decision.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Teacher max new tokens.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="Teacher max new tokens (default: the teacher config's max_tokens, else the task's: 2048 for "
+             "chain-of-thought tasks).")] = None,
     target_split: Annotated[str | None, typer.Option(
         help="train (default: target = last TRAIN item, no leakage) | valid | test.")] = None,
     option: Annotated[list[str] | None, typer.Option(
