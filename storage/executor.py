@@ -7,12 +7,16 @@ scaling out is a configuration change: `--executor ray` runs the same function w
 Steps that need a global view (deduplication, rejection sampling) stay on the driver.
 
 The function must be picklable for Ray: a module-level function, or `functools.partial` of one.
+
+A local Ray instance (no `RAY_ADDRESS`) listens on 127.0.0.1 only: Ray's control ports run code for whoever
+connects, so they must not be reachable from the network (see `_loopback_only`).
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 Executor = Literal["local", "ray"]
 EXECUTORS = ("local", "ray")
 BatchFn = Callable[[pa.Table], pa.Table]
+LOOPBACK = "127.0.0.1"
 
 
 def map_batches(table: pa.Table, fn: BatchFn, *, executor: str = "local", batch_size: int = 8192) -> pa.Table:
@@ -35,6 +40,30 @@ def map_batches(table: pa.Table, fn: BatchFn, *, executor: str = "local", batch_
     if executor == "local":
         return pa.concat_tables([fn(table.slice(i, batch_size)) for i in range(0, table.num_rows, batch_size)])
     return _ray_map_batches(table, fn, batch_size)
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray instance starts, make 127.0.0.1 its node address.
+
+    Why a patch: `ray.init(_node_ip_address="127.0.0.1")` alone is not enough — Ray (checked with 2.60) turns a
+    loopback address into the machine's external one (`ray._private.services.resolve_ip_for_localhost`), and
+    its gRPC servers (gcs_server, raylet, workers) then listen on every interface (`::`), the runtime-env agent
+    on the external address. Handed 127.0.0.1 as the node address, every one of them listens on loopback only.
+    tests/reliability/test_reliability_sockets.py fails if a Ray process listens anywhere else."""
+    from ray._private import services
+
+    resolve, node_ip = services.resolve_ip_for_localhost, services.get_node_ip_address
+
+    def keep_loopback(host: str) -> str:
+        return LOOPBACK if services.is_localhost(host) else str(resolve(host))
+
+    services.resolve_ip_for_localhost = keep_loopback
+    services.get_node_ip_address = lambda address=None: LOOPBACK
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost, services.get_node_ip_address = resolve, node_ip
 
 
 def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
@@ -50,7 +79,9 @@ def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=int(os.environ.get("RECOT_RAY_CPUS", os.cpu_count() or 1)), **kwargs)
+            with _loopback_only():
+                ray.init(num_cpus=int(os.environ.get("RECOT_RAY_CPUS", os.cpu_count() or 1)),
+                         _node_ip_address=LOOPBACK, **kwargs)
         log.info("ray initialised: %s", ray.cluster_resources())  # type: ignore[no-untyped-call]
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--watch-pid", type=int, default=0)
     args = ap.parse_args(argv)
+    # owner-only files (the SQLite database holds the owner's API key), also when started by hand
+    os.umask(0o077)
 
     if args.watch_pid:
         _watch_parent(args.watch_pid)

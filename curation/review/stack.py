@@ -118,6 +118,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: the umask of every stack process: files they create are owner-only (0600), folders 0700
+PRIVATE_UMASK = 0o077
+
+
+def make_private(d: Path) -> None:
+    """Create the stack folder (logs/, home/) owner-only, and take group/other access away from what an older
+    recot left there: the server's SQLite database (home/argilla.db) stores the owner's API key in plain
+    text, so 0644 would undo the 0600 on credentials.json."""
+    for sub in (d, d / "logs", d / "home"):
+        sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (d, *d.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic write of a file only the user can read (credentials, state)."""
     atomic_write_json(path, data, mode=0o600)
@@ -313,8 +331,10 @@ class _Launch:
             # the first process leads a new process group, the others join it (setpgid cannot cross
             # sessions, so no setsid here; a background group gets no terminal Ctrl-C or hang-up)
             pgid = self.procs["redis"].pid if self.procs else 0
+            # umask 077: whatever the server writes (its SQLite database holds the owner's API key in plain text,
+            # the logs, redis' dir) is readable by this user only
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                 cwd=stack_dir(self.ws), process_group=pgid, env=env)
+                                 cwd=stack_dir(self.ws), process_group=pgid, env=env, umask=PRIVATE_UMASK)
         finally:
             fh.close()
         self.procs[name] = p
@@ -390,8 +410,7 @@ def up(ws: Workspace, *, timeout_s: float = 180.0, watch_pid: int | None = None)
         down(ws)
     _server_python()  # no server environment: say so before creating anything
     d = stack_dir(ws)
-    (d / "logs").mkdir(parents=True, exist_ok=True)
-    (d / "home").mkdir(parents=True, exist_ok=True)
+    make_private(d)
     launch = _Launch(ws, _ensure_credentials(ws), watch_pid)
     started = time.monotonic()
     deadline = started + timeout_s
