@@ -95,20 +95,46 @@ def load_chain(chain: str | Path | ChainConfig | dict, overrides: list[str] | No
             path = CONFIG_DIR / f"{chain}.yaml"
         if not path.exists():
             raise ConfigError(f"chain {chain!r} not found: no file {path}; built-in chains: {', '.join(list_chains())}")
-        data, _ = read_yaml(path, what="chain", expected="a mapping with a `filters:` list")
+        data, lines = read_yaml(path, what="chain", expected="a mapping with a `filters:` list")
         data.setdefault("name", path.stem)
-        cfg, source = _validate(data, str(path)), str(path)
+        cfg, source = _validate(data, str(path), lines), str(path)
+        _check_params(cfg, source, lines)
     if overrides:
         cfg = apply_overrides(cfg, overrides, source)
     return cfg, source
 
 
-def _validate(data: dict, source: str) -> ChainConfig:
+def _line(lines: dict | None, loc: tuple) -> str:
+    """' (line N)' for the deepest part of `loc` the YAML file has a line for, else ''."""
+    for n in range(len(loc), 0, -1):
+        if lines and tuple(loc[:n]) in lines:
+            return f" (line {lines[tuple(loc[:n])]})"
+    return ""
+
+
+def _validate(data: dict, source: str, lines: dict | None = None) -> ChainConfig:
     try:
         return ChainConfig(**data)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}{_line(lines, tuple(e['loc']))}: {e['msg']}"
+                         for e in exc.errors())
         raise ConfigError(f"{source}: bad chain config: {msgs}") from None
+
+
+def _check_params(cfg: ChainConfig, source: str, lines: dict) -> None:
+    """Validate each filter's params while the file's lines are known, so the error names the line."""
+    for i, spec in enumerate(cfg.filters):
+        try:
+            cls = get_filter_class(spec.type)
+        except KeyError:
+            raise ConfigError(f"{source}: filter #{i + 1}{_line(lines, ('filters', i, 'type'))} has unknown type "
+                              f"{spec.type!r}; known types: {', '.join(sorted(registry()))}") from None
+        try:
+            cls.Params(**spec.params)
+        except ValidationError as exc:
+            msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}"
+                             f"{_line(lines, ('filters', i, 'params', *e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{source}: filter #{i + 1} ({spec.label}) has bad params: {msgs}") from None
 
 
 def apply_overrides(cfg: ChainConfig, overrides: list[str], source: str = "<chain>") -> ChainConfig:

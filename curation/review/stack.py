@@ -326,7 +326,7 @@ class _Launch:
         return f"http://127.0.0.1:{self.ports['server']}"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        fh = open(self.logs / f"{name}.log", "ab")
+        fh = os.fdopen(os.open(self.logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             # the first process leads a new process group, the others join it (setpgid cannot cross
             # sessions, so no setsid here; a background group gets no terminal Ctrl-C or hang-up)
