@@ -154,7 +154,8 @@ def _teacher_configs(teacher: Any) -> list:
 
 
 def summarize(dv: DatasetVersion) -> dict[str, Any]:
-    """Rows and error rows of a synth version per teacher and chat variant (for run stats and the CLI)."""
+    """Rows and error rows of a synth version per teacher and chat variant, and error rows per error kind
+    (truncated, parse, unresolved, the engine's transport kinds; for run stats and the CLI)."""
     import duckdb
 
     con = duckdb.connect()
@@ -162,9 +163,13 @@ def summarize(dv: DatasetVersion) -> dict[str, Any]:
         rows = con.execute(f"""SELECT teacher, coalesce(json_extract_string(extra, '$.variant'), '') AS variant,
                                       count(*) AS n, count(error) AS errors
                                FROM {dv.sql} GROUP BY ALL ORDER BY ALL""").fetchall()
+        kinds = con.execute(f"""SELECT coalesce(json_extract_string(extra, '$.error_kind'), 'other') AS kind,
+                                       count(*) FROM {dv.sql} WHERE error IS NOT NULL
+                                GROUP BY ALL ORDER BY 2 DESC, 1""").fetchall()
     finally:
         con.close()
     return {"dataset": dv.ref, "rows": dv.rows, "errors": sum(r[3] for r in rows),
+            "errors_by_kind": {k: n for k, n in kinds},
             "by": [{"teacher": r[0], "variant": r[1], "rows": r[2], "errors": r[3]} for r in rows]}
 
 

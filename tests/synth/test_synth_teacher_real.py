@@ -445,3 +445,18 @@ def test_cli_budget_stop_exits_5_with_the_message_and_resumes(real_ws, tmp_path,
         assert len(srv.bodies) > sent
         digests = [e["messages_sha"] for e in srv.log]
         assert len(digests) == len(set(digests))                     # nothing paid for twice
+
+
+def test_run_summary_counts_errors_by_kind(real_ws):
+    from synth.tasks.run import summarize
+
+    outcome = {"u1": "truncated", "u2": "truncated", "u3": "no tags, no marker, no SID"}
+
+    def script(body, attempt):
+        return outcome.get(who(body), f"<think>fine</think>\n{_sid('m1')} Heat (1995)")
+
+    with FaultServer("scripted", script=script) as srv:
+        dv = run_task(real_ws, "r3_recommend", teacher=teacher(srv),
+                      options={"mode": "hint", "min_history": 2, "cross_domain": "off"})
+    s = summarize(dv)
+    assert s["errors_by_kind"] == {"truncated": 2, "parse": 1} and s["errors"] == 3

@@ -138,7 +138,8 @@ def _print_plan(plan: dict) -> None:
 def _print_counts(dv) -> None:
     from synth.tasks.run import summarize
 
-    by = summarize(dv)["by"]
+    summary = summarize(dv)
+    by = summary["by"]
     if not by:
         return
     t = Table()
@@ -147,3 +148,7 @@ def _print_counts(dv) -> None:
     for r in by:
         t.add_row(str(r["teacher"]), str(r["variant"]), str(r["rows"]), str(r["errors"]))
     console.print(t)
+    if summary["errors_by_kind"]:
+        console.print("errors by kind: " + ", ".join(f"{k}={n}" for k, n in summary["errors_by_kind"].items())
+                      + " (truncated: raise max_tokens; parse/unresolved: the answers, see extra.raw)",
+                      markup=False, highlight=False, soft_wrap=True)
