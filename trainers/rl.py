@@ -3,7 +3,9 @@ format, SID validity (against the SID catalog), exact hit, prefix-partial (0.25/
 rank-aware NDCG — the same functions curation uses to judge teacher samples.
 
 Prompts come from a (curated) dataset version without their answers, one per `prompt_id`, hint-mode
-prompts excluded. On a GPU set `trl: {use_vllm: true, vllm_mode: colocate}` (configs/train/rl.gpu.yaml).
+prompts excluded. On a GPU set `use_vllm: true` and `trl: {vllm_mode: colocate}` (configs/train/rl.gpu.yaml).
+vLLM generation needs CUDA: on vLLM's CPU build TRL's per-step weight sync fails (see `check_vllm_generation`
+and docs/training.md), so a CPU run with `use_vllm` stops early with that reason.
 Specialize-then-unify: `tasks:` restricts a run to one task, producing a specialist for `merge`/`distill`.
 """
 from __future__ import annotations
@@ -39,7 +41,26 @@ class RLConfig(TrainConfig):
     ndcg_k: int = 10
     levels: list[str] | None = None
     tasks: list[str] | None = None
-    use_vllm: bool = False                   # shortcut for trl.use_vllm (GPU only)
+    use_vllm: bool = False                   # shortcut for trl.use_vllm (CUDA only: check_vllm_generation)
+
+
+VLLM_CPU_REASON = (
+    "use_vllm needs a CUDA GPU: TRL's vLLM generation copies the policy's weights into vLLM before every "
+    "generation step (model.load_weights), and vLLM's CPU build (vllm-cpu 0.32) repacks each linear layer's "
+    "weights for its oneDNN/sgl kernels after loading and leaves a bare Parameter behind, so the copy fails "
+    "(\"'Parameter' object has no attribute 'weight_loader'\") and could not reach the packed weights anyway. "
+    "Train with use_vllm: false on CPU (generation by transformers), or on a GPU (configs/train/rl.gpu.yaml); "
+    "see docs/training.md")
+
+
+def check_vllm_generation(use_vllm: bool) -> None:
+    """ConfigError before anything loads when vLLM generation is asked for without a CUDA device."""
+    if not use_vllm:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(VLLM_CPU_REASON)
 
 
 def build_rewards(ws: Workspace, cfg: RLConfig, sid_version: int | None):
@@ -55,6 +76,7 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
 
     if not cfg.dataset:
         raise ConfigError("rl needs a dataset with R3 prompts: set `dataset:` or pass --dataset NAME@vN")
+    check_vllm_generation(cfg.use_vllm)
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(cfg.rewards):
         raise ConfigError(f"reward_weights has {len(cfg.reward_weights)} values for {len(cfg.rewards)} rewards")
     dv, ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks, max_rows=cfg.max_samples,

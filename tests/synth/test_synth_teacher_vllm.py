@@ -24,14 +24,12 @@ VLLM_TEACHER = TeacherConfig(backend="vllm", max_concurrency=64)
 
 
 def r2_schema() -> dict:
-    """The R2 answer schema from storage/answer.py (the exported helper when there is one)."""
-    import storage.answer as answer
+    """The R2 answer schema r2_evolve sends (synth.teacher.types.r2_json_schema: storage.answer.R2Answer's schema
+    with $refs inlined), else the pydantic model's own."""
+    import synth.teacher.types as types
 
-    for name in ("r2_json_schema", "R2_JSON_SCHEMA", "logic_chain_json_schema"):
-        got = getattr(answer, name, None)
-        if got is not None:
-            return got() if callable(got) else got
-    return R2Answer.model_json_schema()
+    helper = getattr(types, "r2_json_schema", None)
+    return helper() if helper is not None else R2Answer.model_json_schema()
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +106,15 @@ def test_r2_json_requests_are_decoded_under_the_schema(vllm_worker_ready, tmp_pa
         assert 1 <= len(chain["events"]) <= 3 and len(chain["name"]) <= 60
         for ev in chain["events"]:
             assert set(ev) == {"action", "logic", "date"} and all(len(v) <= 60 for v in ev.values())
+
+
+@pytest.mark.timeout(300)
+def test_extra_body_sampling_fields_reach_offline_vllm(vllm_worker_ready, tmp_path):
+    """extra_body means what it means to a vLLM server: here min_tokens keeps a one-word answer going."""
+    req = ChatRequest.from_messages([{"role": "user", "content": "Is Paris in France? Answer yes or no."}],
+                                    SamplingParams(temperature=0.0, max_tokens=40))
+    [short] = make_engine(VLLM_TEACHER, cache_dir=tmp_path / "a").run([req], progress=False)
+    forced_cfg = VLLM_TEACHER.model_copy(update={"extra_body": {"min_tokens": 30}})
+    [forced] = make_engine(forced_cfg, cache_dir=tmp_path / "b").run([req], progress=False)
+    assert short.ok and short.usage.completion_tokens < 30, short.usage
+    assert forced.usage.completion_tokens >= 30, (forced.usage, forced.choices)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import httpx
 import pytest
 from test_synth_tasks_teacher import build_tiny
+from testutil import free_port
 
 from storage.datasets import read_dv
 from storage.runs import get_run
@@ -25,16 +25,10 @@ from synth.teacher.types import ChatRequest, SamplingParams
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(local_model_path, tmp_path_factory):
     """base_url of a live `vllm serve` for the embedded model (the name clients use: smollm2-135m-instruct)."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)

@@ -10,7 +10,9 @@ model cache; it is stopped at exit.
 Everything queued while the model is busy goes into ONE `chat` call (vLLM schedules the batch itself and
 takes a list of per-request SamplingParams, so different temperatures, n and seeds mix freely). Raise the
 teacher's `max_concurrency` to let more requests queue into one call. JSON requests use vLLM's structured
-outputs (`StructuredOutputsParams(json=schema)`), so an R2 chain always parses.
+outputs (`StructuredOutputsParams(json=schema)`, compact JSON), so an R2 chain parses unless max_tokens cuts
+it. The teacher's `extra_body` means what it means to a vLLM server: `chat_template_kwargs` (e.g. Qwen3's
+`enable_thinking`) go to the chat template, other keys (top_k, min_p, ...) into every SamplingParams.
 
 CPU defaults (the worker applies them when no CUDA device is visible): dtype bfloat16, enforce_eager, and
 VLLM_CPU_KVCACHE_SPACE=2 (GiB); the embedded model gets max_model_len 2048. `vllm_kwargs` overrides them."""
@@ -147,13 +149,14 @@ class VLLMWorker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def generate(self, requests: list[dict]) -> list[dict]:
+    def generate(self, requests: list[dict], extra_body: dict | None = None) -> list[dict]:
         self.wait_ready()
         with self._lock:
             assert self.proc.stdin is not None
             rid = next(self._ids)
+            line = json.dumps({"id": rid, "requests": requests, "extra_body": extra_body or None}, ensure_ascii=False)
             try:
-                self.proc.stdin.write(json.dumps({"id": rid, "requests": requests}, ensure_ascii=False) + "\n")
+                self.proc.stdin.write(line + "\n")
                 self.proc.stdin.flush()
             except BrokenPipeError:
                 raise BackendUnavailable(f"the vLLM worker is gone; last lines of {self.log_path}:\n"
@@ -241,7 +244,8 @@ class VLLMBackend(BatchingBackend):
     def generate_batch(self, requests: list[ChatRequest]) -> list[Completion | Exception]:
         assert self._vllm is not None, "backend not started"
         results: list[Completion | Exception] = []
-        for res in self._vllm.generate([request_payload(r) for r in requests]):
+        extra_body = getattr(self.config, "extra_body", None)
+        for res in self._vllm.generate([request_payload(r) for r in requests], extra_body):
             if "error" in res:
                 results.append(TeacherAttemptError("other", f"vLLM: {res['error']}"))
             else:

@@ -10,7 +10,8 @@ Protocol (stdout carries nothing else: everything vLLM prints goes to stderr):
   argv[1]  JSON {"llm": {...vllm.LLM kwargs...}}
   out      {"ready": true, "vllm": "<version>", "device": "cpu"|"cuda"}  once the model is loaded,
            or {"fatal": "<why>"} and exit 1
-  in       {"id": k, "requests": [{"messages": [...], "params": {...}, "json_schema": {...} | null}, ...]}
+  in       {"id": k, "requests": [{"messages": [...], "params": {...}, "json_schema": {...} | null}, ...],
+            "extra_body": {...} | null}
   out      {"id": k, "results": [{"texts": [...], "finish_reasons": [...], "prompt_tokens": n,
                                   "completion_tokens": m} | {"error": "<why>"}, ...]}
 EOF on stdin shuts the engine down.
@@ -30,10 +31,12 @@ def _protocol_stream():
     return proto
 
 
-def sampling_params(vllm, p: dict, json_schema: dict | None):
+def sampling_params(vllm, p: dict, json_schema: dict | None, extra: dict | None = None):
     """vllm.SamplingParams for one request; JSON requests get vLLM's structured outputs (the answer is decoded
-    under the schema's grammar, so it parses unless max_tokens cuts it)."""
-    kw = dict(n=p.get("n", 1), temperature=p.get("temperature", 0.7), top_p=p.get("top_p", 1.0),
+    under the schema's grammar, so it parses unless max_tokens cuts it). `extra`: the teacher's extra_body
+    sampling fields (top_k, min_p, repetition_penalty, ...), as a vLLM server would read them."""
+    kw = dict(extra or {})
+    kw.update(n=p.get("n", 1), temperature=p.get("temperature", 0.7), top_p=p.get("top_p", 1.0),
               max_tokens=p.get("max_tokens", 512), seed=p.get("seed"))
     if p.get("stop"):
         kw["stop"] = list(p["stop"])
@@ -67,18 +70,22 @@ def _result(out) -> dict:
             "completion_tokens": sum(len(o.token_ids or []) for o in out.outputs)}
 
 
-def generate(vllm, llm, requests: list[dict]) -> list[dict]:
+def generate(vllm, llm, requests: list[dict], extra_body: dict | None = None) -> list[dict]:
     """One `LLM.chat` call for the whole batch (vLLM schedules it; per-request sampling params mix freely).
-    If the batch fails as a whole (one prompt longer than max_model_len, say), each request is retried alone
-    so only the bad one comes back as an error."""
+    `extra_body` is the teacher's: its `chat_template_kwargs` (e.g. {"enable_thinking": false} for Qwen3) go to
+    the chat template, the rest into every SamplingParams. If the batch fails as a whole (one prompt longer
+    than max_model_len, say), each request is retried alone so only the bad one comes back as an error."""
+    extra = dict(extra_body or {})
+    template_kwargs = extra.pop("chat_template_kwargs", None)
     convs = [r["messages"] for r in requests]
     try:
-        params = [sampling_params(vllm, r["params"], r.get("json_schema")) for r in requests]
-        return [_result(o) for o in llm.chat(convs, sampling_params=params, use_tqdm=False)]
+        params = [sampling_params(vllm, r["params"], r.get("json_schema"), extra) for r in requests]
+        outs = llm.chat(convs, sampling_params=params, use_tqdm=False, chat_template_kwargs=template_kwargs)
+        return [_result(o) for o in outs]
     except Exception as exc:
         if len(requests) == 1:
             return [{"error": f"{type(exc).__name__}: {exc}"}]
-    return [generate(vllm, llm, [r])[0] for r in requests]
+    return [generate(vllm, llm, [r], extra_body)[0] for r in requests]
 
 
 def main() -> int:
@@ -110,7 +117,7 @@ def main() -> int:
             continue
         msg = json.loads(line)
         try:
-            send({"id": msg["id"], "results": generate(vllm, llm, msg["requests"])})
+            send({"id": msg["id"], "results": generate(vllm, llm, msg["requests"], msg.get("extra_body"))})
         except Exception as exc:  # a worker bug fails this batch, not the process
             send({"id": msg["id"], "error": f"{type(exc).__name__}: {exc}"})
     return 0
