@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.atomic import atomic_write_text
-from storage.errors import ConfigError, NotFound, RecotError
+from storage.errors import ConfigError, NotFound
 from storage.redact import redact
 from storage.workspace import Workspace, sql_string
 
@@ -71,7 +71,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         name, v = ref.split("@", 1)
         v = v[1:] if v.lower().startswith("v") else v
         if not v.isdigit():
-            raise RecotError(f"bad dataset reference {ref!r}: expected NAME or NAME@vN")
+            raise ConfigError(f"bad dataset reference {ref!r}: expected NAME or NAME@vN")
         return name, int(v)
     return ref, None
 

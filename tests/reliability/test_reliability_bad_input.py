@@ -60,7 +60,7 @@ CASES = [
      ["unknown Amazon dump version '2030'"]),
     ("movielens_missing_folder", ["ingest", "movielens", "{base}/nofolder", *W], 2, ["nofolder: folder not found"]),
     ("dataset_not_found", ["datasets", "show", "nope@v1", *W], 4, ["dataset nope@v1 not found"]),
-    ("bad_dataset_ref", ["datasets", "show", "nope@vx", *W], 1, ["bad dataset reference 'nope@vx'"]),
+    ("bad_dataset_ref", ["datasets", "show", "nope@vx", *W], 2, ["bad dataset reference 'nope@vx'"]),
     ("export_bad_format", ["datasets", "export", "catalog:split", "--out", "{base}/o", "--format", "csv", *W], 2,
      ["unknown export format 'csv'"]),
     ("export_unknown_dataset", ["datasets", "export", "nope", "--out", "{base}/o2", *W], 4, ["dataset nope not found"]),
