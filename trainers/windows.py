@@ -4,8 +4,8 @@ A user with train items t_0 … t_{n-1} (chronological) gives one window per tra
 (every `stride`-th): history = t_{k-h} … t_{k-1} (h = `max_history`), target = t_k. Only the TRAIN split is
 read, so no valid/test item is ever a history item or a target (the evaluation's test item stays unseen).
 The prompt is `trainers.prompts.r3_messages` (synth's r3_recommend student turn, ` /no_think`) and the answer
-is synth's stored no-think R3 answer: `<think>\\n\\n</think>\\n\\n` + `answer_format` (default
-"Answer: SID Title", what the skeleton teacher and hint-mode teachers answer).
+is the empty think block `<think>\\n\\n</think>\\n\\n` (synth's stored no-think shape) + `answer_format`
+(default "SID Title": the SID right after the think block, where `trainers.decoding`'s answer stage starts).
 
 Why not synth's r3_recommend: it makes one prompt per user (its last train item), ~1k rows on MovieLens-100k;
 a recommender trained from few weights needs the ~90k windows. The rows are written as an ordinary dataset
@@ -29,7 +29,7 @@ NO_THINK_ANSWER = "<think>\n\n</think>\n\n"
 
 
 def window_rows(ws: Workspace, sid_version: int, *, max_history: int = 10, min_history: int = 3, stride: int = 1,
-                history_format: str = "sid", dates: bool = False, answer_format: str = "Answer: {sid} {title}",
+                history_format: str = "sid", dates: bool = False, answer_format: str = "{sid} {title}",
                 users: int | None = None) -> list[dict[str, Any]]:
     """SAMPLE_SCHEMA rows, one per window (see the module docstring)."""
     from synth.tasks.history import check_history_format

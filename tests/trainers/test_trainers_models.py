@@ -84,7 +84,7 @@ def test_windows_slide_over_train_only_in_the_evaluator_prompt(tiny_ws):
         assert r["target_item_ids"] == [seq[k][0]] and r["history_item_ids"] == [it for it, _ in seq[max(0, k - 2):k]]
         hist = [(titles[it], sids[it], ts) for it, ts in seq[max(0, k - 2):k]]
         assert r["messages"][:-1] == r3_messages(hist, think=False, history_format="sid", dates=False)
-        assert r["messages"][-1]["content"] == f"{NO_THINK_ANSWER}Answer: {sids[seq[k][0]]} {titles[seq[k][0]]}"
+        assert r["messages"][-1]["content"] == f"{NO_THINK_ANSWER}{sids[seq[k][0]]} {titles[seq[k][0]]}"
         assert "(20" not in r["messages"][0]["content"] and "Movie" not in r["messages"][0]["content"]
     assert len({r["sample_id"] for r in rows}) == len(rows)
 
