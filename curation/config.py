@@ -127,8 +127,9 @@ def _check_params(cfg: ChainConfig, source: str, lines: dict) -> None:
         try:
             cls = get_filter_class(spec.type)
         except KeyError:
-            raise ConfigError(f"{source}: filter #{i + 1}{_line(lines, ('filters', i, 'type'))} has unknown type "
-                              f"{spec.type!r}; known types: {', '.join(sorted(registry()))}") from None
+            raise ConfigError(f"{source}: filter #{i + 1} has unknown type {spec.type!r}"
+                              f"{_line(lines, ('filters', i, 'type'))}; known types: {', '.join(sorted(registry()))}"
+                              ) from None
         try:
             cls.Params(**spec.params)
         except ValidationError as exc:
