@@ -1,14 +1,22 @@
-"""`recot eval`: HR@K, Recall@K and NDCG@K on the test split with beam search constrained to catalog SIDs,
-thinking and non-thinking side by side, stored in the `evals` table with the model's and the data's lineage.
+"""`recot eval`: HR@K, Recall@K and NDCG@K on the test split, models and baselines in one table, stored in the
+`evals` table with the model's and the data's lineage.
 
-Protocol (leave-last-out, as MiniOneRec/OneRec-Think): for each user the prompt is the chronological
-train+valid history (last `max_history` items, rendered with synth's R3 student template), the target is the single test
-item, the ranked list is the `max(K)` beams of constrained decoding. With one target, Recall@K = HR@K.
+Protocol (leave-last-out, as MiniOneRec/OneRec-Think; the same for every row of a table and recorded in its
+config): for each user the target is the single test item, the history is the chronological train + valid
+items; candidates are the catalog items with a SID; `exclude_seen` removes each user's train + valid items from
+every ranked list (model and baselines alike). With one target, Recall@K = HR@K.
+
+Model rows (`trainers.decoding`, two stages): `no_think` — the empty think block, then trie-constrained beam
+search of width max(K); `think` — the reasoning (≤ `think_budget` tokens, closed at the budget if the model does
+not close it), then the same beam search after `</think>`; `race` — OneReason's race mode: ⌈N/2⌉ think SIDs then
+⌊N/2⌋ no-think SIDs, deduplicated (N = max K). Baseline rows (`trainers.baselines`): random, popular (train
+split), item_knn. When the test targets span several domains, `metrics["by_domain"]` holds every row per domain.
 
 `bench` scores a model level by level on items/users of the test split only: R0 grounding accuracy
-(title + description → the exact SID), R2 evolution chains (synth's data-derived reference chain of the
-train+valid history, scored by curation's 0.5·action-F1 + 0.5·logic-F1) and R3 HR/NDCG. R1 has no
-reference to score against and is reported as not scored.
+(title + description → the exact SID) and perception (SID → caption, word F1 against title + categories), R2
+evolution chains (synth's data-derived reference chain of the train+valid history, scored by curation's
+0.5·action-F1 + 0.5·logic-F1 and by OneReason's in-order alignment) and R3 HR/NDCG. R1 has no reference to
+score against and is reported as not scored.
 """
 from __future__ import annotations
 
@@ -21,12 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from curation.rewards import hit_at_k, ndcg_at_k, recall_at_k
-from storage.errors import NotFound
+from storage.errors import ConfigError, NotFound
 from storage.sid_catalog import SidCatalog
 from storage.workspace import Workspace
 from trainers.common import model_lineage, resolve_sid_version
+from trainers.metrics import per_domain, race_merge, ranking_metrics
 from trainers.prompts import r0_grounding_messages, r3_messages
+
+__all__ = ["MODES", "EvalResult", "bench_model", "evaluate_baselines", "evaluate_model", "ranking_metrics",
+           "test_cases"]
 
 
 def torch_no_grad_lazy(fn):
@@ -43,50 +54,47 @@ def torch_no_grad_lazy(fn):
 
 log = logging.getLogger(__name__)
 
-MODES = ("no_think", "think")
+MODES = ("no_think", "think", "race")
+PROTOCOL = {"split": "test (leave-last-out: the last item of each user)", "history": "train + valid",
+            "candidates": "catalog items with a SID"}
 
 
 @dataclass
 class EvalResult:
     eval_id: str
     model: str
-    metrics: dict[str, dict[str, float]]          # mode → metric → value
+    metrics: dict[str, dict[str, Any]]            # row (mode or baseline) → metric → value; maybe "by_domain"
     n_users: int
     config: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, list[list[str]]] = field(default_factory=dict)
+    reasonings: list[str | None] = field(default_factory=list)   # think mode, per user
 
 
 def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
                max_history: int = 20) -> list[dict[str, Any]]:
     """One case per user with a test item that has a SID: the user's train+valid history (oldest first,
-    last `max_history`) as (title, SID, ts) triples and the test item's SID."""
+    last `max_history`) as (title, SID, ts) triples, the test item's SID, item id and domain, and every
+    train+valid item of the user (`seen_items`, `seen_sids`: the protocol's 'seen' set, not truncated)."""
     rows = ws.query(f"""
-        WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, sp.ts, i.title, x.sid
+        WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, sp.ts, sp.domain, i.title, x.sid
                    FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ?
                    LEFT JOIN items i ON i.item_id = sp.item_id),
-             t AS (SELECT user_id, any_value(sid) AS target, any_value(item_id) AS target_item
+             t AS (SELECT user_id, any_value(sid) AS target, any_value(item_id) AS target_item,
+                          any_value(domain) AS domain
                    FROM s WHERE split = 'test' GROUP BY user_id),
-             h AS (SELECT user_id, list(struct_pack(title := title, sid := sid, ts := ts) ORDER BY position) AS hist
+             h AS (SELECT user_id, list(struct_pack(title := title, sid := sid, ts := ts, item_id := item_id)
+                                        ORDER BY position) AS hist
                    FROM s WHERE split IN ('train', 'valid') GROUP BY user_id)
-        SELECT t.user_id, t.target, t.target_item, h.hist FROM t JOIN h USING (user_id)
+        SELECT t.user_id, t.target, t.target_item, t.domain, h.hist FROM t JOIN h USING (user_id)
         ORDER BY TRY_CAST(t.user_id AS BIGINT) NULLS LAST, t.user_id
         {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version])
     if not rows:
         raise NotFound(f"no test users with SIDs (version {sid_version}) in {ws.root}; ingest data with splits "
                        "and build SIDs first")
-    return [{"user_id": u, "target_sid": tgt, "target_item": ti,
-             "history": [(h["title"], h["sid"], h["ts"]) for h in hist][-max_history:]} for u, tgt, ti, hist in rows]
-
-
-def ranking_metrics(ranked: Sequence[Sequence[str]], targets: Sequence[str], ks: Sequence[int]) -> dict[str, float]:
-    """Mean HR@K, Recall@K, NDCG@K over users."""
-    n = len(targets)
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"HR@{k}"] = sum(hit_at_k(r, t, k) for r, t in zip(ranked, targets)) / n
-        out[f"Recall@{k}"] = sum(recall_at_k(r, t, k) for r, t in zip(ranked, targets)) / n
-        out[f"NDCG@{k}"] = sum(ndcg_at_k(r, t, k) for r, t in zip(ranked, targets)) / n
-    return out
+    return [{"user_id": u, "target_sid": tgt, "target_item": ti, "domain": dom or "default",
+             "history": [(h["title"], h["sid"], h["ts"]) for h in hist][-max_history:],
+             "seen_items": [h["item_id"] for h in hist], "seen_sids": [h["sid"] for h in hist]}
+            for u, tgt, ti, dom, hist in rows]
 
 
 def load_for_eval(model_dir: str | Path, ws: Workspace, sid_version: int):
@@ -110,49 +118,117 @@ def _store(ws: Workspace, *, model: str, dataset: str, config: dict, metrics: di
     return eval_id
 
 
+def _rows_metrics(preds: dict[str, list[list[str]]], cases: list[dict[str, Any]], ks: Sequence[int],
+                  ) -> dict[str, dict[str, Any]]:
+    """Metrics per row, and per domain (under "by_domain") when the targets span several domains."""
+    targets = [c["target_sid"] for c in cases]
+    metrics: dict[str, dict[str, Any]] = {row: ranking_metrics(r, targets, ks) for row, r in preds.items()}
+    domains = [c["domain"] for c in cases]
+    if len(set(domains)) > 1:
+        metrics["by_domain"] = {row: per_domain(r, targets, domains, ks) for row, r in preds.items()}
+    return metrics
+
+
+def _resolve(ws: Workspace, sid_version: int | None, model_dir: str | Path | None) -> int:
+    v = resolve_sid_version(ws, sid_version, None, model_dir)
+    if v is None:
+        raise NotFound(f"no semantic IDs in {ws.root}; run `recot sids build` first")
+    return v
+
+
+def evaluate_baselines(ws: Workspace, *, ks: Sequence[int] = (1, 5, 10), sid_version: int | None = None,
+                       max_users: int | None = None, max_history: int = 20, exclude_seen: bool = False,
+                       seed: int = 0, names: Sequence[str] | None = None, neighbours: int = 100,
+                       store: bool = True, cases: list[dict[str, Any]] | None = None) -> EvalResult:
+    """The baselines (`trainers.baselines`) alone, on the same test users and protocol as `evaluate_model`."""
+    from trainers.baselines import BASELINES, baseline_rankings
+
+    sid_version = _resolve(ws, sid_version, None)
+    catalog = SidCatalog.load(ws, sid_version)
+    cases = cases if cases is not None else test_cases(ws, sid_version, max_users=max_users, max_history=max_history)
+    preds = baseline_rankings(ws, cases, catalog, max(ks), exclude_seen=exclude_seen, seed=seed,
+                              names=list(names or BASELINES), neighbours=neighbours)
+    metrics = _rows_metrics(preds, cases, ks)
+    config = {"ks": list(ks), "rows": list(preds), "max_users": max_users, "split": "test", "kind": "r3",
+              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed, "neighbours": neighbours}
+    lineage = {"sid_version": sid_version, "n_users": len(cases), "split": "splits.test (history = train+valid)"}
+    eval_id = _store(ws, model="baselines", dataset=f"splits:test@sid_v{sid_version}", config=config,
+                     metrics=metrics, lineage=lineage) if store else ""
+    return EvalResult(eval_id, "baselines", metrics, len(cases), config, preds)
+
+
 def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = (1, 5, 10),
                    modes: Sequence[str] = ("no_think",), num_beams: int | None = None,
                    sid_version: int | None = None, max_users: int | None = None, max_history: int = 20,
-                   think_tokens: int = 64, batch_size: int = 4, store: bool = True,
-                   history_format: str = "sid_title") -> EvalResult:
-    """Rank the test item of each user; metrics per mode; one `evals` row with model and data lineage.
-    `history_format` (sid_title | sid | title): how prompts show history items — use the one the model was
-    trained with (synth's r3_recommend option of the same name); it is stored in the eval's config."""
+                   think_budget: int = 1024, think_tokens: int | None = None, think_sample: bool = False,
+                   batch_size: int = 8, store: bool = True, history_format: str = "sid_title",
+                   exclude_seen: bool = False, baselines: bool | Sequence[str] = False, seed: int = 0,
+                   ) -> EvalResult:
+    """Rank the test item of each user with the model in each of `modes` (no_think | think | race) and, with
+    `baselines` (True = all, or a list of names), the baselines on the same users; one `evals` row with every
+    row's metrics, the protocol and the model and data lineage.
+
+    `think_budget`: reasoning tokens before `</think>` is forced (`think_tokens` is its former name);
+    `think_sample`: sample the reasoning instead of greedy. `history_format` (sid_title | sid | title): how prompts
+    show history items — use the one the model was trained with; it is stored in the eval's config."""
     from synth.tasks.history import check_history_format
 
     check_history_format(history_format)
     bad = [m for m in modes if m not in MODES]
     if bad:
-        raise ValueError(f"unknown mode(s) {bad}; use {MODES}")
-    sid_version = resolve_sid_version(ws, sid_version, None, model_dir)
-    if sid_version is None:
-        raise NotFound(f"no semantic IDs in {ws.root}; run `recot sids build` first")
+        raise ConfigError(f"unknown mode(s) {bad}; use {MODES}")
+    if think_tokens is not None:
+        think_budget = think_tokens
+    if think_budget < 1:
+        raise ConfigError(f"think_budget must be ≥ 1, got {think_budget}")
+    sid_version = _resolve(ws, sid_version, model_dir)
     catalog = SidCatalog.load(ws, sid_version)
     cases = test_cases(ws, sid_version, max_users=max_users, max_history=max_history)
     beams = num_beams or max(ks)
     model, tok = load_for_eval(model_dir, ws, sid_version)
-    from trainers.decoding import generate_ranked
+    import trainers.decoding as decoding
 
-    metrics, preds = {}, {}
-    targets = [c["target_sid"] for c in cases]
-    for mode in modes:
+    exclude = [c["seen_sids"] for c in cases] if exclude_seen else None
+    runs = [m for m in ("no_think", "think") if m in modes or "race" in modes]
+    preds: dict[str, list[list[str]]] = {}
+    reasonings: list[str | None] = []
+    closed: list[bool] = []
+    for mode in runs:
         think = mode == "think"
         prompts = [r3_messages(c["history"], think=think, history_format=history_format) for c in cases]
-        ranked = generate_ranked(model, tok, catalog.trie, prompts, think=think, num_beams=beams,
-                                 max_new_tokens=think_tokens, batch_size=batch_size)
-        preds[mode] = ranked
-        metrics[mode] = ranking_metrics(ranked, targets, ks)
-        invalid = sum(1 for r in ranked for s in r if s not in catalog.sid_to_item)
-        metrics[mode]["invalid_sids"] = float(invalid)
-        log.info("%s %s: %s", model_dir, mode, metrics[mode])
-    config = {"ks": list(ks), "modes": list(modes), "num_beams": beams, "max_users": max_users,
-              "max_history": max_history, "think_tokens": think_tokens, "split": "test", "kind": "r3",
-              "history_format": history_format}
+        if think:                                   # keep the reasoning (and whether the model closed it)
+            out = decoding.decode(model, tok, catalog.trie, prompts, think=True, num_beams=beams,
+                                  think_budget=think_budget, batch_size=batch_size, exclude=exclude,
+                                  think_sample=think_sample, seed=seed)
+            preds[mode] = [d.sids for d in out]
+            reasonings, closed = [d.reasoning for d in out], [d.closed for d in out]
+        else:
+            preds[mode] = decoding.generate_ranked(model, tok, catalog.trie, prompts, think=think, num_beams=beams,
+                                                   think_budget=think_budget, batch_size=batch_size, exclude=exclude)
+    if "race" in modes:
+        preds["race"] = [race_merge(t, n, beams) for t, n in zip(preds["think"], preds["no_think"])]
+    preds = {m: preds[m] for m in MODES if m in modes}
+    for m in preds:
+        log.info("%s %s: %d users ranked", model_dir, m, len(preds[m]))
+    if baselines:
+        names = None if baselines is True else list(baselines)
+        base = evaluate_baselines(ws, ks=ks, sid_version=sid_version, exclude_seen=exclude_seen, seed=seed,
+                                  names=names, store=False, cases=cases)
+        preds = {**base.predictions, **preds}
+    metrics = _rows_metrics(preds, cases, ks)
+    for m in modes:
+        metrics[m]["invalid_sids"] = float(sum(1 for r in preds[m] for s in r if s not in catalog.sid_to_item))
+    if "think" in modes and closed:
+        metrics["think"]["closed_think"] = sum(closed) / len(closed)     # share closed by the model itself
+    config = {"ks": list(ks), "modes": list(modes), "rows": [r for r in preds], "num_beams": beams,
+              "max_users": max_users, "max_history": max_history, "think_budget": think_budget,
+              "think_sample": think_sample, "split": "test", "kind": "r3", "history_format": history_format,
+              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed}
     lineage = {"model": model_lineage(model_dir), "sid_version": sid_version, "n_users": len(cases),
                "split": "splits.test (history = train+valid)"}
     eval_id = _store(ws, model=str(model_dir), dataset=f"splits:test@sid_v{sid_version}", config=config,
                      metrics=metrics, lineage=lineage) if store else ""
-    return EvalResult(eval_id, str(model_dir), metrics, len(cases), config, preds)
+    return EvalResult(eval_id, str(model_dir), metrics, len(cases), config, preds, reasonings)
 
 
 def bench_model(ws: Workspace, model_dir: str | Path, *, sid_version: int | None = None,
