@@ -12,9 +12,12 @@ on failure, the retry decision in `_attempt_loop` (the only place retries happen
 without repeating or duplicating anything it reported.
 
 Cost: prices come from cost.teacher_prices (typed in the config, else genai-prices' table). With
-`max_cost_usd` set, workers take no new request once the run's fresh spending (every paid attempt, retries
-included) reaches it; requests in flight finish and are cached, then the run raises `BudgetExceeded` naming
-what was spent and what is left. Re-running continues from the cache, paying only for what is left.
+`max_cost_usd` set, a worker takes no new request when the run's fresh spending (every paid attempt, retries
+included), plus the requests in flight and this one at the mean cost of the run's finished requests so far,
+would pass it (before any request has finished the mean is unknown, so the first wave of up to
+max_concurrency requests is not predicted). Requests in flight finish and are cached, then the run raises
+`BudgetExceeded` naming what was spent and what is left. Re-running continues from the cache, paying only
+for what is left.
 """
 from __future__ import annotations
 
@@ -320,19 +323,32 @@ class TeacherEngine:
         p0, c0 = acc.prompt_tokens, acc.completion_tokens
         budget, prices = cfg.max_cost_usd, self.prices
 
+        flight = {"in": 0, "done": 0}
+
         def spent() -> float:
             """Fresh spending of this run: every paid attempt since it started."""
             return prices.cost(acc.prompt_tokens - p0, acc.completion_tokens - c0) if prices else 0.0
 
+        def mean_cost() -> float:
+            return spent() / flight["done"] if flight["done"] else 0.0
+
+        def over_budget() -> bool:
+            """Would one more request (with those in flight, at the mean cost so far) pass the budget?"""
+            if budget is None:
+                return False
+            s = spent()
+            return s >= budget or s + (flight["in"] + 1) * mean_cost() > budget
+
         async def worker() -> None:
             try:
                 while True:
-                    if budget is not None and spent() >= budget:
+                    if over_budget():
                         return                              # no new request; in-flight ones finish
                     try:
                         k = todo.get_nowait()
                     except asyncio.QueueEmpty:
                         return
+                    flight["in"] += 1
                     try:
                         resp = await self._attempt_loop(requests[groups[k][0]], k)
                     except asyncio.CancelledError:
@@ -340,6 +356,9 @@ class TeacherEngine:
                     except Exception as exc:  # noqa: BLE001 — never let one request stop the run
                         resp = ChatResponse(request=requests[groups[k][0]], key=k, teacher=self.teacher_id,
                                             error=f"{type(exc).__name__}: {exc}", error_kind="other")
+                    finally:
+                        flight["in"] -= 1
+                        flight["done"] += 1
                     self.cache.put(self._record(resp))     # durable before anyone sees it
                     if resp.ok:
                         acc.completed += 1
@@ -370,10 +389,11 @@ class TeacherEngine:
                 yield k, resp
             if answered < len(misses):
                 raise BudgetExceeded(
-                    f"teacher {self.teacher_id}: budget max_cost_usd={budget} reached (spent ${spent():.4f} on "
-                    f"{answered} fresh requests of this run); {len(misses) - answered} requests were not sent. "
-                    f"Every paid answer is in the cache: run the same command again (raise max_cost_usd in the "
-                    f"teacher config to finish in one go) and only the rest is sent")
+                    f"teacher {self.teacher_id}: budget max_cost_usd={budget} reached: spent ${spent():.4f} on "
+                    f"{answered} fresh requests of this run (${mean_cost():.4f} each on average), so the next "
+                    f"would pass it; {len(misses) - answered} requests were not sent. Every paid answer is in the "
+                    f"cache: run the same command again (raise max_cost_usd in the teacher config to finish in one "
+                    f"go) and only the rest is sent")
         finally:
             for w in workers:
                 w.cancel()

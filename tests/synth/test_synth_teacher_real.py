@@ -7,6 +7,7 @@ really used, and the max_cost_usd budget stop then resume."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fakes.fault_server import Fault, FaultServer
@@ -312,12 +313,17 @@ def test_budget_stops_the_run_cleanly_and_a_rerun_finishes_without_paying_twice(
     with FaultServer("scripted", script=_varied_answer) as srv:
         free = teacher(srv, max_concurrency=1)
         total = plan_task(real_ws, "r3_recommend", teacher=free, options=opts)["teachers"][0]["requests"]
-        # $1 per completion word: each answer costs 40-80 dollars; the budget stops the run after two or three
-        cfg = teacher(srv, max_concurrency=1, price_per_1m_completion=1e6, max_cost_usd=100.0)
-        with pytest.raises(BudgetExceeded, match=r"max_cost_usd=100.0 reached .* run the same command again"):
+        # $1 per completion word: each answer costs $43-83, the whole run more than $200; the budget lets a
+        # request start only while the spending so far plus one more at the mean cost stays within $150
+        cfg = teacher(srv, max_concurrency=1, price_per_1m_completion=1e6, max_cost_usd=150.0)
+        with pytest.raises(BudgetExceeded, match=r"max_cost_usd=150.0 reached: spent .* so the next would pass "
+                                                 r"it; .* run the same command again") as exc:
             run_task(real_ws, "r3_recommend", teacher=cfg, options=opts)
         first = len(srv.log)
-        assert 2 <= first < total
+        assert 1 <= first < total
+        spent = float(re.search(r"spent \$([0-9.]+) on (\d+) fresh", str(exc.value)).group(1))
+        assert spent <= 150.0 + 83                                   # at most one request past the mean's guess
+        assert f"on {first} fresh requests" in str(exc.value)
         plan = plan_task(real_ws, "r3_recommend", teacher=cfg, options=opts)["teachers"][0]
         assert plan["cached"] == first and plan["to_send"] == total - first
         dv = run_task(real_ws, "r3_recommend", teacher=cfg.model_copy(update={"max_cost_usd": 1000.0}),
