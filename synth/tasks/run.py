@@ -76,8 +76,9 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
         if task.kind == DETERMINISTIC:
             data, counter = _deterministic_batches(ctx, progress)
         else:
-            rows, counter, engine_stats = _teacher_rows(ctx, teachers, progress, executor, explicit_budget)
-            stats["teachers"] = engine_stats
+            # the list is the run's own: a run stopped by a teacher (max_cost_usd) keeps what it spent
+            stats["teachers"] = engine_stats = []
+            rows, counter, _ = _teacher_rows(ctx, teachers, progress, executor, explicit_budget, engine_stats)
             data = samples_from_pylist(rows)
         extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
                  "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
@@ -245,20 +246,23 @@ def _prompts(ctx: TaskContext) -> list[Prompt]:
 
 
 def _teacher_rows(ctx: TaskContext, teachers: list, progress: bool, executor: str = "local",
-                  explicit_budget: bool = False) -> tuple[list[dict], Counter, list[dict]]:
+                  explicit_budget: bool = False,
+                  engine_stats: list[dict] | None = None) -> tuple[list[dict], Counter, list[dict]]:
+    """Sample rows from every teacher. Each engine's accounting is appended to `engine_stats` even when its
+    run stops (BudgetExceeded, a setup error), so the failed run row still says what was spent."""
     from synth.teacher.engine import make_engine
 
     prompts = _prompts(ctx)
     rows: list[dict] = []
     counter: Counter = Counter()
-    engine_stats = []
+    engine_stats = [] if engine_stats is None else engine_stats
     for cfg in teachers:
         requests = make_requests(ctx, prompts, cfg, explicit_budget)
         engine = make_engine(cfg, ctx.ws, ctx.run_id)
         try:
             responses = engine.run(requests, progress=progress) if requests else []
-            engine_stats.append(engine.stats)
         finally:
+            engine_stats.append(engine.stats)
             engine.close()
         parsed = _parse_responses(ctx, prompts, responses, executor)
         for r in parsed:

@@ -321,6 +321,12 @@ def test_budget_stops_the_run_cleanly_and_a_rerun_finishes_without_paying_twice(
             run_task(real_ws, "r3_recommend", teacher=cfg, options=opts)
         first = len(srv.log)
         assert 1 <= first < total
+        from storage.runs import get_run, list_runs
+
+        failed = get_run(real_ws, next(r["run_id"] for r in list_runs(real_ws, "synth") if r["status"] == "failed"))
+        spent_stats = failed["stats"]["teachers"][0]                 # the stopped run says what it spent
+        assert spent_stats["sent"] == first and spent_stats["cost_usd"] > 0
+        assert "BudgetExceeded" in failed["error"]
         spent = float(re.search(r"spent \$([0-9.]+) on (\d+) fresh", str(exc.value)).group(1))
         assert spent <= 150.0 + 83                                   # at most one request past the mean's guess
         assert f"on {first} fresh requests" in str(exc.value)
@@ -332,8 +338,6 @@ def test_budget_stops_the_run_cleanly_and_a_rerun_finishes_without_paying_twice(
     assert len(digests) == len(set(digests)) == total               # every prompt paid for exactly once
     rows = read_dv(dv).to_pylist()
     assert len(rows) == total and all(r["error"] is None for r in rows)
-    from storage.runs import list_runs
-
     statuses = [r["status"] for r in list_runs(real_ws) if r["kind"] == "synth"]
     assert "failed" in statuses and statuses.count("done") == 1
 
