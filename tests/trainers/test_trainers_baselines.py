@@ -48,3 +48,57 @@ def test_random_is_seeded_distinct_and_respects_exclusion():
     assert sorted(ex) == ["i3", "i4", "i5"]
     with pytest.raises(ValueError, match="unknown baseline"):
         recommend("bpr", TRAIN, ITEMS, [set()], 5)
+
+
+def test_eval_harness_scores_model_rows_and_baselines_on_the_same_users(tiny_ws, tmp_path, monkeypatch):
+    """evaluate_model with a stubbed decoder: the think / no-think / race rows and the baselines share users,
+    targets and the seen-item protocol, and land in one stored evals row."""
+    import json
+
+    import trainers.decoding as decoding
+    import trainers.evaluate as ev
+    from trainers.decoding import Decoded
+
+    cases = ev.test_cases(tiny_ws, 1)
+    seen_seen: list = []
+
+    def fake_ranked(model, tok, trie, prompts, *, think, num_beams, exclude=None, **kw):
+        seen_seen.append(exclude)
+        return [[c["target_sid"]] for c in cases]                  # no-think: always right at rank 1
+
+    def fake_decode(model, tok, trie, prompts, *, think, num_beams, exclude=None, **kw):
+        other = [c["seen_sids"][0] for c in cases]                  # think: always a seen item
+        return [Decoded("because", True, [o]) for o in other]
+
+    monkeypatch.setattr(ev, "load_for_eval", lambda *a, **k: (None, None))
+    monkeypatch.setattr(decoding, "generate_ranked", fake_ranked)
+    monkeypatch.setattr(decoding, "decode", fake_decode)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    res = ev.evaluate_model(tiny_ws, model_dir, ks=(1, 2), modes=("no_think", "think", "race"), sid_version=1,
+                            baselines=True, exclude_seen=True)
+    assert list(res.metrics) == ["random", "popular", "item_knn", "no_think", "think", "race"]
+    assert res.metrics["no_think"]["HR@1"] == 1.0 and res.metrics["think"]["HR@2"] == 0.0
+    # race with N = 2: the think SID first, then the no-think one → the target at rank 2
+    assert res.metrics["race"]["HR@1"] == 0.0 and res.metrics["race"]["HR@2"] == 1.0
+    assert res.metrics["think"]["closed_think"] == 1.0
+    assert seen_seen == [[c["seen_sids"] for c in cases]]          # the model got each user's seen SIDs
+    for row in ("random", "popular", "item_knn"):                  # baselines obey the same exclusion
+        for c, ranked in zip(cases, res.predictions[row]):
+            assert len(ranked) == 2 and not set(ranked) & set(c["seen_sids"])
+    stored = tiny_ws.query("SELECT config, metrics FROM evals WHERE eval_id = ?", [res.eval_id])[0]
+    config, metrics = json.loads(stored[0]), json.loads(stored[1])
+    assert config["protocol"]["exclude_seen"] is True and config["rows"] == list(res.metrics)
+    assert metrics["race"]["HR@2"] == 1.0 and metrics["popular"] == res.metrics["popular"]
+
+
+def test_eval_cli_scores_baselines_without_a_model(tiny_ws):
+    from typer.testing import CliRunner
+
+    from ui.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "--k", "1,3", "--exclude-seen", "-w", str(tiny_ws.root)])
+    assert r.exit_code == 0, r.output
+    assert "item_knn" in r.output and "popular" in r.output and "seen items excluded" in r.output
+    bad = CliRunner().invoke(app, ["eval", "--no-baselines", "-w", str(tiny_ws.root)])
+    assert bad.exit_code != 0 and "--model is required" in str(bad.exception)
