@@ -2,7 +2,8 @@
 
 Each round: sample `n` completions per prompt from the CURRENT model through the teacher engine (local
 backend pointed at the model folder, so sampling gets the engine's cache, batching and accounting; or, with
-`sampler: constrained`, in-process with the SID-trie constraint so every answer is a catalog SID), keep
+`sampler: constrained`, in-process and two-stage — the reasoning sampled freely up to `think_budget` tokens,
+then the answer sampled inside the SID trie after `</think>`, so every answer is a catalog SID), keep
 the correct ones with curation's outcome check (`curation.rewards`: well-formed answer whose first SID is the
 reference; at most `keep_per_prompt` per prompt), SFT on them, and continue from the new weights.
 Accepted samples of each round are written as a dataset version (SAMPLE_SCHEMA) with the prompt dataset as
@@ -41,7 +42,8 @@ class RFTConfig(TrainConfig):
     rounds: int = 1
     n: int = 4                               # samples per prompt per round
     temperature: float = 1.0
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48                 # engine sampler: completion tokens
+    think_budget: int = 1024                 # constrained sampler: reasoning tokens before </think> is forced
     keep_per_prompt: int = 1                 # best-k correct samples kept per prompt
     min_reward: float = 1.0                  # keep when prefix-partial reward (no bonus) ≥ this; 1.0 = exact
     levels: list[str] | None = None
@@ -113,7 +115,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
 
                 outs = sample_constrained(model, tok, SidCatalog.load(ws, sid_version).trie, prompts_ds["prompt"],
                                           prompts_ds["think"], n=cfg.n, temperature=cfg.temperature,
-                                          max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r)
+                                          think_budget=cfg.think_budget, seed=cfg.seed + r)
             rows, sft_rows = [], []
             now = datetime.now(UTC)
             for row, comps in zip(prompts_ds, outs):
