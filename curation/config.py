@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from curation.base import Filter, get_filter_class, registry
-from storage.config import parse_scalar, read_yaml
+from storage.config import Loc, parse_scalar, read_yaml
 from storage.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "curation"
@@ -49,7 +49,7 @@ class ChainConfig(BaseModel):
     filters: list[FilterSpec]
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "ChainConfig":
+    def _unique_labels(self) -> ChainConfig:
         seen: set[str] = set()
         for f in self.filters:
             if f.label in seen:
@@ -83,7 +83,8 @@ def list_chains() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_chain(chain: str | Path | ChainConfig | dict, overrides: list[str] | None = None) -> tuple[ChainConfig, str]:
+def load_chain(chain: str | Path | ChainConfig | dict[str, Any],
+               overrides: list[str] | None = None) -> tuple[ChainConfig, str]:
     """Resolve a chain reference to (ChainConfig, source description)."""
     if isinstance(chain, ChainConfig):
         cfg, source = chain, f"<chain {chain.name}>"
@@ -104,7 +105,7 @@ def load_chain(chain: str | Path | ChainConfig | dict, overrides: list[str] | No
     return cfg, source
 
 
-def _line(lines: dict | None, loc: tuple) -> str:
+def _line(lines: dict[Loc, int] | None, loc: Loc) -> str:
     """' (line N)' for the deepest part of `loc` the YAML file has a line for, else ''."""
     for n in range(len(loc), 0, -1):
         if lines and tuple(loc[:n]) in lines:
@@ -112,7 +113,7 @@ def _line(lines: dict | None, loc: tuple) -> str:
     return ""
 
 
-def _validate(data: dict, source: str, lines: dict | None = None) -> ChainConfig:
+def _validate(data: dict[str, Any], source: str, lines: dict[Loc, int] | None = None) -> ChainConfig:
     try:
         return ChainConfig(**data)
     except ValidationError as exc:
@@ -121,7 +122,7 @@ def _validate(data: dict, source: str, lines: dict | None = None) -> ChainConfig
         raise ConfigError(f"{source}: bad chain config: {msgs}") from None
 
 
-def _check_params(cfg: ChainConfig, source: str, lines: dict) -> None:
+def _check_params(cfg: ChainConfig, source: str, lines: dict[Loc, int]) -> None:
     """Validate each filter's params while the file's lines are known, so the error names the line."""
     for i, spec in enumerate(cfg.filters):
         try:

@@ -56,7 +56,7 @@ def _loopback_only() -> Iterator[None]:
     resolve, node_ip = services.resolve_ip_for_localhost, services.get_node_ip_address
 
     def keep_loopback(host: str) -> str:
-        return LOOPBACK if services.is_localhost(host) else str(resolve(host))
+        return LOOPBACK if host in ("localhost", LOOPBACK, "::1") else str(resolve(host))
 
     services.resolve_ip_for_localhost = keep_loopback
     services.get_node_ip_address = lambda address=None: LOOPBACK

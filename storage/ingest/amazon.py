@@ -185,7 +185,7 @@ def ingest_amazon(ws: Workspace, reviews: str | Path, meta: str | Path | None = 
     with IngestSession(ws, f"amazon-{version}", opts, files=files, spill=True, names=names,
                        config={"version": version}) as s:
         if meta is not None:
-            rows = []
+            rows: list[dict[str, Any]] = []
             for line, obj, raw in json_records(meta, rejects=s.rejects, progress=opts.progress, python_literals=True):
                 if s.items.rows == 0 and not rows:
                     _check_meta_is_meta(meta, obj, line)

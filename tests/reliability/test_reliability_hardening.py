@@ -10,7 +10,6 @@ each test reproduces what an adversarial pass found and ran red before the fix.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

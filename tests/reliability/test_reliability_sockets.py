@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from reliability_util import ROOT, RECOT
+from reliability_util import RECOT, ROOT
 
 LOOPBACK = ("127.", "::1", "::ffff:127.")
 

@@ -140,7 +140,8 @@ def test_gzip_without_gz_suffix_is_read_by_its_magic_bytes(tmp_ws, tmp_path):
     inter = tmp_path / "inter.csv"
     inter.write_bytes(gzip.compress(b"user_id,item_id,timestamp\n" + b"".join(
         f"{u},{a},{t}\n".encode() for u, a, _, t in REVIEWS)))
-    r = ingest_generic(Workspace.open(tmp_path / "ws2"), items=items_csv, interactions=inter, opts=IngestOptions(domain="g"))
+    r = ingest_generic(Workspace.open(tmp_path / "ws2"), items=items_csv, interactions=inter,
+                       opts=IngestOptions(domain="g"))
     assert r.items == 4 and r.interactions == len(REVIEWS)
 
 
