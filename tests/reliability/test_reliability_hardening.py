@@ -219,3 +219,11 @@ def test_yaml_errors_name_the_line(tmp_path):
     train.write_text("model: x\nmax_steps: many\n")
     r = run_cli(["train", "sft", "--config", str(train), "-w", str(tmp_path / "ws")])
     assert_clean_error(r, 2, "field 'max_steps' (line 2)")
+
+
+def test_a_negative_task_limit_is_refused(tmp_path):
+    """Before: `LIMIT -1` reached DuckDB and ended in a traceback."""
+    Workspace.open(tmp_path / "ws")
+    for opt in ("limit=-1", "sid_version=-2"):
+        r = run_cli(["synth", "run", "align_item", "-O", opt, "-w", str(tmp_path / "ws")])
+        assert_clean_error(r, 2, f"option '{opt.split('=')[0]}': must be >= 0")
