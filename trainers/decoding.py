@@ -64,19 +64,23 @@ class SidIdTrie:
     def without(self, sids: Collection[str]) -> IdNode:
         """A copy of the root without `sids` (copy-on-write along their paths; emptied branches removed)."""
         root = self.root
+        own: set[int] = set()                         # ids of the nodes copied by this call (copy each once)
         for sid in sids:
             path = self.paths.get(sid)
             if path is None:
                 continue
             if root is self.root:
                 root = dict(root)
+                own.add(id(root))
             chain = [root]                            # nodes along the path, each a private copy
             for tok in path[:-1]:
                 child = chain[-1].get(tok)
                 if child is None:
                     break
-                child = dict(child)
-                chain[-1][tok] = child
+                if id(child) not in own:
+                    child = dict(child)
+                    own.add(id(child))
+                    chain[-1][tok] = child
                 chain.append(child)
             else:
                 chain[-1].pop(path[-1], None)         # drop SID_END: this SID can no longer complete
