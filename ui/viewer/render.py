@@ -140,13 +140,12 @@ def skeleton_rows(skeleton: Mapping) -> dict[str, list[dict]]:
     for pid, p in points.items():
         share = p.get("share")
         ip_rows.append({
-            "point": pid, "label": p.get("label"), "items": p.get("count"),
-            "share": None if share is None else f"{float(share):.0%}",
-            "recent": p.get("recent_count"), "last": p.get("last_date"),
+            "point": pid, "label": p.get("label"), "share": None if share is None else f"{float(share):.0%}",
+            "items": p.get("count"), "recent": p.get("recent_count"), "last": p.get("last_date"),
+            "target": "target" if target is not None and pid == target else "",
             "categories": ", ".join(str(c) for c in p.get("categories") or []),
             "sid_prefix": _short_prefix(p.get("sid_prefix")),
-            "SIDs": ", ".join(short_sid(s) for s in p.get("sids") or []),
-            "target": "target" if target is not None and pid == target else ""})
+            "SIDs": ", ".join(short_sid(s) for s in p.get("sids") or [])})
     evo = skeleton.get("evolution") or {}
     periods = [{"period": i + 1, "start": q.get("start"), "end": q.get("end"), "items": q.get("items"),
                 "dominant": _point_name(points, q.get("dominant"))}
