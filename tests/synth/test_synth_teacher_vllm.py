@@ -112,9 +112,9 @@ def test_r2_json_requests_are_decoded_under_the_schema(vllm_worker_ready, tmp_pa
 def test_extra_body_sampling_fields_reach_offline_vllm(vllm_worker_ready, tmp_path):
     """extra_body means what it means to a vLLM server: here min_tokens keeps a one-word answer going."""
     req = ChatRequest.from_messages([{"role": "user", "content": "Is Paris in France? Answer yes or no."}],
-                                    SamplingParams(temperature=0.0, max_tokens=40))
+                                    SamplingParams(temperature=0.0, max_tokens=100))
     [short] = make_engine(VLLM_TEACHER, cache_dir=tmp_path / "a").run([req], progress=False)
-    forced_cfg = VLLM_TEACHER.model_copy(update={"extra_body": {"min_tokens": 30}})
+    forced_cfg = VLLM_TEACHER.model_copy(update={"extra_body": {"min_tokens": 90}})
     [forced] = make_engine(forced_cfg, cache_dir=tmp_path / "b").run([req], progress=False)
-    assert short.ok and short.usage.completion_tokens < 30, short.usage
-    assert forced.usage.completion_tokens >= 30, (forced.usage, forced.choices)
+    assert short.ok and short.usage.completion_tokens < 90, short.usage
+    assert forced.usage.completion_tokens >= 90, (forced.usage, forced.choices)
