@@ -233,10 +233,12 @@ def test_export_killed_mid_write_leaves_no_partial_output(tmp_path):
     args = ["datasets", "export", "samples@v1", "--out", out, "--format", "hf", "-w", ws_path]
     killed = 0
     for _ in range(2):
-        n_tmp = len(list(out.parent.glob(".tmp-export-*")))
+        before = set(out.parent.glob(".tmp-export-*"))
         job = recot_popen(args, log=tmp_path / "export.log")
-        # progress marker: this export's temp folder exists (it is writing), then a random moment
-        assert wait_until(lambda n_tmp=n_tmp: len(list(out.parent.glob(".tmp-export-*"))) > n_tmp, timeout=60, proc=job)
+        # progress marker: this export's own temp folder exists (it is writing; it removes the killed one's
+        # first), then a random moment
+        assert wait_until(lambda before=before: bool(set(out.parent.glob(".tmp-export-*")) - before), timeout=60,
+                          proc=job)
         time.sleep(rng.uniform(0.0, 0.8))
         killed += kill9(job)
         assert_check_after_kill(ws_path)
