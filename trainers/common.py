@@ -161,10 +161,13 @@ def finish(run: RecordedRun, kind: str, *, trainer, tokenizer, out_dir: Path, ba
     """Check the logs, save model + lineage, and set the stats the run row is closed with."""
     history = list(getattr(getattr(trainer, "state", None), "log_history", []) or [])
     metrics = summarize_logs(history, keys)
+    # `domains`: the domains this model was trained on (None = all) — a specialist's domain for rft/distill
     lineage = {"run_id": run.id, "kind": kind, "base_model": base_model, "datasets": datasets,
-               "sid_version": sid_version, "config": config, "metrics": metrics, **(extra or {})}
+               "sid_version": sid_version, "domains": config.get("domains"), "config": config,
+               "metrics": metrics, **(extra or {})}
     save_model(trainer, tokenizer, out_dir, lineage)
     run.stats = {"out_dir": str(out_dir), "metrics": metrics, "datasets": datasets,
+                 "domains": config.get("domains"),
                  "sid_version": sid_version, "base_model": base_model, **(extra or {})}
     log.info("%s run %s saved to %s", kind, run.id, out_dir)
     return TrainResult(run_id=run.id, out_dir=out_dir, metrics=metrics, log_history=history)

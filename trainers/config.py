@@ -23,7 +23,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None                 # HF folder or hub id; None = the embedded SmolLM2-135M-Instruct
-    dataset: str | None = None               # dataset ref in the workspace, e.g. "sft_curated@v2"
+    dataset: str | None = None               # dataset ref in the workspace, e.g. "sft_curated@v2" (a mix too)
+    domains: list[str] | None = None         # train only on these domains' rows (a specialist); None = all
     sid_version: int | None = None           # SID version for tokens/catalog; None = the dataset's, else latest
     out: str | None = None                   # output dir; None = <workspace>/models/<kind>-<run id>
     max_steps: int = 3
@@ -39,6 +40,14 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     add_sid_tokens: bool = True              # extend the tokenizer with the SID version's tokens first
     trl: dict[str, Any] = Field(default_factory=dict)  # passed verbatim to the TRL / transformers config
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains_from_text(cls, v: Any) -> Any:
+        """`domains=books` or `--domain books,movies` → a list."""
+        if isinstance(v, str):
+            return [d.strip() for d in v.split(",") if d.strip()] or None
+        return v
 
     @field_validator("trl")
     @classmethod

@@ -73,7 +73,7 @@ def train_distill(ws: Workspace, cfg: DistillConfig) -> TrainResult:
     if not cfg.teachers and not cfg.default_teacher:
         raise ConfigError("distill needs `teachers:` (task → specialist folder) or `default_teacher:`")
     dv, ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks, max_rows=cfg.max_samples,
-                             seed=cfg.seed)
+                             seed=cfg.seed, domains=cfg.domains)
     routing = route(ds["task"], cfg)
     # the student starts from `model`, else from the first specialist's base model, else the embedded model
     first_lineage = model_lineage(next(iter(routing.values())))

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _where(dv: DatasetVersion, *, kept_only: bool, levels: Sequence[str] | None, tasks: Sequence[str] | None,
-           exclude_hint: bool = False) -> tuple[str, list[Any]]:
+           exclude_hint: bool = False, domains: Sequence[str] | None = None) -> tuple[str, list[Any]]:
     cols = {f["name"] for f in dv.manifest.get("schema", [])}
     conds, params = ["error IS NULL" if "error" in cols else "TRUE"], []
     if kept_only and "keep" in cols:
@@ -40,20 +40,26 @@ def _where(dv: DatasetVersion, *, kept_only: bool, levels: Sequence[str] | None,
         params += list(tasks)
     if exclude_hint and "mode" in cols:
         conds.append("coalesce(mode, '') <> 'hint'")
+    if domains:
+        if "domain" not in cols:
+            raise InputError(f"no `domain` column to select domains {list(domains)} from", file=dv.ref)
+        conds.append(f"coalesce(domain, 'default') IN ({', '.join('?' * len(domains))})")
+        params += list(domains)
     return " AND ".join(conds), params
 
 
 def load_samples(ws: Workspace, ref: str | DatasetVersion, *, kept_only: bool = True,
                  levels: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
                  exclude_hint: bool = False, think_ratio: float | None = None, max_rows: int | None = None,
-                 seed: int = 0) -> tuple[DatasetVersion, pa.Table]:
+                 seed: int = 0, domains: Sequence[str] | None = None) -> tuple[DatasetVersion, pa.Table]:
     """Rows of a (curated) version: kept, parsed, optionally filtered by level/task, and mixed so that a
     share `think_ratio` of them are thinking rows (as many rows as that ratio allows; None = all rows).
     Order is a seeded hash shuffle, so the same call returns the same rows."""
     dv = ref if isinstance(ref, DatasetVersion) else resolve(ws, ref)
     if dv.rows == 0:
         raise InputError("the dataset version is empty", file=dv.ref)
-    where, params = _where(dv, kept_only=kept_only, levels=levels, tasks=tasks, exclude_hint=exclude_hint)
+    where, params = _where(dv, kept_only=kept_only, levels=levels, tasks=tasks, exclude_hint=exclude_hint,
+                           domains=domains)
     order = f"hash(sample_id || '{int(seed)}')"
     src = f"{dv.sql}"
     con = duckdb.connect()
@@ -90,6 +96,7 @@ def load_samples(ws: Workspace, ref: str | DatasetVersion, *, kept_only: bool = 
         table = table.read_all()
     if table.num_rows == 0:
         raise InputError(f"no usable rows (kept_only={kept_only}, levels={levels}, tasks={tasks}, "
+                         f"domains={domains}, "
                          f"exclude_hint={exclude_hint}, think_ratio={think_ratio})", file=dv.ref)
     return dv, table
 
@@ -105,25 +112,25 @@ def _split_messages(messages: list[dict], where: str) -> tuple[list[dict], dict]
 
 def to_sft_dataset(ws: Workspace, ref: str | DatasetVersion, *, think_ratio: float | None = None,
                    levels: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
-                   max_rows: int | None = None, seed: int = 0):
+                   max_rows: int | None = None, seed: int = 0, domains: Sequence[str] | None = None):
     """SFT rows: `prompt` (chat messages), `completion` ([assistant message]), `messages`, and the sample's
-    `sample_id`, `task`, `level`, `think`. Returns (dataset version, datasets.Dataset)."""
+    `sample_id`, `task`, `level`, `think`, `domain`. Returns (dataset version, datasets.Dataset)."""
     from datasets import Dataset
 
     dv, table = load_samples(ws, ref, kept_only=True, levels=levels, tasks=tasks, think_ratio=think_ratio,
-                             max_rows=max_rows, seed=seed)
+                             max_rows=max_rows, seed=seed, domains=domains)
     rows = []
-    for r in table.select(["sample_id", "task", "level", "think", "messages"]).to_pylist():
+    for r in _with_domain(table).select(["sample_id", "task", "level", "think", "messages", "domain"]).to_pylist():
         prompt, answer = _split_messages(r["messages"], f"{dv.ref} sample {r['sample_id']}")
         rows.append({"prompt": prompt, "completion": [answer], "messages": prompt + [answer],
                      "sample_id": r["sample_id"], "task": r["task"], "level": r["level"],
-                     "think": bool(r["think"])})
+                     "think": bool(r["think"]), "domain": r["domain"] or "default"})
     return dv, Dataset.from_list(rows)
 
 
 def to_grpo_dataset(ws: Workspace, ref: str | DatasetVersion, *, levels: Sequence[str] | None = None,
                     tasks: Sequence[str] | None = None, kept_only: bool = False, max_rows: int | None = None,
-                    seed: int = 0):
+                    seed: int = 0, domains: Sequence[str] | None = None):
     """One row per prompt (samples sharing `prompt_id` collapse): `prompt` without the answer, plus
     `target_sid` (first reference SID), `target_sids`, `think`, `task`, `level`, `prompt_id`. Only rows with
     reference SIDs, never hint-mode prompts (they contain the answer). `kept_only=False` by default because
@@ -131,23 +138,31 @@ def to_grpo_dataset(ws: Workspace, ref: str | DatasetVersion, *, levels: Sequenc
     from datasets import Dataset
 
     dv, table = load_samples(ws, ref, kept_only=kept_only, levels=levels, tasks=tasks, exclude_hint=True,
-                             seed=seed)
+                             seed=seed, domains=domains)
     rows, seen = [], set()
-    for r in table.select(["sample_id", "prompt_id", "task", "level", "think", "messages",
-                           "target_sids"]).to_pylist():
+    for r in _with_domain(table).select(["sample_id", "prompt_id", "task", "level", "think", "messages",
+                                         "target_sids", "domain"]).to_pylist():
         key = r["prompt_id"] or r["sample_id"]
         if key in seen or not r["target_sids"]:
             continue
         seen.add(key)
         prompt, _ = _split_messages(r["messages"], f"{dv.ref} sample {r['sample_id']}")
         rows.append({"prompt": prompt, "target_sid": r["target_sids"][0], "target_sids": list(r["target_sids"]),
-                     "think": bool(r["think"]), "task": r["task"], "level": r["level"], "prompt_id": key})
+                     "think": bool(r["think"]), "task": r["task"], "level": r["level"], "prompt_id": key,
+                     "domain": r["domain"] or "default"})
         if max_rows and len(rows) >= max_rows:
             break
     if not rows:
         raise InputError("no non-hint prompts with reference SIDs (target_sids) for RL; synthesize blind-mode "
                          "R3 samples first", file=dv.ref, field="target_sids")
     return dv, Dataset.from_list(rows)
+
+
+def _with_domain(table: pa.Table) -> pa.Table:
+    """The table with a `domain` column (versions written before domains existed: 'default')."""
+    if "domain" in table.column_names:
+        return table
+    return table.append_column("domain", pa.array(["default"] * table.num_rows, pa.string()))
 
 
 def chat_text(messages: list[dict]) -> str:
@@ -218,4 +233,9 @@ def dataset_summary(ds) -> dict[str, Any]:
         for t in ds["task"]:
             counts[t] = counts.get(t, 0) + 1
         out["tasks"] = counts
+    if "domain" in ds.column_names:
+        doms: dict[str, int] = {}
+        for d in ds["domain"]:
+            doms[d] = doms.get(d, 0) + 1
+        out["domains"] = doms
     return json.loads(json.dumps(out, default=str))

@@ -93,7 +93,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
     if cfg.rounds < 1 or cfg.n < 1:
         raise ConfigError("rft: rounds and n must be ≥ 1")
     dv, prompts_ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks,
-                                     max_rows=cfg.max_samples, seed=cfg.seed)
+                                     max_rows=cfg.max_samples, seed=cfg.seed, domains=cfg.domains)
     base = base_model_path(cfg.model)
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     config = cfg.model_dump(mode="json")

@@ -80,7 +80,7 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(cfg.rewards):
         raise ConfigError(f"reward_weights has {len(cfg.reward_weights)} values for {len(cfg.rewards)} rewards")
     dv, ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks, max_rows=cfg.max_samples,
-                             seed=cfg.seed)
+                             seed=cfg.seed, domains=cfg.domains)
     base = base_model_path(cfg.model)
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     rewards = build_rewards(ws, cfg, sid_version)

@@ -46,7 +46,7 @@ def train_sft(ws: Workspace, cfg: SFTTrainConfig) -> TrainResult:
     if not cfg.dataset:
         raise ConfigError("sft needs a curated dataset: set `dataset:` in the config or pass --dataset NAME@vN")
     dv, ds = to_sft_dataset(ws, cfg.dataset, think_ratio=cfg.think_ratio, levels=cfg.levels, tasks=cfg.tasks,
-                            max_rows=cfg.max_samples, seed=cfg.seed)
+                            max_rows=cfg.max_samples, seed=cfg.seed, domains=cfg.domains)
     base = base_model_path(cfg.model)
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     config = cfg.model_dump(mode="json")

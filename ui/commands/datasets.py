@@ -3,24 +3,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from storage.datasets import diff_versions, list_versions, resolve
 from storage.errors import RecotError
-from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+from ui.commands.common import DEFAULT_WS, JsonOpt, WorkspaceOpt, console, emit_json, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, diff, export and import dataset versions.")
 
 
 @app.command("list")
 def list_cmd(name: Annotated[str | None, typer.Argument(help="only this dataset")] = None,
-             workspace: WorkspaceOpt = DEFAULT_WS) -> None:
+             workspace: WorkspaceOpt = DEFAULT_WS, as_json: JsonOpt = False) -> None:
     """Every dataset version: rows, step, parents, run, created time."""
     ws = open_ws(workspace, create=False)
     versions = list_versions(ws, name)
+    if as_json:
+        emit_json([{"ref": dv.ref, "name": dv.name, "version": dv.version, "rows": dv.rows, "step": dv.step,
+                    "parents": [f"{p['name']}@v{p['version']}" for p in dv.parents], "run_id": dv.run_id,
+                    "created_at": dv.created_at, "path": str(dv.path)} for dv in versions])
+        return
     t = Table(title=f"datasets in {ws.root}")
     for c in ("dataset", "rows", "step", "parents", "run", "created"):
         t.add_column(c, justify="right" if c == "rows" else "left")
@@ -33,13 +38,24 @@ def list_cmd(name: Annotated[str | None, typer.Argument(help="only this dataset"
 @app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME@vN")],
          rows: Annotated[int, typer.Option("--rows", "-n", help="sample rows to print")] = 3,
-         workspace: WorkspaceOpt = DEFAULT_WS) -> None:
+         workspace: WorkspaceOpt = DEFAULT_WS, as_json: JsonOpt = False) -> None:
     """A version's manifest (schema, hash, parents, config) and a few rows."""
     import duckdb
 
     ws = open_ws(workspace, create=False)
     dv = resolve(ws, ref)
     m = dv.manifest
+    df = None
+    if rows > 0 and dv.rows:
+        con = duckdb.connect()
+        try:
+            df = con.execute("SELECT * FROM read_parquet(?) LIMIT ?", [dv.glob, int(rows)]).df()
+        finally:
+            con.close()
+    if as_json:
+        emit_json({"ref": dv.ref, "path": str(dv.path), "manifest": m,
+                   "rows": [] if df is None else json.loads(df.to_json(orient="records", default_handler=str))})
+        return
     t = Table(title=dv.ref, show_header=False)
     for k in ("rows", "content_hash", "step", "run_id", "created_at"):
         t.add_row(k, str(m.get(k)))
@@ -52,12 +68,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME (latest) or NAME@vN")],
                                "schema", "config"}):
         t.add_row(k, json.dumps(m[k], default=str)[:500])
     console.print(t)
-    if rows > 0 and dv.rows:
-        con = duckdb.connect()
-        try:
-            df = con.execute("SELECT * FROM read_parquet(?) LIMIT ?", [dv.glob, int(rows)]).df()
-        finally:
-            con.close()
+    if df is not None:
         for i, r in enumerate(df.to_dict("records")):
             console.print(f"[bold]row {i}[/bold]")
             for k, v in r.items():
@@ -89,7 +100,9 @@ def diff(a: Annotated[str, typer.Argument(help="NAME@vN")], b: Annotated[str, ty
 def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a catalog table: catalog:split, "
                                                        "catalog:items, catalog:interactions, catalog:users")],
                out: Annotated[Path, typer.Option("--out", "-o", help="output folder (must not exist or be empty)")],
-               fmt: Annotated[str, typer.Option("--format", "-f", help="hf, parquet or openonerec")] = "hf",
+               fmt: Annotated[Literal["hf", "parquet", "openonerec"], typer.Option(
+                   "--format", "-f", help="Hugging Face save_to_disk folder, plain Parquet, or the OpenOneRec layout")]
+               = "hf",
                domain: Annotated[str | None, typer.Option(help="catalog exports: only this domain")] = None,
                include_rejected: Annotated[bool, typer.Option(help="curated versions: also rows with keep = false")]
                = False,
@@ -110,6 +123,31 @@ def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a cata
             console.print(f"  or:   duckdb.read_parquet('{r.out}/parquet/*.parquet')")
     else:
         console.print(f"  load: duckdb.read_parquet('{r.out}/*.parquet')")
+
+
+@app.command("mix")
+def mix_cmd(parts: Annotated[list[str], typer.Argument(help="REF:RATIO (cot-curated:0.5), REF:COUNT (alignment:200) "
+                                                            "or REF (every row); one kind per mix")],
+            out: Annotated[str, typer.Option("--out", "-o", help="name of the dataset the mix is written to")],
+            total: Annotated[int | None, typer.Option(help="rows in the mix (ratios only; default: as many as "
+                                                           "the ratios allow)")] = None,
+            seed: Annotated[int, typer.Option(help="seed of the row choice and order")] = 0,
+            include_rejected: Annotated[bool, typer.Option(help="curated parts: also rows with keep = false")]
+            = False,
+            workspace: WorkspaceOpt = DEFAULT_WS) -> None:
+    """A weighted union of versions (by ratio or count, seeded, duplicates by sample_id removed), written as a
+    new version whose lineage lists every parent. Train on it like any other: --dataset NAME."""
+    from storage.mix import mix_versions, parse_parts
+
+    ws = open_ws(workspace, create=False)
+    r = mix_versions(ws, parse_parts(parts), out, total=total, seed=seed, kept_only=not include_rejected)
+    t = Table(title=f"mix → {r.version.ref}")
+    for c in ("parent", "usable", "taken", "share"):
+        t.add_column(c, justify="left" if c == "parent" else "right")
+    for ref, n in r.taken.items():
+        t.add_row(ref, f"{r.available[ref]:,}", f"{n:,}", f"{n / max(1, r.version.rows):.1%}")
+    console.print(t)
+    console.print(f"wrote {r.version.ref}: {r.version.rows:,} rows")
 
 
 @app.command("import")
