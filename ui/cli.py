@@ -6,13 +6,64 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
+import typer.core
 
 from storage.errors import RecotError
 from ui.commands import curate, datasets, demo, evaluate, ingest, review, runs, sids, synth, train, viewer, workspace
 
+
+def _type_label(param: Any, ctx: Any) -> str | None:
+    """The value column of `--help`, as click writes it (TEXT, INTEGER, PATH, a|b|c for choices) instead of
+    typer 0.29's `<str>`, `<list[str]>` and `<bool>`; flags take no value, so they show none."""
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    if param.metavar is not None:
+        return str(param.metavar)
+    desc = param.type_descriptor
+    if desc.is_choice and desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    ann = desc.annotation
+    if get_origin(ann) in (list, tuple):  # repeatable options: the type of one value
+        ann = (get_args(ann) or (str,))[0]
+    name = getattr(ann, "__name__", str(ann))
+    return {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}.get(name, name.upper())
+
+
+def _usage_name(self: Any) -> str:
+    """Arguments on the usage line: `TASK` / `[NAME]` (click's convention), not `{task}`."""
+    name = self.metavar or str(self.name).upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+typer.core.TyperOption.display_type_rich = _type_label  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _type_label  # type: ignore[method-assign]
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+typer.core.TyperArgument._rich_display_name = lambda self: self.metavar or str(self.name).upper()  # type: ignore
+
+
+def _quiet_third_party_progress() -> None:
+    """One progress display per job, recot's own: HF datasets / hub, transformers and the Argilla SDK draw
+    their own tqdm bars otherwise. Each library's documented switch (environment variables, read at import)."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66: argilla's and the Trainer's bars
+
+
+def _recot_version() -> str:
+    try:
+        return version("recot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 app = typer.Typer(name="recot", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="recot: generate, curate and review reasoning-about-recommendation training data "
                        "(semantic IDs + chains of thought) and launch the trainings that use it.")
 app.add_typer(ingest.app, name="ingest")
@@ -25,11 +76,28 @@ app.add_typer(curate.app, name="curate")
 app.add_typer(review.app, name="review")
 app.add_typer(train.app, name="train")
 evaluate.register(app)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"recot {_recot_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version_: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_show_version,
+                                                 help="Print recot's version and exit.")] = False) -> None:
+    """recot: generate, curate and review reasoning-about-recommendation training data (semantic IDs + chains of
+    thought) and launch the trainings that use it."""
+
+
+
 viewer.register(app)
 demo.register(app)
 
 
 def main() -> None:
+    _quiet_third_party_progress()
     logging.basicConfig(level=os.environ.get("RECOT_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -111,8 +111,9 @@ def add_annotator(name: Annotated[str, typer.Argument(help="Username (lowercase 
 @app.command()
 def push(dataset: DatasetOpt,
          size: Annotated[int, typer.Option("--size", "-n", help="How many samples to put up for review.")] = 100,
-         strategy: Annotated[str, typer.Option(help="stratified (level × task × keep), uncertain (filters "
-                                                    "disagree / judge near its boundary first) or random.")]
+         strategy: Annotated[Literal["stratified", "uncertain", "random"], typer.Option(
+             help="stratified (level × task × keep), uncertain (filters "
+                  "disagree / judge near its boundary first) or random.")]
          = "stratified",
          seed: Annotated[int, typer.Option(help="Seed of the sample selection (same seed → same samples).")] = 0,
          batch_size: Annotated[int, typer.Option(help="Records per upload request.")] = 64,

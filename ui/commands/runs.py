@@ -10,7 +10,7 @@ from rich.table import Column, Table
 
 from storage.errors import NotFound
 from storage.runs import get_run, list_runs
-from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, emit_json, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="List jobs (ingest, sids, synth, curate, train, eval, teacher) "
                                              "and show their config and accounting.")
@@ -70,22 +70,31 @@ def list_cmd(workspace: WorkspaceOpt = DEFAULT_WS,
              limit: Annotated[int, typer.Option(min=1, help="most recent N")] = 50,
              as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Recent runs, newest first."""
+    from storage.datasets import list_versions
+
     ws = open_ws(workspace, create=False)
     rows = list_runs(ws, kind=kind, limit=limit)
+    produced: dict[str, list[str]] = {}
+    for dv in list_versions(ws):
+        if dv.run_id:
+            produced.setdefault(dv.run_id, []).append(dv.ref)
     if as_json:
-        console.print_json(json.dumps([{**r, "stats": _stats(r["stats"])} for r in rows], default=str))
+        emit_json([{**r, "stats": _stats(r["stats"]), "task": _stats(r["stats"]).get("task"),
+                    "produced": produced.get(r["run_id"], [])} for r in rows])
         return
     if not rows:
         console.print("no runs yet")
         return
-    table = Table("kind", "status", "started", "took", "summary")
+    table = Table("kind", "task", "produced", "status", "started", "took", "summary")
     table.columns.insert(0, Column("run_id", no_wrap=True))
     for r in rows:
         took = ""
         if r["finished_at"] is not None and r["started_at"] is not None:
             took = f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}s"
-        table.add_row(r["run_id"], r["kind"], r["status"], str(r["started_at"])[5:16], took,
-                      _summary(_stats(r["stats"])))
+        stats = _stats(r["stats"])
+        table.add_row(r["run_id"], r["kind"], str(stats.get("task") or "-"),
+                      ", ".join(produced.get(r["run_id"], [])) or "-", r["status"], str(r["started_at"])[5:16],
+                      took, _summary(stats))
     console.print(table)
 
 
@@ -124,7 +133,7 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="a run id from `recot ru
         raise NotFound(f"no run {run_id!r} in {ws.root} (see `recot runs list`)")
     stats = _stats(row.get("stats"))
     if as_json:
-        console.print_json(json.dumps({**row, "stats": stats}, default=str))
+        emit_json({**row, "stats": stats})
         return
     console.print(f"[bold]{row['run_id']}[/bold]  kind={row['kind']}  status={row['status']}")
     console.print(f"started {row['started_at']}  finished {row['finished_at']}")

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from storage.errors import ConfigError, InputError
-from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+from ui.commands.common import DEFAULT_WS, JsonOpt, WorkspaceOpt, console, emit_json, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="Semantic IDs: build residual K-means SIDs for the catalog's "
                                              "items and inspect them.")
@@ -94,12 +94,16 @@ def show(
     item: Annotated[str | None, typer.Option("--item", help="Show the SID of this item id.")] = None,
     sid: Annotated[str | None, typer.Option("--sid", help="Show the item behind this SID.")] = None,
     list_versions: Annotated[bool, typer.Option("--list", help="List all SID versions.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print a SID version's report, or look an item / SID up."""
     from storage.sid import parse_sid
     from storage.sid_catalog import SidCatalog, list_sid_versions
 
     ws = open_ws(workspace, create=False)
+    if list_versions and as_json:
+        emit_json(list_sid_versions(ws))
+        return
     if list_versions:
         t = Table(title="SID versions", title_justify="left")
         for c in ("version", "created", "levels", "codebook", "items"):
@@ -110,6 +114,20 @@ def show(
         console.print(t)
         return
     cat = SidCatalog.load(ws, version)
+    if as_json:
+        found = []
+        if item is not None:
+            found.append(str(item))
+        if sid is not None:
+            try:
+                parse_sid(sid)
+            except ValueError as exc:
+                raise InputError(str(exc), field="--sid") from None
+            found.append(cat.item_of(sid))
+        emit_json({"version": cat.version, "report": cat.report} if not found else
+                  {"version": cat.version, "items": [{"item_id": i, "sid": cat.sid_of(i), "codes": list(cat.codes[i]),
+                                                      "title": cat.titles.get(i, "")} for i in found]})
+        return
     if item is None and sid is None:
         render_report(cat.report, f"SID version {cat.version}")
         return

@@ -2,24 +2,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from storage.errors import ConfigError
-from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+from ui.commands.common import DEFAULT_WS, JsonOpt, WorkspaceOpt, console, emit_json, open_ws
 
 app = typer.Typer(no_args_is_help=True,
                   help="Make samples: the alignment corpus and R0–R3 chain-of-thought tasks (see `synth list`).")
 
 
 @app.command("list")
-def list_cmd(verbose: Annotated[bool, typer.Option("--options", "-o", help="Also show every task's options.")] = False):
-    """List the synthesis tasks with their level, kind (deterministic | teacher) and description."""
+def list_cmd(verbose: Annotated[bool, typer.Option("--options", "-o", help="Also show every task's options.")] = False,
+             workspace: WorkspaceOpt = DEFAULT_WS, as_json: JsonOpt = False) -> None:
+    """List the synthesis tasks with their level, kind (deterministic | teacher) and description. (The tasks do
+    not depend on the workspace; -w is accepted like on every other command.)"""
     from synth.tasks.registry import list_tasks
 
     tasks = list_tasks()
+    if as_json:
+        emit_json(tasks)
+        return
     w = max(len(x["name"]) for x in tasks)
     for x in tasks:   # one line per task: stays readable in narrow terminals
         console.print(f"{x['name']:<{w}}  {x['level']:<9}  {x['kind']:<13}  -> {x['dataset']:<9}  {x['description']}",
@@ -52,7 +57,8 @@ def run_cmd(
     teacher: Annotated[list[Path] | None, typer.Option(
         "--teacher", "-t", help="Teacher config YAML (repeat for several teachers; default: the embedded "
                                 "local model).")] = None,
-    mode: Annotated[str | None, typer.Option(help="hint (teacher sees the held-out target) or blind.")] = None,
+    mode: Annotated[Literal["hint", "blind"] | None, typer.Option(
+        help="hint (teacher sees the held-out target) or blind.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Samples per prompt.")] = None,
     think: Annotated[bool | None, typer.Option("--think/--no-think",
                                                   help="Emit the /think (default) or the /no_think variant.")] = None,
@@ -63,12 +69,12 @@ def run_cmd(
     max_tokens: Annotated[int | None, typer.Option(
         help="Teacher max new tokens (default: the teacher config's max_tokens, else the task's: 2048 for "
              "chain-of-thought tasks).")] = None,
-    target_split: Annotated[str | None, typer.Option(
+    target_split: Annotated[Literal["train", "valid", "test"] | None, typer.Option(
         help="train (default: target = last TRAIN item, no leakage) | valid | test.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
-    executor: Annotated[str, typer.Option(
+    executor: Annotated[Literal["local", "ray"], typer.Option(
         "--executor",
         help="local, or ray: parse teacher answers as a Ray Data stage (RAY_ADDRESS or a local Ray).")] = "local",
     dry_run: Annotated[bool, typer.Option(
