@@ -209,7 +209,7 @@ def _per_sample_targets(n: int, target_sid: Any = None, target_sids: Any = None)
     return out
 
 
-def _broadcast(col: Any, n: int) -> list:
+def _broadcast(col: Any, n: int) -> list[Any]:
     if col is None or isinstance(col, (bool, str)):
         return [col] * n
     return list(col)
@@ -220,7 +220,7 @@ def _broadcast(col: Any, n: int) -> list:
 # ---------------------------------------------------------------------------------------------------------
 
 def format_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, think: Any = None,
-                  **kwargs) -> list[float]:
+                  **kwargs: Any) -> list[float]:
     """1.0 when the completion has the expected shape, else 0.0.
 
     Shape: `storage.answer.check_format` (the rule curation's format filter applies: at most one
@@ -241,7 +241,7 @@ def format_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, 
 
 
 def sid_validity_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *,
-                        valid_sids: Collection[str] | None = None, **kwargs) -> list[float]:
+                        valid_sids: Collection[str] | None = None, **kwargs: Any) -> list[float]:
     """1.0 when the answer names at least one SID and every SID it names is valid (in `valid_sids` when given,
     else well-formed) with no malformed fragments; else 0.0."""
     out = []
@@ -254,7 +254,7 @@ def sid_validity_reward(prompts: Sequence[Any] | None, completions: Sequence[Any
 
 
 def exact_hit_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, target_sid: Any = None,
-                     target_sids: Any = None, **kwargs) -> list[float]:
+                     target_sids: Any = None, **kwargs: Any) -> list[float]:
     """1.0 when the answer's first SID is a reference SID, else 0.0."""
     targets = _per_sample_targets(len(completions), target_sid, target_sids)
     out = []
@@ -266,7 +266,7 @@ def exact_hit_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], 
 
 def prefix_partial_sid_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *,
                               target_sid: Any = None, target_sids: Any = None,
-                              valid_sids: Collection[str] | None = None, **kwargs) -> list[float]:
+                              valid_sids: Collection[str] | None = None, **kwargs: Any) -> list[float]:
     """`prefix_partial_reward` of the answer's first SID against the best-matching reference SID."""
     targets = _per_sample_targets(len(completions), target_sid, target_sids)
     out = []
@@ -279,7 +279,7 @@ def prefix_partial_sid_reward(prompts: Sequence[Any] | None, completions: Sequen
 
 
 def ndcg_rank_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, target_sid: Any = None,
-                     target_sids: Any = None, k: int = 10, miss_penalty: float = 0.0, **kwargs) -> list[float]:
+                     target_sids: Any = None, k: int = 10, miss_penalty: float = 0.0, **kwargs: Any) -> list[float]:
     """Rank-aware reward: NDCG@k of the SIDs the answer lists (in order) against the references — a hit at
     rank r earns 1/log2(r+1), so a correct item pushed down the list is worth less; a miss earns
     `-miss_penalty` (0 by default). MiniOneRec ranks by beam position; GRPO samples have no beam rank, so the
@@ -312,7 +312,8 @@ def bind_rewards(names: Sequence[str], *, valid_sids: Collection[str] | None = N
     for name in names:
         fn = REWARD_FUNCS[name]
 
-        def reward(prompts, completions, _fn=fn, **kwargs):
+        def reward(prompts: Sequence[Any] | None, completions: Sequence[Any],
+                   _fn: Callable[..., list[float]] = fn, **kwargs: Any) -> list[float]:
             kw = {**options, **kwargs}
             if valid_sids is not None:
                 kw["valid_sids"] = valid_sids

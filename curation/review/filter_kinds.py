@@ -9,6 +9,7 @@ funnel entry (e.g. 'human') is no known filter: issue label 'other', not a judge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from curation.base import Filter, get_filter_class
 from storage.datasets import DatasetVersion, get_version
@@ -38,9 +39,9 @@ def _funnel_types(ws: Workspace, dv: DatasetVersion, depth: int = 8) -> dict[str
 class FilterKinds:
     """label → filter class (None when the label is no known filter)."""
 
-    classes: dict[str, type[Filter] | None] = field(default_factory=dict)
+    classes: dict[str, type[Filter[Any]] | None] = field(default_factory=dict)
 
-    def cls(self, label: str) -> type[Filter] | None:
+    def cls(self, label: str) -> type[Filter[Any]] | None:
         if label not in self.classes:
             self.classes[label] = _class_or_none(label)
         return self.classes[label]
@@ -54,7 +55,7 @@ class FilterKinds:
         return c is not None and c.type_name == JUDGE_TYPE
 
 
-def _class_or_none(type_name: str) -> type[Filter] | None:
+def _class_or_none(type_name: str) -> type[Filter[Any]] | None:
     try:
         return get_filter_class(type_name)
     except KeyError:
