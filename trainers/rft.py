@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from curation.rewards import answer_sids, exact_hit, format_reward, prefix_partial_reward, split_think
 from storage.datasets import write_version
@@ -27,6 +29,7 @@ from trainers.common import (
     default_out_dir,
     finish,
     load_model_and_tokenizer,
+    model_lineage,
     resolve_sid_version,
     save_model,
     training_run,
@@ -53,6 +56,32 @@ class RFTConfig(TrainConfig):
     # constrained: in-process sampling whose answers are always catalog SIDs (trainers.decoding) — useful
     # when the model does not yet emit well-formed SIDs on its own
     sampler: Literal["engine", "constrained"] = "engine"
+    # specialize-then-unify: domain → specialist model folder; each prompt is sampled from its domain's
+    # specialist (domains not listed: from the current model), the kept samples train the current model
+    specialists: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("specialists", mode="before")
+    @classmethod
+    def _specialists_from_text(cls, v: Any) -> Any:
+        """`--specialists books=DIR_A,movies=DIR_B` → {books: DIR_A, movies: DIR_B}."""
+        if isinstance(v, str):
+            pairs = [p.strip() for p in v.split(",") if p.strip()]
+            bad = [p for p in pairs if "=" not in p]
+            if bad:
+                raise ValueError(f"specialists: expected DOMAIN=MODEL_DIR pairs, got {bad[0]!r}")
+            return dict(p.split("=", 1) for p in pairs)
+        return v
+
+
+def specialist_groups(domains: list[str], cfg: RFTConfig) -> list[tuple[str | None, list[int]]]:
+    """(specialist folder or None = the current model, prompt indices) per sampling source."""
+    by: dict[str | None, list[int]] = {}
+    for i, d in enumerate(domains):
+        by.setdefault(cfg.specialists.get(d), []).append(i)
+    for path in by:
+        if path is not None and not (Path(path) / "config.json").exists():
+            raise ConfigError(f"rft: specialist {path} is not a model folder (no config.json)")
+    return list(by.items())
 
 
 def sample_round(ws: Workspace, model_dir: Path, prompts, cfg: RFTConfig, round_id: str) -> list[list[str]]:
@@ -106,28 +135,41 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
         current = work / "r0"
         save_model(model, tok, current, {"run_id": run_id, "round": 0, "base_model": base})
         rounds, produced, trainer = [], [], None
+        groups = specialist_groups(prompts_ds["domain"], cfg)
         for r in range(1, cfg.rounds + 1):
-            if cfg.sampler == "engine":
-                outs = sample_round(ws, current, prompts_ds["prompt"], cfg, f"rft:{run_id}:r{r}")
-            else:
-                from storage.sid_catalog import SidCatalog
-                from trainers.decoding import sample_constrained
+            outs: list[list[str]] = [[] for _ in range(len(prompts_ds))]
+            source: list[str] = [""] * len(prompts_ds)
+            for spec, idx in groups:
+                sub = prompts_ds.select(idx)
+                if cfg.sampler == "engine":
+                    got = sample_round(ws, Path(spec) if spec else current, sub["prompt"], cfg,
+                                       f"rft:{run_id}:r{r}" + (f":{spec}" if spec else ""))
+                else:
+                    from storage.sid_catalog import SidCatalog
+                    from trainers.decoding import sample_constrained
 
-                outs = sample_constrained(model, tok, SidCatalog.load(ws, sid_version).trie, prompts_ds["prompt"],
-                                          prompts_ds["think"], n=cfg.n, temperature=cfg.temperature,
-                                          think_budget=cfg.think_budget, seed=cfg.seed + r)
+                    sampler_model = model
+                    if spec:
+                        sampler_model, _, _ = load_model_and_tokenizer(spec, add_tokens=False, bf16=cfg.bf16)
+                    got = sample_constrained(sampler_model, tok, SidCatalog.load(ws, sid_version).trie,
+                                             sub["prompt"], sub["think"], n=cfg.n, temperature=cfg.temperature,
+                                             think_budget=cfg.think_budget, seed=cfg.seed + r)
+                for i, o in zip(idx, got):
+                    outs[i], source[i] = o, spec or "current"
             rows, sft_rows = [], []
             now = datetime.now(UTC)
-            for row, comps in zip(prompts_ds, outs):
+            for row, comps, src in zip(prompts_ds, outs, source):
                 for score, text in select_correct(comps, row["target_sids"], row["think"], cfg):
                     reasoning, answer = split_think(text)
                     sid = stable_id("rft", run_id, r, row["prompt_id"], text)
                     msgs = list(row["prompt"]) + [{"role": "assistant", "content": text}]
                     rows.append({"sample_id": sid, "prompt_id": row["prompt_id"], "task": row["task"],
                                  "level": row["level"], "mode": "blind", "think": row["think"],
+                                 "domain": row["domain"],
                                  "target_sids": row["target_sids"], "messages": msgs, "reasoning": reasoning,
                                  "answer": answer, "answer_sids": answer_sids(text),
-                                 "teacher": f"{cfg.sampler}:rft:{run_id}:r{r}", "template_version": "rft",
+                                 "teacher": f"{cfg.sampler}:rft:{run_id}:r{r}" if src == "current"
+                                 else f"specialist:{src}", "template_version": "rft",
                                  "run_id": run_id, "sid_version": sid_version, "created_at": now,
                                  "extra": f'{{"round": {r}, "score": {score}}}'})
                     sft_rows.append({"prompt": list(row["prompt"]),
@@ -152,7 +194,9 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
                              "start from an SFT model that already hits sometimes")
         result = finish(run, "rft", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                         datasets=[dv.ref, *produced], sid_version=sid_version, config=config,
-                        extra={"rounds": rounds, "added_tokens": added}, keys=("loss",))
+                        extra={"rounds": rounds, "added_tokens": added,
+                               "specialists": {d: {"model": p, "run_id": model_lineage(p).get("run_id")}
+                                               for d, p in cfg.specialists.items()}}, keys=("loss",))
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
