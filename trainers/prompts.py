@@ -18,7 +18,7 @@ from datetime import datetime
 NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(name: str):
     """The latest version of a synth template, read once per process (windows render ~10^5 prompts)."""
     from synth.tasks.templates import load_template

@@ -15,8 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
-from storage.answer import (EMPTY_THINK_PATTERN, PLAIN_ANSWER_PATTERN, THINK_CLOSE, check_format, parse_logic_chain,
-                            think_format_pattern)
+from storage.answer import (
+    EMPTY_THINK_PATTERN,
+    PLAIN_ANSWER_PATTERN,
+    THINK_CLOSE,
+    check_format,
+    parse_logic_chain,
+    think_format_pattern,
+)
 
 
 class FormatParams(FilterParams):

@@ -24,8 +24,17 @@ import pyarrow.compute as pc
 
 from curation.base import Filter, FilterContext, FilterParams, Verdicts, register, rows_where
 from curation.catalog import normalize_title, sample_sid_versions
-from storage.sid import (CODE_TOKEN_PREFIX, OPEN_PREFIX_RE, SID_BEGIN, SID_END, SID_RE, count_sql, find_malformed_sids,
-                         is_valid_sid, sid_from_codes_sql)
+from storage.sid import (
+    CODE_TOKEN_PREFIX,
+    OPEN_PREFIX_RE,
+    SID_BEGIN,
+    SID_END,
+    SID_RE,
+    count_sql,
+    find_malformed_sids,
+    is_valid_sid,
+    sid_from_codes_sql,
+)
 
 _SID = SID_RE.pattern  # RE2-compatible (no look-around)
 _AFTER = _SID + (r"""(?:\s*\(\s*"([^"\n]{2,200})"\s*\)"""                 # SID ("Title")

@@ -85,7 +85,8 @@ def load_histories(ctx: TaskContext, *, need_target: bool = True) -> list[UserHi
     WITH {catalog_cte(ctx)},
     s AS (SELECT sp.user_id, sp.item_id, sp.ts, sp.position, sp.split, c.sid, c.title, c.categories, c.domain
           FROM splits sp JOIN cat c ON c.item_id = sp.item_id)
-    SELECT s.user_id, s.item_id, s.ts, s.split, s.sid, s.title, s.categories, s.domain, {hash_order(ctx, 's.user_id')} AS h
+    SELECT s.user_id, s.item_id, s.ts, s.split, s.sid, s.title, s.categories, s.domain,
+           {hash_order(ctx, 's.user_id')} AS h
     FROM s ORDER BY h, s.user_id, s.position, s.ts, s.item_id
     """
     with ctx.ws.reader() as con:

@@ -41,14 +41,16 @@ def _qa_sql(ctx: TaskContext) -> str:
     kv_cols = {"sid": "sid", "title": "title", "key": "replace(k, '_', ' ')", "value": "v"}
     parts = ["SELECT " + fill({
         "variant": "'categories'", "key": "item_id",
-        "user_text": tpl.to_sql("categories_user", cat_cols), "assistant_text": tpl.to_sql("categories_assistant", cat_cols),
+        "user_text": tpl.to_sql("categories_user", cat_cols),
+        "assistant_text": tpl.to_sql("categories_assistant", cat_cols),
         "domain": "domain", "target_item_ids": "[item_id]", "target_sids": "[sid]",
         "extra": "to_json({'question': 'categories', 'categories': categories})",
     }) + " FROM cat WHERE len(categories) > 0"]
     if ctx.opt("attributes"):
         parts.append("SELECT " + fill({
             "variant": "'attribute'", "key": "item_id || '|' || k",
-            "user_text": tpl.to_sql("attribute_user", kv_cols), "assistant_text": tpl.to_sql("attribute_assistant", kv_cols),
+            "user_text": tpl.to_sql("attribute_user", kv_cols),
+            "assistant_text": tpl.to_sql("attribute_assistant", kv_cols),
             "domain": "domain", "target_item_ids": "[item_id]", "target_sids": "[sid]",
             "extra": "to_json({'question': 'attribute', 'key': k, 'value': v})",
         }) + " FROM kv2")

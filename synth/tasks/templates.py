@@ -111,7 +111,7 @@ def load_template(name: str, version: int | None = None, language: str = "en") -
         raise ConfigError(f"task '{name}' has no template version {v} (available: "
                           f"{', '.join(f'v{x}' for x in versions)})")
     lang = (language or "en").lower()
-    by_lang = {l: p for vv, l, p in files if vv == v}
+    by_lang = {lang_: p for vv, lang_, p in files if vv == v}
     path = by_lang.get(lang) or by_lang.get("en")
     if path is None:
         raise ConfigError(f"task '{name}' v{v} has no English template and none in {lang!r}")
