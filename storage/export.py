@@ -176,6 +176,12 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
         tables = {"data": _to_openonerec(t, dv.ref) if fmt == "openonerec" else t}
         manifest = {"source": dv.ref, "content_hash": dv.content_hash, "parents": dv.parents, "step": dv.step,
                     "kept_only": not include_rejected and "keep" in t.column_names}
+    if not any(t.num_rows for t in tables.values()):
+        # An empty HF folder cannot be loaded by datasets.load_from_disk, and an empty training set is never
+        # what the caller meant: refuse before anything is written.
+        hint = ("; every row was rejected — see `recot curate report -d " + source + "`, or pass --include-rejected"
+                if manifest.get("kept_only") else "")
+        raise RecotError(f"{source} has 0 rows to export; nothing written{hint}")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_leftovers(out.parent)
     tmp = out.parent / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import datasets
 import duckdb
+import pyarrow as pa
 from typer.testing import CliRunner
 
 from storage.datasets import write_version
@@ -116,3 +117,18 @@ def test_workspace_check_finds_and_repairs(tmp_path):
     assert not (ws.datasets_dir / "a" / ".tmp-deadbeef").exists() and not (ws.datasets_dir / "a" / "v9").exists()
     left = {p.kind for p in check_workspace(ws)}
     assert "temp_leftover" not in left and "uncommitted_version" not in left and "hash_mismatch" in left
+
+
+def test_export_of_a_version_with_no_kept_rows_fails_and_writes_nothing(tmp_path):
+    ws_path = tmp_path / "ws"
+    ws = Workspace.open(ws_path)
+    t = _samples(3)
+    write_version(ws, "cot-curated", t.append_column("keep", pa.array([False] * 3)), step="curate")
+    out = tmp_path / "out"
+    r = subprocess.run([RECOT, "datasets", "export", "cot-curated", "-o", str(out), "-w", str(ws_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "0 rows to export; nothing written" in r.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-export")]
+    # with the rejected rows included there is something to export
+    _ok(["datasets", "export", "cot-curated", "-o", str(out), "--include-rejected", "-w", str(ws_path)])
+    assert len(datasets.load_from_disk(str(out))) == 3
