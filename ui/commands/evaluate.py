@@ -25,6 +25,14 @@ def results_table(title: str, metrics: dict[str, dict[str, Any]], rows: list[str
     return t
 
 
+def by_domain_table(title: str, metrics: dict[str, dict[str, Any]], rows: list[str]) -> Table:
+    """One row per (domain, row), domains in order; a single-domain result is its own only domain."""
+    per = metrics.get("by_domain") or {r: {"all": metrics[r]} for r in rows}
+    domains = list(dict.fromkeys(d for r in rows for d in per.get(r, {})))
+    flat = {f"{d} · {r}": per[r][d] for d in domains for r in rows if d in per.get(r, {})}
+    return results_table(title, flat, list(flat))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -59,6 +67,8 @@ def register(app: typer.Typer) -> None:
             "--history-format", help="How prompts show history items: sid_title | sid | title (the one the "
                                      "model was trained with).")] = "sid_title",
         seed: Annotated[int, typer.Option("--seed", help="Seed of the random baseline.")] = 0,
+        by_domain: Annotated[bool, typer.Option("--by-domain", help="One table with a row per domain and "
+                                                                     "mode/baseline (targets' domains).")] = False,
         workspace: WorkspaceOpt = DEFAULT_WS,
     ) -> None:
         """Score a model and the baselines: HR@K, Recall@K, NDCG@K on the test split (model answers by beam search
@@ -110,5 +120,8 @@ def register(app: typer.Typer) -> None:
         rows = [r for r in res.metrics if r != "by_domain"]
         seen = "seen items excluded" if exclude_seen else "seen items kept"
         console.print(results_table(f"{title}, leave-last-out test, {seen}", res.metrics, rows))
+        if by_domain:
+            console.print(by_domain_table(f"{title} by domain", res.metrics, rows))
+            return
         for r, doms in res.metrics.get("by_domain", {}).items():
             console.print(results_table(f"{r} by domain", doms, list(doms)))
