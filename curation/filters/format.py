@@ -1,5 +1,8 @@
 """Format: `<think>…</think>` then a non-empty answer; generation errors; the R2 evolution-chain JSON schema.
 
+Rows synth marked as failed are dropped with a reason whose category follows the failure's kind: "parse
+error: …", "truncated: …", "unresolved answer: …", or "transport error: …" (the request got no answer).
+
 The rule and the R2 schema live in `storage.answer` (shared with synth, rewards and the judge). Structure
 checks are Arrow regex *matches* of its RE2 patterns over the whole column (no capture groups, so RE2 runs its
 DFA); reasons are written only for failing rows (by `storage.answer.check_format`, which agrees with the
@@ -8,6 +11,7 @@ says exactly which key is missing (`logic_chain.events[1].date`).
 """
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import numpy as np
@@ -57,7 +61,8 @@ class FormatFilter(Filter[FormatParams], type_name="format", review_label="forma
                      if p.drop_errors else np.zeros(n, bool))
         well_formed = (think_shape & (want != empty_reasoning)) | (~want & plain)
         code = np.select([has_error, ~well_formed], [1, 2], 0)
-        reasons = _structure_reasons(code, text, err_col, want, p.allow_text_before_think)
+        extra_col = table.column("extra") if "extra" in table.column_names else None
+        reasons = _structure_reasons(code, text, err_col, want, p.allow_text_before_think, extra_col)
         # R2 answers (only rows that passed the structure checks) must hold the evolution-chain JSON.
         is_r2 = rows_where(table, "level", p.r2_levels) | rows_where(table, "task", p.r2_tasks)
         check = np.flatnonzero(is_r2 & (code == 0))
@@ -70,13 +75,39 @@ class FormatFilter(Filter[FormatParams], type_name="format", review_label="forma
         return Verdicts.from_reasons(reasons)
 
 
+# The reason category of a row synth marked as failed follows extra["error_kind"] (synth/tasks/run.py): an
+# answer that came back whole but does not parse is the teacher's fault and a prompt/parser question; a cut
+# answer wants a larger budget; a request that never got an answer (rate limit, timeout, 5xx, connection) is
+# the transport's, and re-running fixes it. Rows without a kind (older data) keep "generation error".
+ERROR_CATEGORIES = {"parse": "parse error", "truncated": "truncated", "unresolved": "unresolved answer"}
+TRANSPORT = "transport error"
+
+
+def error_category(kind: str | None) -> str:
+    if not kind:
+        return "generation error"
+    return ERROR_CATEGORIES.get(kind, TRANSPORT)
+
+
+def _error_kind(extra: str | None) -> str | None:
+    try:
+        kind = json.loads(extra).get("error_kind") if extra else None
+    except (ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def _structure_reasons(code: np.ndarray, text: pa.Array, err_col: pa.ChunkedArray, want: np.ndarray,
-                       allow_text_before_think: bool) -> list[str | None]:
-    """The reason per failing row (`code` 1 = generation error, 2 = malformed, 0 = fine)."""
+                       allow_text_before_think: bool, extra_col: pa.ChunkedArray | None = None
+                       ) -> list[str | None]:
+    """The reason per failing row (`code` 1 = the row carries an error, 2 = malformed, 0 = fine)."""
     reasons: list[str | None] = [None] * len(code)
     bad = np.flatnonzero(code)
     bad_text = pc.take(text, pa.array(bad, pa.int64())).to_pylist() if len(bad) else []
     for i, t in zip(bad, bad_text):
-        reasons[i] = (f"generation error: {err_col[int(i)].as_py()}" if code[i] == 1 else
-                      check_format(t, bool(want[i]), allow_text_before_think=allow_text_before_think)[1])
+        if code[i] == 1:
+            kind = _error_kind(extra_col[int(i)].as_py()) if extra_col is not None else None
+            reasons[i] = f"{error_category(kind)}: {err_col[int(i)].as_py()}"
+        else:
+            reasons[i] = check_format(t, bool(want[i]), allow_text_before_think=allow_text_before_think)[1]
     return reasons

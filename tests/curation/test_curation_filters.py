@@ -176,3 +176,20 @@ def test_near_dedup_params_validated():
     with pytest.raises(ValueError):
         NearDedupParams(num_perm=128, bands=12)
     assert NearDedupFilter(NearDedupParams(threshold=0.9)).params.threshold == 0.9
+
+
+def test_format_reason_category_follows_the_error_kind(cat_ws):
+    """A parse failure, a truncation and a transport failure land in different funnel buckets."""
+    rows = []
+    for key, kind, err in [("parse", "parse", "no </think>"), ("cut", "truncated", "answer cut at 2048 tokens"),
+                           ("net", "timeout", "teacher error (timeout): no answer in 60s"),
+                           ("who", "unresolved", "no catalog item named 'Zorro'"), ("old", None, "boom")]:
+        r = make_sample(key, "", error=err)
+        r["extra"] = json.dumps({"error_kind": kind} if kind else {})
+        rows.append(r)
+    cfg, src = load_chain({"name": "t", "filters": [{"type": "format"}]})
+    _, verdicts, _ = run_filters(samples_from_pylist(rows), cfg.build(src), ws=cat_ws)
+    got = {r["sample_id"]: r["reason"] for r in verdicts.to_pylist()}
+    assert got == {"parse": "parse error: no </think>", "cut": "truncated: answer cut at 2048 tokens",
+                   "net": "transport error: teacher error (timeout): no answer in 60s",
+                   "who": "unresolved answer: no catalog item named 'Zorro'", "old": "generation error: boom"}
