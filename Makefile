@@ -1,5 +1,6 @@
 # The two Quick-start commands: `make demo` and `make test`. Both set everything up first (idempotent).
-.PHONY: setup demo test test-fast bench clean-demo
+# `make test` (what .ci/run calls) lints first: ruff, mypy (strict on storage/ and curation/), deptry.
+.PHONY: setup demo lint test test-fast bench clean-demo
 
 VENV := .venv
 RECOT := $(VENV)/bin/recot
@@ -11,7 +12,12 @@ setup:
 demo: setup
 	$(RECOT) demo --workspace ./recot-data
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/deptry storage synth curation trainers ui
+
+test: setup lint
 	$(PYTEST) -q --durations=15
 
 test-fast: setup
