@@ -6,11 +6,17 @@ Prompts come from a (curated) dataset version without their answers, one per `pr
 prompts excluded. On a GPU set `use_vllm: true` and `trl: {vllm_mode: colocate}` (configs/train/rl.gpu.yaml).
 vLLM generation needs CUDA: on vLLM's CPU build TRL's per-step weight sync fails (see `check_vllm_generation`
 and docs/training.md), so a CPU run with `use_vllm` stops early with that reason.
-Specialize-then-unify: `tasks:` restricts a run to one task, producing a specialist for `merge`/`distill`.
+Specialize-then-unify: `domains:` (`recot train rl --domain X`) or `tasks:` restricts a run to one domain or
+task, producing a specialist for `rft --specialists` / `distill` / `merge`; the lineage records the domain.
+
+`prompts: windows` takes the prompts from sliding windows over every user's train history (`trainers.windows`,
+MiniOneRec-style: one prompt per train target after `window_min_history` items) instead of a dataset's one
+prompt per user — many RL prompts per user, in the evaluator's prompt format, no valid/test item involved.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -42,6 +48,11 @@ class RLConfig(TrainConfig):
     levels: list[str] | None = None
     tasks: list[str] | None = None
     use_vllm: bool = False                   # shortcut for trl.use_vllm (CUDA only: check_vllm_generation)
+    prompts: Literal["dataset", "windows"] = "dataset"   # windows: sliding windows over train histories
+    window_max_history: int = 10
+    window_min_history: int = 3
+    window_stride: int = 1
+    window_history_format: str = "sid_title"  # as the evaluator's prompts (recot eval --history-format)
 
 
 VLLM_CPU_REASON = (
@@ -71,21 +82,53 @@ def build_rewards(ws: Workspace, cfg: RLConfig, sid_version: int | None):
     return bind_rewards(cfg.rewards, valid_sids=valid, k=cfg.ndcg_k)
 
 
+def window_prompts(ws: Workspace, cfg: RLConfig, sid_version: int) -> Any:
+    """GRPO rows (as `to_grpo_dataset`) from sliding windows over the train split, domains as `cfg.domains`."""
+    from datasets import Dataset
+
+    from trainers.windows import window_rows
+
+    rows = []
+    for r in window_rows(ws, sid_version, max_history=cfg.window_max_history, min_history=cfg.window_min_history,
+                         stride=cfg.window_stride, history_format=cfg.window_history_format):
+        if cfg.domains and (r["domain"] or "default") not in cfg.domains:
+            continue
+        rows.append({"prompt": r["messages"][:-1], "target_sid": r["target_sids"][0],
+                     "target_sids": r["target_sids"], "think": False, "task": r["task"], "level": r["level"],
+                     "prompt_id": r["prompt_id"], "domain": r["domain"] or "default"})
+    if not rows:
+        raise ConfigError(f"no train windows (min_history={cfg.window_min_history}, domains={cfg.domains}); "
+                          "lower window_min_history")
+    ds = Dataset.from_list(rows).shuffle(seed=cfg.seed)
+    return ds.select(range(min(len(ds), cfg.max_samples))) if cfg.max_samples else ds
+
+
+def rl_prompts(ws: Workspace, cfg: RLConfig, base: str) -> tuple[list[str], Any, int | None]:
+    """(dataset refs for the lineage, GRPO prompt dataset, SID version) as `cfg.prompts` says."""
+    if cfg.prompts == "windows":
+        sid_version = resolve_sid_version(ws, cfg.sid_version, None, base)
+        if sid_version is None:
+            raise ConfigError(f"no semantic IDs in {ws.root}; run `recot sids build` first")
+        return [f"windows:sid_version={sid_version}"], window_prompts(ws, cfg, sid_version), sid_version
+    if not cfg.dataset:
+        raise ConfigError("rl needs a dataset with R3 prompts: set `dataset:` or pass --dataset NAME@vN "
+                          "(or prompts=windows for sliding windows over the train split)")
+    dv, ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks, max_rows=cfg.max_samples,
+                             seed=cfg.seed, domains=cfg.domains)
+    return [dv.ref], ds, resolve_sid_version(ws, cfg.sid_version, dv, base)
+
+
 def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
     from trl import GRPOConfig, GRPOTrainer
 
-    if not cfg.dataset:
-        raise ConfigError("rl needs a dataset with R3 prompts: set `dataset:` or pass --dataset NAME@vN")
     check_vllm_generation(cfg.use_vllm)
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(cfg.rewards):
         raise ConfigError(f"reward_weights has {len(cfg.reward_weights)} values for {len(cfg.rewards)} rewards")
-    dv, ds = to_grpo_dataset(ws, cfg.dataset, levels=cfg.levels, tasks=cfg.tasks, max_rows=cfg.max_samples,
-                             seed=cfg.seed, domains=cfg.domains)
     base = base_model_path(cfg.model)
-    sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
+    refs, ds, sid_version = rl_prompts(ws, cfg, base)
     rewards = build_rewards(ws, cfg, sid_version)
     config = cfg.model_dump(mode="json")
-    with training_run(ws, "rl", {**config, "dataset": dv.ref, "base_model": base}) as run:
+    with training_run(ws, "rl", {**config, "dataset": refs[0], "base_model": base}) as run:
         out_dir = Path(cfg.out) if cfg.out else default_out_dir(ws, run.id)
         model, tok, added = load_model_and_tokenizer(base, ws=ws, sid_version=sid_version,
                                                      add_tokens=cfg.add_sid_tokens, bf16=cfg.bf16)
@@ -98,6 +141,6 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
                               processing_class=tok)
         trainer.train()
         return finish(run, "rl", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
-                      datasets=[dv.ref], sid_version=sid_version, config=config,
+                      datasets=refs, sid_version=sid_version, config=config,
                       extra={"data": dataset_summary(ds), "added_tokens": added, "rewards": cfg.rewards},
                       keys=("loss", "reward"))
