@@ -2,8 +2,10 @@
 .gpu.yaml) + optional --dataset/--model/--out + KEY=VALUE overrides, then one call into trainers/."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -30,6 +32,53 @@ OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overri
                                                                   "trl.use_vllm=true")]
 
 
+def _progress_callback(progress: Any, task: Any) -> Any:
+    """A transformers TrainerCallback that drives one rich progress bar: step k of max_steps and the last loss."""
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args, state, control, **kw):
+            progress.update(task, total=state.max_steps or args.max_steps or None, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            progress.update(task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                progress.update(task, loss=f"loss {logs['loss']:.4f}")
+
+    return RichProgress()
+
+
+@contextmanager
+def training_progress(name: str) -> Iterator[Any]:
+    """One progress display for a training job. Every Trainer built inside (TRL's and transformers' alike) gets
+    the callback through transformers' DEFAULT_CALLBACKS, restored on exit; the trainers themselves stay thin."""
+    import transformers.trainer as hf_trainer
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("steps  {task.fields[loss]}"), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task(f"training {name}", total=None, loss="")
+        cb = _progress_callback(progress, task)
+        saved = list(hf_trainer.DEFAULT_CALLBACKS)
+        hf_trainer.DEFAULT_CALLBACKS.append(cb)
+        try:
+            yield progress
+        finally:
+            hf_trainer.DEFAULT_CALLBACKS[:] = saved
+
+
+def _describe_defaults(name: str, cfg: Any) -> str:
+    """What a run without -c trains with: said out loud, since the built-in defaults are a smoke test."""
+    model = cfg.model or "the embedded SmolLM2-135M-Instruct"
+    return (f"no --config: using the built-in {name} defaults — a {cfg.max_steps}-step smoke config "
+            f"(model {model}, lr {cfg.learning_rate:g}, batch {cfg.per_device_train_batch_size}, max_length "
+            f"{cfg.max_length}). For a real run pass -c configs/train/{name}.cpu.yaml or .gpu.yaml, or "
+            f"override: max_steps=500")
+
+
 def _run(name: str, workspace: Path, config: Path | None, dataset: str | None, model: str | None,
          out: Path | None, overrides: list[str] | None, **fields: str | None) -> None:
     from trainers.config import load_config
@@ -39,7 +88,9 @@ def _run(name: str, workspace: Path, config: Path | None, dataset: str | None, m
     cfg = load_config(cfg_cls, config, overrides, dataset=dataset, model=model,
                       out=str(out) if out else None, **fields)
     ws = open_ws(workspace, create=False)
-    with console.status(f"training {name} …"):
+    if config is None:
+        console.print(_describe_defaults(name, cfg), style="yellow", markup=False, highlight=False)
+    with training_progress(name):
         res = fn(ws, cfg)
     t = Table(title=f"{name}: run {res.run_id}")
     t.add_column("metric")
