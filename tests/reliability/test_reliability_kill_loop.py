@@ -111,7 +111,7 @@ def _catalog_digest(ws_path: Path, domain: str) -> str:
 
 def test_kill_loop_ingest(tmp_path):
     rng = random.Random(SEED * 101)
-    files = write_generic_files(tmp_path / "in", n_items=800, n_inter=60_000, n_users=3000, seed=3)
+    files = write_generic_files(tmp_path / "in", n_items=600, n_inter=40_000, n_users=2000, seed=3)
     small = write_generic_files(tmp_path / "small", n_items=40, n_inter=300, n_users=30)
     args = lambda ws: ["ingest", "generic", "-w", ws, "--items", files["items"], "--interactions",  # noqa: E731
                        files["interactions"], "--domain", "shop", "--no-progress"]
@@ -141,7 +141,7 @@ def test_kill_loop_synth(tmp_path):
 
     rng = random.Random(SEED * 103)
     for name in ("clean", "ws"):
-        build_catalog(Workspace.open(tmp_path / name), n_items=120, n_users=80)
+        build_catalog(Workspace.open(tmp_path / name), n_items=100, n_users=50)
     with FaultServer("scripted", script=_answer, latency_s=0.02) as srv:
         teacher = tmp_path / "teacher.yaml"
         teacher.write_text(yaml.safe_dump({"backend": "openai", "model": "loop", "base_url": srv.base_url,
@@ -167,7 +167,7 @@ def test_kill_loop_curate(tmp_path):
     for name in ("clean", "ws"):
         ws = Workspace.open(tmp_path / name)
         build_catalog(ws, n_items=300, n_users=120)
-        write_version(ws, "samples", sample_table(20_000), step="test")
+        write_version(ws, "samples", sample_table(10_000), step="test")
     args = lambda ws: ["curate", "-w", ws, "--dataset", "samples@v1", "--chain", "minimal",  # noqa: E731
                        "--out", "curated", "--no-examples"]
     t = clean_duration(args(tmp_path / "clean"))
@@ -177,7 +177,7 @@ def test_kill_loop_curate(tmp_path):
         w = Workspace.open(ws, create=False)
         n_versions = w.query("SELECT count(*) FROM dataset_versions WHERE name = 'curated'")[0][0]
         n_format = w.query("SELECT count(*) FROM verdicts WHERE filter = 'format'")[0][0]
-        assert n_format == 20_000 * n_versions
+        assert n_format == 10_000 * n_versions
 
     kill_loop(args(ws), ws, t, rng, tmp_path / "curate.log", after_kill=verdicts_match_versions)
     assert recot_run(args(ws)).returncode == 0
@@ -194,7 +194,7 @@ def test_kill_loop_export(tmp_path):
 
     rng = random.Random(SEED * 109)
     ws = tmp_path / "ws"
-    write_version(Workspace.open(ws), "samples", sample_table(60_000), step="test")
+    write_version(Workspace.open(ws), "samples", sample_table(40_000), step="test")
     clean_out = tmp_path / "clean-export"
     args = lambda out: ["datasets", "export", "samples@v1", "--out", out, "--format", "parquet",  # noqa: E731
                         "-w", ws]
