@@ -1,10 +1,13 @@
 """Immutable, versioned Parquet datasets with lineage.
 
 Layout: `<workspace>/datasets/<name>/v<N>/part-00000.parquet …` plus `manifest.json` (rows, schema,
-content hash, parents, the step and config that made it, run id, created time). A version is written into a
-temp folder and renamed into place (atomic on one filesystem), then indexed in the catalog's
-`dataset_versions` table; nothing is ever overwritten. The manifest on disk is the source of truth;
-`recot workspace check` reconciles the catalog with it.
+content hash, parents, the step and config that made it, run id, created time). Nothing is ever overwritten.
+
+Commit point: a version exists when its `dataset_versions` row is committed. It is written into a temp folder,
+and ONE catalog transaction inserts its row (and the rows that belong to it, `on_commit`), renames the folder to
+`v<N>` and fsyncs — before COMMIT. Killed before the COMMIT, the folder has no row: it is not a version, and the
+next writer (`clean_unfinished`, under the writer lock) removes it along with any `.tmp-*` leftover. A row
+never points at a missing folder. `recot workspace check` reconciles the catalog with the manifests on disk.
 """
 from __future__ import annotations
 
