@@ -190,6 +190,11 @@ def test_workspace_path_with_a_quote_ingests_shows_diffs_and_exports(tmp_path):
     reviews = write_lines(root / "Beauty.json.gz", _reviews_2018(REVIEWS))
     assert ingest_amazon(ws, reviews, write_lines(root / "meta.json.gz", _meta_2018(ITEMS))).interactions \
         == len(REVIEWS)                                          # staged in a Parquet file under tmp/ (a view)
+    items_csv, inter = root / "it's items.csv", root / "it's inter.csv"
+    items_csv.write_text("item_id,title\n" + "".join(f"{a},{t}\n" for a, t in ITEMS.items()))
+    inter.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{a},{t}\n" for u, a, _, t in REVIEWS))
+    assert ingest_generic(ws, items=items_csv, interactions=inter,
+                          opts=IngestOptions(domain="g", item_prefix="g:")).interactions == len(REVIEWS)
     write_version(ws, "s", pa.table({"sample_id": ["a", "b"]}), step="test")
     write_version(ws, "s", pa.table({"sample_id": ["b", "c"]}), step="test")
     for args in (["datasets", "show", "s@v1"], ["datasets", "diff", "s@v1", "s@v2"],
