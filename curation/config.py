@@ -14,6 +14,7 @@ re-tried on an existing dataset.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,18 @@ from curation.base import Filter, get_filter_class, registry
 from storage.config import Loc, parse_scalar, read_yaml
 from storage.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "curation"
+
+def _configs_root() -> Path:
+    """The configs/ folder: the data package `recot_configs` a wheel installs (setup.py maps configs/ to it),
+    else the top-level configs/ of a source checkout."""
+    spec = importlib.util.find_spec("recot_configs")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "curation").is_dir():
+            return Path(loc)
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+CONFIG_DIR = _configs_root() / "curation"
 
 
 class FilterSpec(BaseModel):
