@@ -239,6 +239,35 @@ def read_dv(dv: DatasetVersion, columns: list[str] | None = None) -> pa.Table:
         else pq.read_table(parts[0], columns=columns)
 
 
+RUN_COLUMNS = ("run_id", "created_at")
+
+
+def same_rows(dv: DatasetVersion, table: pa.Table, ignore: tuple[str, ...] = RUN_COLUMNS) -> bool:
+    """Whether `table` holds exactly `dv`'s rows (in any order), apart from the `ignore` columns (which run made
+    them, and when). A re-run that would write the same rows writes no new version (`synth run` says
+    "unchanged: NAME@vN")."""
+    import pyarrow.compute as pc
+
+    if dv.rows != table.num_rows:
+        return False
+
+    def norm(t: pa.Table) -> pa.Table:
+        t = t.drop_columns([c for c in ignore if c in t.column_names])
+        t = t.select(sorted(t.column_names)).replace_schema_metadata(None)
+        if "sample_id" in t.column_names:
+            t = t.take(pc.sort_indices(t, [("sample_id", "ascending")]))
+        return t.combine_chunks()
+
+    new, old = norm(table), norm(read_dv(dv))
+    if new.column_names != old.column_names:
+        return False
+    try:
+        old = old.cast(new.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    return bool(new.equals(old))
+
+
 def list_versions(ws: Workspace, name: str | None = None) -> list[DatasetVersion]:
     sql = "SELECT manifest, path FROM dataset_versions"
     params: list[Any] = []

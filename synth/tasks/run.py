@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.datasets import DatasetVersion, write_version
+from storage.datasets import DatasetVersion, list_versions, same_rows, write_version
 from storage.errors import ConfigError, NotFound
 from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
 from storage.runs import recorded_run
@@ -83,6 +83,14 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
         extra = {"task": task.name, "level": task.level, "kind": task.kind, "sid_version": sid_version,
                  "template_version": template.ref, "teachers": [t.teacher_id for t in teachers] or ["catalog"],
                  "options": opts}
+        # An identical re-run (same rows as the latest version, apart from run id and time) writes nothing.
+        latest = next(iter(list_versions(ws, dataset)[-1:]), None)
+        if latest is not None:
+            data = data if isinstance(data, pa.Table) else pa.Table.from_batches(list(data), schema=SAMPLE_SCHEMA)
+            if same_rows(latest, data):
+                stats.update(summarize(latest))
+                stats["unchanged"] = latest.ref
+                return latest
         dv = write_version(ws, dataset, data, step=f"synth:{task.name}", config=config, run_id=run_id,
                            parents=list(ctx.parents),
                            schema=SAMPLE_SCHEMA, extra_manifest={"synth": extra})

@@ -100,8 +100,15 @@ def run_cmd(
     if dry_run:
         _print_plan(plan_task(ws, task, teacher=teachers, options=opts))
         return
+    from storage.datasets import list_versions
+
+    existing = {v.ref for v in list_versions(ws)}
     dv = run_task(ws, task, teacher=teachers, options=opts, dataset=dataset, progress=progress,
                   executor=executor)
+    if dv.ref in existing:  # the rows are exactly the latest version's: nothing new was written
+        console.print(f"unchanged: {dv.ref} ({dv.rows} samples, the same rows as this run would write; "
+                      f"no new version)", markup=False, highlight=False)
+        return
     console.print(f"[bold green]{dv.ref}[/bold green]: {dv.rows} samples from task {task} "
                   f"(run {dv.run_id})")
     _print_counts(dv)
