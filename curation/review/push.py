@@ -89,10 +89,13 @@ def review_settings(client: rg.Argilla, filters: list[str], terms: dict[str, lis
     per annotator: overlap distribution with min_submitted = 1)."""
     import argilla as rg
 
-    fields = [rg.TextField(name="history", title="User history (titles [SID])", required=True, client=client),
-              rg.TextField(name="reasoning", title="Reasoning", required=False, client=client),
-              rg.TextField(name="answer", title="Answer", required=True, client=client),
-              rg.TextField(name="target", title="Target", required=False, client=client)]
+    # markdown fields: the text is escaped for markdown (display_text) and SIDs are code spans, so they show,
+    # and copy, exactly as written
+    fields = [rg.TextField(name="history", title="User history (titles [SID])", required=True, use_markdown=True,
+                           client=client),
+              rg.TextField(name="reasoning", title="Reasoning", required=False, use_markdown=True, client=client),
+              rg.TextField(name="answer", title="Answer", required=True, use_markdown=True, client=client),
+              rg.TextField(name="target", title="Target", required=False, use_markdown=True, client=client)]
     questions = [
         rg.RatingQuestion(name="rating", title="Overall quality (1 = useless, 5 = train on it)",
                           values=[1, 2, 3, 4, 5], required=True, client=client),
@@ -243,11 +246,30 @@ class _Catalog:
         return f"{sid} → {self.titles().get(item) or 'item ' + item}"
 
 
+# A whole SID, or a stray SID-like token (`<s_a_12>`, `<|sid_end|>`), possibly malformed.
+_SID_RUN = re.compile(r"(?:<\|sid_begin\|>|<s_[a-z]_\d+>|<\|sid_end\|>)+")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
 def display_text(text: str) -> str:
-    """Argilla's UI drops anything that looks like an HTML tag even in plain-text fields, and SID tokens
-    (`<s_a_12>`) look like tags: show angle brackets as ‹ › so SIDs (and malformed ones) stay visible
-    exactly as written."""
-    return text.replace("<", "\u2039").replace(">", "\u203a")
+    """Model text as Argilla markdown that renders to exactly `text`. Argilla's UI drops anything that looks
+    like an HTML tag, and SID tokens (`<s_a_12>`) look like tags — so each SID (run of SID tokens) becomes a
+    code span, which shows and copies as the real SID; everywhere else markdown syntax is backslash-escaped,
+    `& < >` become entities (model text is never HTML) and line breaks are hard breaks."""
+    out = []
+    pos = 0
+    for m in _SID_RUN.finditer(text):
+        out.append(_md_escape(text[pos:m.start()]))
+        out.append(f"`{m.group(0)}`")
+        pos = m.end()
+    out.append(_md_escape(text[pos:]))
+    return "".join(out)
+
+
+def _md_escape(text: str) -> str:
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\n", "  \n")
 
 
 def render_fields(row: dict[str, Any], cat: _Catalog) -> dict[str, str]:

@@ -52,10 +52,10 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
     k = i % 40
     sid = format_sid([k % 8, (k // 8) % 8, k % 3])
     fields = dict(r.fields)
-    # SIDs shown with ‹ › (the UI would swallow <s_a_1> as an HTML tag), exactly as written otherwise
-    assert fields["history"].startswith(f"1. Movie {k} ({1990 + k}) {display_text(sid)}\n")
-    assert display_text(sid) == sid.replace("<", "\u2039").replace(">", "\u203a")
-    assert not any("<" in v or ">" in v for v in fields.values())
+    # markdown that renders to the text as written; SIDs are code spans (the UI would swallow <s_a_1> as a tag)
+    assert fields["history"].startswith(display_text(f"1. Movie {k} ({1990 + k}) {sid}\n"))
+    assert f"`{sid}`" in fields["history"]
+    assert not any("\u2039" in v or "<b>" in v for v in fields.values())
     assert "(not in the catalog)" in fields["answer"]  # the hallucinated SID is flagged for the annotator
     assert fields["target"].startswith(f"Movie {(i + 7) % 40} ")
     assert r.metadata["level"] == ("R1" if i % 2 == 0 else "R3")
