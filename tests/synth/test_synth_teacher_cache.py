@@ -125,3 +125,76 @@ def test_run_works_when_called_from_inside_an_event_loop(tmp_ws):
 
         [r] = asyncio.run(inside())
     assert r.ok and r.choices == ["echo: from a loop"]
+
+
+# --------------------------------------------------------------------------- the persistent index
+def _fill(cache_dir, segments: int, per_segment: int) -> list[str]:
+    """`segments` writer sessions (each closes: a new segment), `per_segment` completed keys each."""
+    import hashlib
+    keys = []
+    for s in range(segments):
+        c = TeacherCache(cache_dir, fsync_interval_ms=0)
+        for i in range(per_segment):
+            k = hashlib.sha256(f"{s}-{i}".encode()).hexdigest()
+            c.put({"key": k, "ok": True, "choices": [f"a{s}-{i}"]})
+            keys.append(k)
+        c.put({"key": "e" * 64, "ok": False, "error": "boom"})
+        c.close()
+    return keys
+
+
+def _count_opens(monkeypatch):
+    import builtins
+
+    import synth.teacher.cache as mod
+    opened = []
+
+    def counting_open(path, *a, **kw):
+        opened.append(str(path))
+        return builtins.open(path, *a, **kw)
+    monkeypatch.setattr(mod, "open", counting_open, raising=False)
+    return opened
+
+
+def test_start_reads_one_index_file_whatever_the_segment_count(tmp_path, monkeypatch):
+    few, many = tmp_path / "few", tmp_path / "many"
+    keys_few, keys_many = _fill(few, 2, 30), _fill(many, 40, 3)
+    opened = _count_opens(monkeypatch)
+    for d, keys, segs, last in ((few, keys_few, 2, "a1-29"), (many, keys_many, 40, "a39-2")):
+        opened.clear()
+        cache = TeacherCache(d)
+        assert opened == [str(d / "index.bin")] and cache.files_read == 1      # no segment is read
+        assert len(cache.segments()) == segs and len(cache) == len(keys) and set(cache.keys()) == set(keys)
+        assert cache.loaded_errors == segs and "e" * 64 not in cache
+        assert cache.get(keys[-1])["choices"] == [last]
+        assert all(k in cache for k in keys[::7])
+
+
+def test_a_segment_written_by_a_killed_job_is_scanned_once_then_indexed(tmp_path, monkeypatch):
+    import hashlib
+    keys = _fill(tmp_path, 3, 5)
+    # a job killed mid-write: its segment was never closed, so the index does not cover it; last line torn
+    k1, k2 = (hashlib.sha256(x).hexdigest() for x in (b"killed-1", b"killed-2"))
+    (tmp_path / "seg-9999999999999999999-1-abcdef.jsonl").write_bytes(
+        (f'{{"key":"{k1}","ok":true,"choices":["x"]}}\n' f'{{"key":"{k2}","ok":tr').encode())
+    opened = _count_opens(monkeypatch)
+    cache = TeacherCache(tmp_path)
+    assert cache.files_read == 2 and cache.torn_lines == 1          # index + the uncovered segment only
+    assert k1 in cache and k2 not in cache and len(cache) == len(keys) + 1
+    opened.clear()
+    again = TeacherCache(tmp_path)                                  # the scan was persisted in the index
+    assert opened == [str(tmp_path / "index.bin")]
+    assert k1 in again and k2 not in again and again.torn_lines == 1 and len(again) == len(keys) + 1
+    assert again.get(k1)["choices"] == ["x"]
+
+
+def test_an_index_that_no_longer_matches_its_segments_is_not_trusted(tmp_path):
+    keys = _fill(tmp_path, 2, 4)
+    first, second = TeacherCache(tmp_path).segments()
+    second.unlink()                                                 # a segment removed by hand
+    data = first.read_bytes()
+    first.write_bytes(data[: data.index(b"\n") + 1])               # and another cut to its first line
+    cache = TeacherCache(tmp_path)
+    assert len(cache) == 1 and keys[0] in cache and keys[1] not in cache and keys[5] not in cache
+    (tmp_path / "index.bin").write_bytes(b"garbage")               # an unreadable index: read the log
+    assert len(TeacherCache(tmp_path)) == 1
