@@ -6,6 +6,8 @@ Counts (documented in docs/tasks.md, checked by tests):
   category;
 - align_item: per item with a SID: sid2title and title2sid (items with a title), sid2desc (items with a
   title and a description or categories), desc2sid (only when that description identifies exactly one item);
+  a title shared by several items (MovieLens lists 18 films twice under two ids) is disambiguated in
+  title2sid with the item id, "Title (1998) [item 267]", so identical prompts never have different answers;
 - align_relational: per relation, min(max_pairs, eligible pairs) samples;
 - align_user: per user, one window per TRAIN item at train rank k >= min_history (k = 0-based), times the
   three variants; the target is always a TRAIN item, so valid/test items never appear.
@@ -109,12 +111,17 @@ def _item_sql(ctx: TaskContext) -> str:
              "sid2desc": "about IS NOT NULL AND title IS NOT NULL", "desc2sid": "about IS NOT NULL AND n_about = 1"}
     parts = []
     for v in _variants(ctx, ITEM_VARIANTS):
+        c = {**cols, "title": "title_q"} if v == "title2sid" else cols
         parts.append("SELECT " + fill({
             "variant": sql_str(v), "key": "item_id",
-            "user_text": tpl.to_sql(f"{v}_user", cols), "assistant_text": tpl.to_sql(f"{v}_assistant", cols),
+            "user_text": tpl.to_sql(f"{v}_user", c), "assistant_text": tpl.to_sql(f"{v}_assistant", c),
             "domain": "domain", "target_item_ids": "[item_id]", "target_sids": "[sid]",
         }) + f" FROM catx WHERE {where[v]}")
-    ctes = [catalog_cte(ctx), "catx AS (SELECT *, count(*) OVER (PARTITION BY about) AS n_about FROM cat)"]
+    # title_q: the title as a question can name it — with the item id when several items share the title
+    ctes = [catalog_cte(ctx), """catx AS (SELECT *, count(*) OVER (PARTITION BY about) AS n_about,
+                                        CASE WHEN count(*) OVER (PARTITION BY lower(trim(title))) > 1
+                                             THEN title || ' [item ' || item_id || ']' ELSE title END AS title_q
+                                 FROM cat)"""]
     return samples_select(ctx, " UNION ALL ".join(parts), ctes=ctes)
 
 

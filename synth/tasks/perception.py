@@ -5,7 +5,9 @@
 - r0_grounding (deterministic): a description -> the item's SID. Descriptions come from the catalog (items
   whose description identifies exactly one item) or, with `source=auto` on a catalog without descriptions, from
   the newest dataset holding error-free teacher descriptions (r0_understand / align_item_narrative); that
-  dataset version is recorded as the new version's parent;
+  dataset version is recorded as the new version's parent. Teacher descriptions can hold invented facts, so
+  those samples carry extra["verified"] = false (catalog ones true): filter on it, curate them with the judge
+  chain, or refuse them with `--option allow_unverified=false`;
 - r0_understand (teacher CoT): the teacher sees SID + title + categories + facts and explains what the item
   is; the stored sample asks about the SID alone.
 """
@@ -74,10 +76,18 @@ def _description_source(ctx: TaskContext) -> str | None:
     src = ctx.opt("source")
     if src == "catalog":
         return None
+    if src != "auto" and not _truthy(ctx.opt("allow_unverified")):
+        from storage.errors import ConfigError
+
+        raise ConfigError(f"r0_grounding: source={src} holds teacher descriptions (unverified) and "
+                          "allow_unverified=false; use source=catalog or allow_unverified=true")
     if src == "auto":
         n = ctx.ws.query("SELECT count(*) FROM items WHERE description IS NOT NULL AND trim(description) <> ''")[0][0]
         if n:
             return None
+        if not _truthy(ctx.opt("allow_unverified")):
+            raise NotFound("r0_grounding: the catalog has no item descriptions, and allow_unverified=false "
+                           "refuses teacher-written ones")
         import duckdb
 
         for dv in reversed(list_versions(ctx.ws)):
@@ -93,6 +103,10 @@ def _description_source(ctx: TaskContext) -> str | None:
     dv = resolve(ctx.ws, src)
     ctx.parents.append((dv.name, dv.version))
     return dv.glob
+
+
+def _truthy(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() not in ("false", "0", "no", "off", "")
 
 
 def _grounding_sql(ctx: TaskContext) -> str:
@@ -116,7 +130,9 @@ def _grounding_sql(ctx: TaskContext) -> str:
         "variant": "'grounding'", "key": "item_id",
         "user_text": tpl.to_sql("user", cols), "assistant_text": tpl.to_sql("assistant", cols),
         "domain": "domain", "target_item_ids": "[item_id]", "target_sids": "[sid]",
-        "extra": f"to_json({{'description_source': {sql_str('catalog' if glob is None else 'dataset')}}})",
+        # a description the catalog holds is a fact; one a teacher wrote is not checked (verified = false)
+        "extra": f"to_json({{'description_source': {sql_str('catalog' if glob is None else 'dataset')}, "
+                 f"'verified': {'true' if glob is None else 'false'}}})",
     }) + " FROM g WHERE n_same = 1"
     return samples_select(ctx, body, ctes=ctes)
 
@@ -125,7 +141,9 @@ R0_GROUNDING = register(Task(
     name="r0_grounding", level="R0", kind=DETERMINISTIC, default_dataset="cot",
     description="description -> SID (catalog descriptions, or teacher descriptions from a dataset)",
     options=(Option("source", "auto", "auto | catalog | NAME@vN (a dataset with r0_understand / "
-                                      "align_item_narrative samples)"),),
+                                      "align_item_narrative samples)"),
+             Option("allow_unverified", True, "use teacher-written descriptions (samples marked "
+                                              "extra.verified=false); false: catalog descriptions only")),
     generate=_grounding_sql))
 
 

@@ -322,3 +322,30 @@ def test_target_split_truncation_and_language(tiny_ws):
     assert rec.bodies[0]["messages"][0]["content"].endswith("Write your reasoning and your answer in French.")
     with pytest.raises(ConfigError, match="target_split"):
         run_task(tiny_ws, "r3_recommend", options={"target_split": "future"})
+
+
+def test_grounding_from_teacher_descriptions_is_marked_unverified_and_can_be_refused(tiny_ws):
+    def answer(u):   # one description per item (a description shared by two items grounds neither)
+        m = re.search(r'"(.*?)"', u)
+        return f"{m.group(1) if m else u[-40:]}: an item with invented facts."
+
+    with FaultServer("scripted", script=Recorder(answer)) as srv:
+        nar = run_task(tiny_ws, "align_item_narrative", teacher=teacher(srv), options={"limit": 3})
+    from_catalog = rows_of(run_task(tiny_ws, "r0_grounding", options={"source": "catalog"}))
+    assert from_catalog and all(json.loads(r["extra"])["verified"] is True for r in from_catalog)
+    from_teacher = rows_of(run_task(tiny_ws, "r0_grounding", options={"source": nar.ref}))
+    assert len(from_teacher) == 3 and all(json.loads(r["extra"])["verified"] is False for r in from_teacher)
+    with pytest.raises(ConfigError, match="allow_unverified=false"):
+        run_task(tiny_ws, "r0_grounding", options={"source": nar.ref, "allow_unverified": "false"})
+
+
+def test_title2sid_disambiguates_a_title_shared_by_two_items(tiny_ws):
+    with tiny_ws.transaction() as con:   # a second catalog entry under an existing title (as MovieLens has 18)
+        con.execute("INSERT INTO items VALUES ('b7', 'Book 1', 'Another printing.', ['Fiction'], NULL, 'books')")
+        con.execute("INSERT INTO item_sids VALUES (1, 'b7', [9, 9, 9], ?)", [format_sid([9, 9, 9])])
+    rows = [r for r in rows_of(run_task(tiny_ws, "align_item", options={"variants": "title2sid"}))]
+    prompts = [r["messages"][0]["content"] for r in rows]
+    assert len(prompts) == len(set(prompts))              # identical prompts never carry different answers
+    named = {r["target_item_ids"][0]: p for r, p in zip(rows, prompts)}
+    assert '"Book 1 [item b1]"' in named["b1"] and '"Book 1 [item b7]"' in named["b7"]
+    assert '"Book 2"' in named["b2"]                        # unique titles unchanged
