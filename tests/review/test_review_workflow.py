@@ -56,7 +56,7 @@ def test_push_shows_trace_with_suggestions_and_is_idempotent(curated):
     assert fields["history"].startswith(display_text(f"1. Movie {k} ({1990 + k}) {sid}\n"))
     assert f"`{sid}`" in fields["history"]
     assert not any("\u2039" in v or "<b>" in v for v in fields.values())
-    assert "(not in the catalog)" in fields["answer"]  # the hallucinated SID is flagged for the annotator
+    assert display_text("(not in the catalog)") in fields["answer"]  # the hallucinated SID is flagged for the annotator
     assert fields["target"].startswith(f"Movie {(i + 7) % 40} ")
     assert r.metadata["level"] == ("R1" if i % 2 == 0 else "R3")
     assert r.metadata["teacher"] in ("local:smollm2", "openai:gpt-x")
