@@ -233,35 +233,35 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
 
 def bench_model(ws: Workspace, model_dir: str | Path, *, sid_version: int | None = None,
                 max_items: int | None = 50, max_users: int | None = 50, ks: Sequence[int] = (1, 5, 10),
-                batch_size: int = 4, r2_tokens: int = 160, store: bool = True) -> EvalResult:
+                batch_size: int = 4, r2_tokens: int = 160, caption_tokens: int = 48, store: bool = True) -> EvalResult:
     """One table R0 → R3 for a model, built from the test split only (test items for R0, test users for R3)."""
     from trainers.decoding import generate_ranked
 
-    sid_version = resolve_sid_version(ws, sid_version, None, model_dir)
-    if sid_version is None:
-        raise NotFound(f"no semantic IDs in {ws.root}; run `recot sids build` first")
+    sid_version = _resolve(ws, sid_version, model_dir)
     catalog = SidCatalog.load(ws, sid_version)
     items = ws.query(f"""
-        SELECT DISTINCT sp.item_id, i.title, i.description, x.sid FROM splits sp
+        SELECT DISTINCT sp.item_id, i.title, i.description, x.sid, coalesce(i.categories, []) FROM splits sp
         JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ? JOIN items i ON i.item_id = sp.item_id
         WHERE sp.split = 'test' ORDER BY sp.item_id {f'LIMIT {int(max_items)}' if max_items else ''}""",
                      [sid_version])
     model, tok = load_for_eval(model_dir, ws, sid_version)
-    prompts = [r0_grounding_messages(t or "", d) for _, t, d, _ in items]
+    prompts = [r0_grounding_messages(t or "", d) for _, t, d, _, _ in items]
     got = generate_ranked(model, tok, catalog.trie, prompts, think=False, num_beams=1, batch_size=batch_size)
-    r0 = sum(1 for g, (_, _, _, sid) in zip(got, items) if g[:1] == [sid]) / max(len(items), 1)
+    r0 = sum(1 for g, it in zip(got, items) if g[:1] == [it[3]]) / max(len(items), 1)
+    captions = perception_bench(model, tok, [(sid, t, list(c)) for _, t, _, sid, c in items],
+                                max_new_tokens=caption_tokens, batch_size=batch_size)
     r2 = r2_chain_bench(ws, model, tok, sid_version, max_users=max_users, max_new_tokens=r2_tokens)
     del model
     r3 = evaluate_model(ws, model_dir, ks=ks, modes=("no_think",), sid_version=sid_version, max_users=max_users,
                         batch_size=batch_size, store=False)
     metrics = {
-        "R0": {"grounding_accuracy": r0, "n": float(len(items))},
+        "R0": {"grounding_accuracy": r0, **captions, "n": float(len(items))},
         "R1": {"scored": 0.0},
         "R2": r2,
         "R3": {**r3.metrics["no_think"], "n": float(r3.n_users)},
     }
     config = {"kind": "bench", "max_items": max_items, "max_users": max_users, "ks": list(ks), "split": "test",
-              "r2_tokens": r2_tokens}
+              "r2_tokens": r2_tokens, "caption_tokens": caption_tokens}
     lineage = {"model": model_lineage(model_dir), "sid_version": sid_version}
     eval_id = _store(ws, model=str(model_dir), dataset=f"bench:test@sid_v{sid_version}", config=config,
                      metrics=metrics, lineage=lineage) if store else ""
@@ -269,10 +269,40 @@ def bench_model(ws: Workspace, model_dir: str | Path, *, sid_version: int | None
 
 
 @torch_no_grad_lazy
+def perception_bench(model, tok, items: Sequence[tuple[str, str | None, list[str]]], *, max_new_tokens: int = 48,
+                     batch_size: int = 4) -> dict[str, float]:
+    """Perception (SID → caption): the model describes each item from its SID alone (synth's r0_understand
+    student prompt, /no_think, greedy); word F1 against the item's title and categories (`caption_f1`)."""
+    from synth.tasks.templates import load_template
+    from trainers.decoding import answer_prefill
+    from trainers.metrics import caption_f1
+
+    if not items:
+        return {"caption_f1": 0.0}
+    template = load_template("r0_understand")
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    scores: list[float] = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        texts = [tok.apply_chat_template([{"role": "user", "content": template.render("student", sid=sid)
+                                           + " /no_think"}], tokenize=False, add_generation_prompt=True)
+                 + answer_prefill(None) for sid, _, _ in chunk]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        for (_, title, cats), text in zip(chunk, tok.batch_decode(gen[:, enc["input_ids"].shape[1]:],
+                                                                  skip_special_tokens=True)):
+            scores.append(caption_f1(text, title, cats))
+    return {"caption_f1": sum(scores) / len(scores)}
+
+
+@torch_no_grad_lazy
 def r2_chain_bench(ws: Workspace, model, tok, sid_version: int, *, max_users: int | None,
                    max_new_tokens: int = 160) -> dict[str, float]:
     """R2 on test users: the model writes an evolution chain for the train+valid history (greedy, free text);
-    scored against synth's reference chain of the same history with curation's R2 scorer."""
+    scored against synth's reference chain of the same history with curation's R2 scorer (order-free greedy
+    matching) and with OneReason's topic-generation scores (events aligned in order: `ordered_*`)."""
     from curation.filters.r2_score import r2_chain_score
     from synth.tasks.cognition import reference_chain
     from synth.tasks.history import Event, render_history
@@ -287,7 +317,10 @@ def r2_chain_bench(ws: Workspace, model, tok, sid_version: int, *, max_users: in
         WHERE sp.split IN ('train', 'valid') AND sp.user_id IN (SELECT user_id FROM splits WHERE split = 'test')
         GROUP BY sp.user_id ORDER BY TRY_CAST(sp.user_id AS BIGINT) NULLS LAST, sp.user_id
         {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version])
+    from trainers.metrics import topic_generation_scores
+
     scores, actions, logics = [], [], []
+    ordered: list[dict[str, float]] = []
     tok.padding_side = "left"
     for user_id, hist in rows:
         events = [Event(h["item_id"], h["sid"], h["title"] or "", h["ts"], h["domain"], list(h["cats"]))
@@ -305,8 +338,10 @@ def r2_chain_bench(ws: Workspace, model, tok, sid_version: int, *, max_users: in
         scores.append(s)
         actions.append(a)
         logics.append(lg)
+        ordered.append(topic_generation_scores(answer, ref))
     n = len(scores)
     if not n:
         return {"scored": 0.0}
     return {"chain_score": sum(scores) / n, "action_f1": sum(actions) / n, "logic_f1": sum(logics) / n,
-            "n": float(n)}
+            "ordered_action_f1": sum(o["action_f1"] for o in ordered) / n,
+            "ordered_logic_f1": sum(o["logic_f1"] for o in ordered) / n, "n": float(n)}
