@@ -32,6 +32,10 @@ class TeacherConfig(BaseModel):
     backend: Literal["openai", "vllm", "local", "skeleton"] = "local"   # skeleton: no model (model: v1)
     model: str = LOCAL_MODEL_NAME
     base_url: str | None = None                    # openai: e.g. http://127.0.0.1:8000/v1; None = api.openai.com
+                                                   # a YAML list spreads one job over several servers of the same
+                                                   # model: base_url becomes the first, base_urls holds them all
+    base_urls: tuple[str, ...] = ()                # openai: every endpoint (least-in-flight; see the backend)
+    endpoint_cooldown_s: float = Field(10.0, ge=0)  # openai, several endpoints: how long a failing one rests
     api_key_env: str = "OPENAI_API_KEY"            # env var holding the key; read at call time, never stored
     name: str | None = None                        # display name (runs, viewer); defaults to teacher_id
 
@@ -72,6 +76,24 @@ class TeacherConfig(BaseModel):
 
     # --- cache durability (see cache.py for the trade-off)
     fsync_interval_ms: float = Field(20.0, ge=0)   # group-commit window; 0 = fsync every response
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_list(cls, data: Any) -> Any:
+        """`base_url: [url1, url2, ...]` = several servers of one model; `base_url` keeps the first (so every
+        single-URL reader, e.g. cost's local-server check, still works) and `base_urls` all of them."""
+        if isinstance(data, dict) and isinstance(data.get("base_url"), list | tuple):
+            urls = [str(u) for u in data["base_url"]]
+            if not urls:
+                raise ValueError("base_url: an empty list; give one URL or a list of them")
+            return {**data, "base_url": urls[0], "base_urls": tuple(urls)}
+        if isinstance(data, dict) and data.get("base_urls") and not data.get("base_url"):
+            return {**data, "base_url": list(data["base_urls"])[0]}
+        return data
+
+    def endpoints(self) -> list[str | None]:
+        """The servers one job spreads over: base_urls, else [base_url] (None = the API's default host)."""
+        return list(self.base_urls) if self.base_urls else [self.base_url]
 
     @model_validator(mode="before")
     @classmethod

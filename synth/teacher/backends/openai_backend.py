@@ -6,11 +6,21 @@ Reasoning servers: vLLM with `--reasoning-parser` (and SGLang, DeepSeek's API) r
 `message.reasoning_content`, others (OpenRouter, newer vLLM) in `message.reasoning`, and only the answer in
 `content`. The choice text is then rebuilt as `<think>reasoning</think>answer` (types.join_reasoning), the one
 shape the parsers, the cache and the format filter know. `config.extra_body` goes into every request body
-(`extra_body=`), e.g. `{"chat_template_kwargs": {"enable_thinking": false}}` for Qwen3 on vLLM."""
+(`extra_body=`), e.g. `{"chat_template_kwargs": {"enable_thinking": false}}` for Qwen3 on vLLM.
+
+Several endpoints (`base_url: [url1, url2, ...]`, servers of the same model; the cache key does not include
+the URL, so any of them may answer any request): each request goes to the healthy endpoint with the fewest
+requests in flight (ties: the one sent fewest so far), which follows each server's real speed. An endpoint
+that fails with a transport fault (connection, timeout, 5xx, 429) rests for `endpoint_cooldown_s` (429: its
+Retry-After when longer) and the failed attempt is retried at once on another endpoint — still one attempt
+in the engine's accounting and retry budget. When every endpoint rests, the one back soonest is used."""
 from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass
+from typing import Any
 
 from synth.teacher.backends.base import Backend, Completion
 from synth.teacher.config import TeacherConfig
@@ -34,13 +44,28 @@ def _retry_after(exc) -> float | None:
     return None
 
 
+FAILOVER_KINDS = ("connection", "timeout", "server_error", "rate_limit")
+
+
+@dataclass
+class Endpoint:
+    """One server of a multi-endpoint teacher, with the counters the balancer uses."""
+    url: str | None
+    client: Any = None
+    in_flight: int = 0
+    sent: int = 0
+    failed: int = 0
+    down_until: float = 0.0
+
+
 class OpenAIBackend(Backend):
     name = "openai"
     network = True
 
     def __init__(self, config: TeacherConfig):
         self.config = config
-        self.client = None
+        self.client: Any = None
+        self.endpoints: list[Endpoint] = [Endpoint(u) for u in config.endpoints()]
 
     async def start(self) -> None:
         import openai
@@ -52,8 +77,26 @@ class OpenAIBackend(Backend):
                     f"no API key: set the environment variable {self.config.api_key_env} (or point base_url at "
                     f"a local OpenAI-compatible server)")
             key = "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
-        self.client = openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key, max_retries=0,
-                                         timeout=self.config.timeout_s)
+        for ep in self.endpoints:
+            ep.client = openai.AsyncOpenAI(base_url=ep.url, api_key=key, max_retries=0,
+                                           timeout=self.config.timeout_s)
+        self.client = self.endpoints[0].client
+
+    def _pick(self) -> Endpoint:
+        eps = self.endpoints
+        if len(eps) == 1:
+            return eps[0]
+        now = time.monotonic()
+        healthy = [e for e in eps if e.down_until <= now]
+        if not healthy:
+            return min(eps, key=lambda e: e.down_until)
+        return min(healthy, key=lambda e: (e.in_flight, e.sent))
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: url, requests sent, failed attempts, whether it is resting now."""
+        now = time.monotonic()
+        return [{"url": e.url, "sent": e.sent, "failed": e.failed, "resting": e.down_until > now}
+                for e in self.endpoints]
 
     def request_kwargs(self, request: ChatRequest) -> dict:
         p = request.params
@@ -73,11 +116,32 @@ class OpenAIBackend(Backend):
         return kw
 
     async def complete(self, request: ChatRequest) -> Completion:
-        import openai
 
         assert self.client is not None, "backend not started"
+        ep = self._pick()
+        ep.in_flight += 1
+        ep.sent += 1
         try:
-            resp = await self.client.chat.completions.create(**self.request_kwargs(request))
+            return await self._complete_on(ep, request)
+        except TeacherAttemptError as err:
+            ep.failed += 1
+            if len(self.endpoints) > 1 and err.kind in FAILOVER_KINDS:
+                rest = self.config.endpoint_cooldown_s
+                if err.kind == "rate_limit" and err.retry_after is not None:
+                    rest = max(rest, err.retry_after)
+                ep.down_until = time.monotonic() + rest
+                if any(e.down_until <= time.monotonic() for e in self.endpoints):
+                    log.info("teacher endpoint %s failed (%s); resting it %.0f s", ep.url, err.kind, rest)
+                    err.retry_after = 0.0          # another endpoint is up: retry there at once
+            raise
+        finally:
+            ep.in_flight -= 1
+
+    async def _complete_on(self, ep: Endpoint, request: ChatRequest) -> Completion:
+        import openai
+
+        try:
+            resp = await ep.client.chat.completions.create(**self.request_kwargs(request))
         except openai.RateLimitError as exc:
             raise TeacherAttemptError("rate_limit", f"429: {_msg(exc)}", retry_after=_retry_after(exc)) from None
         except openai.APITimeoutError:
@@ -103,9 +167,11 @@ class OpenAIBackend(Backend):
         return Completion(texts, reasons, usage)
 
     async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        for ep in self.endpoints:
+            if ep.client is not None:
+                await ep.client.close()
+                ep.client = None
+        self.client = None
 
 
 def _choice_text(message) -> str:
