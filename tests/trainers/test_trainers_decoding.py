@@ -124,3 +124,12 @@ def test_constrained_sampler_gives_n_completions_with_one_catalog_sid_each(tok):
         assert len(extract_sids(text.split("</think>")[1])) == 1
     for text in outs[1]:
         assert text.startswith("<think>\n\n</think>\n\n") and extract_sids(text)[0] in SIDS
+
+
+def test_think_mode_batches_prompts_of_different_lengths(tok):
+    model = scripted(tok, " Short thought.\n</think>", [format_sid((1, 0, 0))])
+    prompts = [PROMPT, [{"role": "user", "content": "A much longer history: " + " ".join(SIDS) + " /think"}],
+               [{"role": "user", "content": "x /think"}]]
+    out = decode(model, tok, SidTrie(SIDS), prompts, think=True, num_beams=2, think_budget=40, batch_size=3)
+    assert [d.reasoning for d in out] == ["Short thought."] * 3 and all(d.closed for d in out)
+    assert all(d.sids[0] == format_sid((1, 0, 0)) and len(d.sids) == 2 for d in out)
