@@ -151,7 +151,8 @@ def test_open_trace_shows_detail_and_keeps_model_text_literal(app_test, viewer_w
     assert any(SCRIPT in c.value for c in at.code)
     # readable version: escaped, SIDs as titles
     readable = [m.value for m in at.markdown if "Movie 2" in m.value and "script" in m.value]
-    assert readable and "\\<script\\>" in readable[0] and "<script>" not in readable[0]
+    # (the search "script" is highlighted: its matches inside a highlight directive, still escaped)
+    assert readable and "\\<:orange-background[script]\\>" in readable[0] and "<script>" not in readable[0]
     _assert_no_html_allowed(at)
     frames = _frames(at)
     history = next(f for f in frames if "role" in f)

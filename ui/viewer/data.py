@@ -73,6 +73,11 @@ def runs(root: str, stamp_: tuple) -> pd.DataFrame:
     return q.runs_table(_ws(root))
 
 
+@st.cache_data(ttl=3, show_spinner=False)   # a running job's counts move without a new version: re-read often
+def running(root: str, stamp_: tuple) -> pd.DataFrame:
+    return q.running_runs(_ws(root))
+
+
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)
 def review_progress(root: str, stamp_: tuple) -> pd.DataFrame:
     return q.review_progress(_ws(root))

@@ -127,6 +127,30 @@ def runs_table(ws: Workspace, limit: int = 200) -> pd.DataFrame:
     return df
 
 
+def running_runs(ws: Workspace) -> pd.DataFrame:
+    """Jobs still running (their process alive), with what they have done so far: a synth run's teacher
+    accounting (requests completed / cached / failed, which the engine writes into the run row as it goes)."""
+    from storage.runs import is_interrupted
+
+    with ws.reader() as con:
+        rows = con.execute("""SELECT run_id, kind, started_at, stats, config FROM runs WHERE status = 'running'
+                              ORDER BY started_at DESC""").fetchall()
+    out = []
+    for run_id, kind, started, stats, config in rows:
+        st_, cfg = _json(stats) or {}, _json(config) or {}
+        if is_interrupted("running", st_):
+            continue
+        teachers = [t for t in [st_.get("teacher"), *(st_.get("teachers") or [])] if isinstance(t, dict)]
+        done = sum(int(t.get("completed") or 0) + int(t.get("failed") or 0) for t in teachers)
+        total = sum(int(t.get("requests") or 0) for t in teachers)
+        out.append({"run_id": run_id, "kind": kind, "task": st_.get("task") or cfg.get("task"),
+                    "dataset": cfg.get("dataset"), "started_at": started,
+                    "requests done": f"{done:,} of {total:,}" if total else None,
+                    "cached": sum(int(t.get("cached") or 0) for t in teachers) if teachers else None,
+                    "failed": sum(int(t.get("failed") or 0) for t in teachers) if teachers else None})
+    return pd.DataFrame(out)
+
+
 def review_progress(ws: Workspace) -> pd.DataFrame:
     """Review rows by dataset and status (one row per sample and annotator in `reviews`)."""
     with ws.reader() as con:
@@ -228,7 +252,7 @@ class TraceFilter:
     reason: str | None = None         # name of a filter that dropped the sample
     user: str | None = None
     review_status: str | None = None  # a reviews.status value, or "unreviewed"
-    search: str | None = None         # text searched in reasoning and answer
+    search: str | None = None         # text searched in the prompt, the reasoning and the answer
     regex: bool = False               # treat `search` as a (case-insensitive) regular expression
 
     def active(self) -> dict[str, Any]:
@@ -328,6 +352,9 @@ def _where(ws: Workspace, dv: DatasetVersion, f: TraceFilter, con: duckdb.DuckDB
             conds.append("sample_id IN (SELECT sample_id FROM _review_ids)")
     if f.search:
         text_cols = [c for c in ("reasoning", "answer") if c in cols]
+        if "messages" in cols:   # the prompt: every message before the assistant's answer
+            text_cols.append("array_to_string(list_transform(list_filter(messages, lambda m: m.role <> 'assistant'), "
+                             "lambda m: m.content), chr(10))")
         if text_cols:
             # RE2 with the 'i' flag was the fastest case-insensitive scan here (faster than ILIKE or
             # contains(lower(...))); a plain search is the same regex with its metacharacters escaped.

@@ -81,14 +81,54 @@ def short_sid(sid: str) -> str:
     return "·".join(f"{chr(97 + i)}{c}" for i, c in enumerate(codes))
 
 
-def to_markdown(segs: list[Segment]) -> str:
-    """Readable Markdown: known SIDs as bold titles (with their codes), hallucinated ones on red, malformed ones
-    on orange (plain glyphs only: headless browsers often lack emoji fonts).
+def highlight_pattern(search: str | None, regex: bool = False) -> re.Pattern[str] | None:
+    """The traces page's search as a case-insensitive pattern (None when empty or not a valid regex)."""
+    if not search:
+        return None
+    try:
+        return re.compile(search if regex else re.escape(search), re.IGNORECASE)
+    except re.error:
+        return None
+
+
+def _escaped_with_highlights(text: str, pattern: re.Pattern[str] | None, line_start: bool) -> str:
+    """Escape `text`; matches of `pattern` go inside a highlight directive (their text escaped too)."""
+    if pattern is None:
+        return escape_markdown(text, line_start=line_start)
+    parts, pos = [], 0
+    for m in pattern.finditer(text):
+        if m.end() == m.start():
+            continue
+        if m.start() > pos:
+            parts.append(escape_markdown(text[pos:m.start()], line_start=line_start if not parts else False))
+        hit = escape_markdown(m.group(0), line_start=False).replace("  \n", " ")
+        parts.append(f":orange-background[{hit}]")
+        pos = m.end()
+    if pos < len(text):
+        parts.append(escape_markdown(text[pos:], line_start=line_start if not parts else False))
+    return "".join(parts)
+
+
+def _title_beside(segs: list[Segment], i: int, title: str) -> bool:
+    """Whether the text right before or after SID `i` already names its title (a history line "Heat (1995)
+    <sid>"): then the SID shows as its code only, not the title a second time."""
+    before = segs[i - 1].text if i > 0 and segs[i - 1].kind == "text" else ""
+    after = segs[i + 1].text if i + 1 < len(segs) and segs[i + 1].kind == "text" else ""
+    t = title.strip().lower()
+    return bool(t) and (before.rstrip(" :-—\t").lower().endswith(t) or after.lstrip(" :-—\t").lower().startswith(t))
+
+
+def to_markdown(segs: list[Segment], highlight: re.Pattern[str] | None = None) -> str:
+    """Readable Markdown: known SIDs as bold titles (with their codes; the code alone when the title is already
+    written beside the SID), hallucinated ones on red, malformed ones on orange (plain glyphs only: headless
+    browsers often lack emoji fonts); matches of `highlight` (the traces search) on orange.
     Model text (including titles, which come from data files) is always escaped."""
     parts: list[str] = []
-    for s in segs:
+    for i, s in enumerate(segs):
         if s.kind == "text":
-            parts.append(escape_markdown(s.text, line_start=not parts or parts[-1].endswith("\n")))
+            parts.append(_escaped_with_highlights(s.text, highlight, not parts or parts[-1].endswith("\n")))
+        elif s.kind == "sid" and s.title and _title_beside(segs, i, s.title):
+            parts.append(f"`{short_sid(s.text)}`")
         elif s.kind == "sid":
             parts.append(f"**{escape_markdown(s.title or s.item_id or '?')}** `{short_sid(s.text)}`")
         elif s.kind == "hallucinated":

@@ -17,6 +17,13 @@ def render(ctx: Ctx) -> None:
                                         ("Reviews", "reviews")]):
         col.metric(label, f"{counts.get(key, 0):,}")
 
+    live = data.running(ctx.root, ctx.stamp)
+    if not live.empty:
+        st.subheader("Running now")
+        st.caption("Jobs in progress (their dataset version appears when they finish); refreshed every few "
+                   "seconds.")
+        frame(live, key="overview_running")
+
     st.subheader("Datasets")
     ds = data.datasets(ctx.root, ctx.stamp)
     if ds.empty:
@@ -42,6 +49,35 @@ def render(ctx: Ctx) -> None:
         st.bar_chart(by_status, horizontal=True, x_label="status", y_label="samples")
 
 
+def funnel_chart(fn):
+    """Kept (green) and dropped (red) per filter in chain order, each bar labelled with its dropped count and
+    share: 50 dropped of 28,011 is a sliver of red no one sees, so the number is written next to it."""
+    import altair as alt
+    import pandas as pd
+
+    rows = []
+    for i, r in enumerate(fn.to_dict("records")):
+        n_in, out = r.get("in"), r.get("out")
+        dropped = 0 if pd.isna(r.get("dropped")) else int(r["dropped"])
+        share = f" ({dropped / n_in:.2%})" if dropped and n_in and not pd.isna(n_in) else ""
+        label = f"−{dropped:,}{share}" if dropped else "none dropped"
+        for part, n in (("kept", out), ("dropped", dropped)):
+            rows.append({"order": i, "filter": str(r["filter"]), "part": part,
+                         "samples": 0 if n is None or pd.isna(n) else int(n), "label": label})
+    df = pd.DataFrame(rows)
+    order = [str(f) for f in fn["filter"]]
+    base = alt.Chart(df).encode(y=alt.Y("filter:N", sort=order, title="filter (chain order)"))
+    bars = base.mark_bar().encode(
+        x=alt.X("sum(samples):Q", title="samples", stack=True),
+        color=alt.Color("part:N", scale=alt.Scale(domain=["kept", "dropped"], range=["#2e7d32", "#c62828"]),
+                        title=None),
+        tooltip=["filter:N", "part:N", "samples:Q"])
+    totals = df.groupby(["order", "filter", "label"], as_index=False)["samples"].sum()
+    text = alt.Chart(totals).mark_text(align="left", dx=4, color="#c62828", fontWeight="bold").encode(
+        y=alt.Y("filter:N", sort=order), x="samples:Q", text="label:N")
+    return (bars + text).properties(height=max(120, 34 * len(order)))
+
+
 def _funnel(ctx: Ctx, ds) -> None:
     st.subheader("Curation funnel")
     curated = ds[ds["curated"]].sort_values(["created_at"], ascending=False)["dataset"].tolist() if not ds.empty else []
@@ -53,10 +89,7 @@ def _funnel(ctx: Ctx, ds) -> None:
     if fn.empty:
         st.caption(f"{md(ref)} has no funnel report and no verdicts.")
         return
-    chart = fn.set_index("filter")[["out", "dropped"]].rename(columns={"out": "kept", "dropped": "dropped"})
-    # Keep the chain order on the axis (Streamlit sorts categories unless told not to).
-    st.bar_chart(chart, horizontal=True, stack=True, sort=False, color=["#2e7d32", "#c62828"],
-                 x_label="filter (chain order)", y_label="samples")
+    st.altair_chart(funnel_chart(fn), width="stretch")
     first_in = fn["in"].dropna().iloc[0] if fn["in"].notna().any() else None
     last_out = fn["out"].dropna().iloc[-1] if fn["out"].notna().any() else None
     if first_in:

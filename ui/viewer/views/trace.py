@@ -11,7 +11,7 @@ import streamlit as st
 
 from storage.cognition import LEVELS, PREAMBLE, skeleton_of, split_levels
 from ui.viewer import data
-from ui.viewer.render import segments, short_sid, skeleton_rows, to_markdown
+from ui.viewer.render import highlight_pattern, segments, short_sid, skeleton_rows, to_markdown
 from ui.viewer.views.common import Ctx, frame, md, sample_refs
 
 
@@ -21,13 +21,20 @@ def _text_block(label: str, text: str | None, lookup: dict, key: str) -> None:
         st.caption("(empty)")
         return
     segs = segments(text, lookup)
-    if any(s.kind != "text" for s in segs):
+    hl = _highlight()
+    if any(s.kind != "text" for s in segs) or (hl is not None and hl.search(text)):
         with st.container(border=True):
-            st.markdown(to_markdown(segs))
+            st.markdown(to_markdown(segs, hl))
         with st.expander(f"{label}: raw text"):
             st.code(text, language=None, wrap_lines=True)
     else:
         st.code(text, language=None, wrap_lines=True)
+
+
+def _highlight():
+    """The search of the Traces page this trace was opened from (its matches are highlighted here)."""
+    h = st.session_state.get("trace_highlight")
+    return highlight_pattern(h[0], h[1]) if h else None
 
 
 def _skeleton(sk: dict) -> None:
@@ -149,7 +156,10 @@ def render(ctx: Ctx) -> None:
         ans = pd.DataFrame([{"code": short_sid(a["sid"]),
                              "title": a["title"] if a["known"] else "HALLUCINATED (not in the catalog)",
                              "hit": a["sid"] in targets, "sid": a["sid"]} for a in answer])
-        frame(ans, key="trace_answer_sids")
+        if answer:
+            frame(ans, key="trace_answer_sids")
+        else:
+            st.caption("the answer names no SID")
     if targets and answer:
         hit = any(a["sid"] in targets for a in answer)
         st.markdown("**Target found in the answer.**" if hit else "**Target not in the answer.**")

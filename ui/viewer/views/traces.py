@@ -24,6 +24,16 @@ def _open_trace(ref: str) -> None:
         st.query_params.update({"page": "trace", "dataset": ref, "sample": sample})
 
 
+def _open_clicked(ref: str, ids: list[str]) -> None:
+    """Table selection callback: clicking a row opens that trace (one click, like a link)."""
+    sel = st.session_state.get("traces_table")
+    rows = list(getattr(getattr(sel, "selection", None), "rows", None) or
+                ((sel or {}).get("selection", {}).get("rows", []) if isinstance(sel, dict) else []))
+    if rows and 0 <= rows[0] < len(ids):
+        st.session_state["traces_open"] = ids[rows[0]]
+        _open_trace(ref)
+
+
 def _pick(label: str, options: list[str], key: str) -> str | None:
     if not options:
         return None
@@ -64,7 +74,7 @@ def render(ctx: Ctx) -> None:
         user = st.text_input("User id", key="traces_user").strip() or None
     c = st.columns([4, 1])
     with c[0]:
-        search = st.text_input("Search reasoning and answer", key="traces_search",
+        search = st.text_input("Search prompt, reasoning and answer", key="traces_search",
                                placeholder="words, a title, a SID token like <s_a_12> …").strip() or None
     with c[1]:
         regex = st.checkbox("Regular expression", key="traces_regex")
@@ -94,10 +104,14 @@ def render(ctx: Ctx) -> None:
                     (f" ({md(', '.join(f'{k}={v}' for k, v in active.items()))})" if active else "") +
                     f" — page {int(page)} of {pages}")
     df = data.trace_page(ctx.root, ctx.stamp, ref, filt_t, int(size), (int(page) - 1) * int(size))
-    frame(df, key="traces_table")
+    # what the trace page highlights
+    st.session_state["trace_highlight"] = (search, bool(regex and search)) if search else None
     if df.empty:
+        frame(df, key="traces_table")
         return
     ids = df["sample_id"].tolist()
+    st.caption("Click a row to open its trace.")
+    frame(df, key="traces_table", on_select=lambda: _open_clicked(ref, ids), selection_mode="single-row")
     previews = dict(zip(ids, df["answer_preview"] if "answer_preview" in df else [""] * len(ids)))
     tasks = dict(zip(ids, df["task"] if "task" in df else [""] * len(ids)))
     if st.session_state.get("traces_open") not in ids:
