@@ -118,3 +118,19 @@ def test_extra_body_sampling_fields_reach_offline_vllm(vllm_worker_ready, tmp_pa
     [forced] = make_engine(forced_cfg, cache_dir=tmp_path / "b").run([req], progress=False)
     assert short.ok and short.usage.completion_tokens < 90, short.usage
     assert forced.usage.completion_tokens >= 90, (forced.usage, forced.choices)
+
+
+@pytest.mark.timeout(300)
+def test_a_model_vllm_cannot_load_stops_the_run_with_the_workers_reason(tmp_path, monkeypatch):
+    from synth.teacher.errors import BackendUnavailable
+
+    bad = TeacherConfig(backend="vllm", model=str(tmp_path / "no-such-model"))
+    with pytest.raises(BackendUnavailable, match="no-such-model"):
+        make_engine(bad, cache_dir=tmp_path / "c").run(
+            [ChatRequest.from_messages([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=4))],
+            progress=False)
+    monkeypatch.setenv("RECOT_VLLM_PYTHON", str(tmp_path / "missing" / "python"))
+    with pytest.raises(BackendUnavailable, match="RECOT_VLLM_PYTHON"):
+        make_engine(VLLM_TEACHER, cache_dir=tmp_path / "d").run(
+            [ChatRequest.from_messages([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=4))],
+            progress=False)

