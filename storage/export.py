@@ -277,6 +277,10 @@ def import_chat(ws: Workspace, path: str | Path, name: str, *, task: str = "impo
     out = []
     for i, r in enumerate(rows, 1):
         msgs = r.get("messages")
+        if isinstance(msgs, str):  # OpenOneRec's README layout: a JSON string of {role, content: [typed parts]}
+            from storage.export_formats import chat_from_openonerec
+
+            msgs = chat_from_openonerec(msgs, file=str(path), line=i)
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m and "content" in m
                                                             for m in msgs):
             raise InputError("messages must be a non-empty list of {role, content}", file=str(path), line=i,

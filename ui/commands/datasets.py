@@ -100,19 +100,36 @@ def diff(a: Annotated[str, typer.Argument(help="NAME@vN")], b: Annotated[str, ty
 def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a catalog table: catalog:split, "
                                                        "catalog:items, catalog:interactions, catalog:users")],
                out: Annotated[Path, typer.Option("--out", "-o", help="output folder (must not exist or be empty)")],
-               fmt: Annotated[Literal["hf", "parquet", "openonerec"], typer.Option(
-                   "--format", "-f", help="Hugging Face save_to_disk folder, plain Parquet, or the OpenOneRec layout")]
+               fmt: Annotated[Literal["hf", "parquet", "openonerec", "minionerec", "trl"], typer.Option(
+                   "--format", "-f", help="Hugging Face save_to_disk folder, plain Parquet, the OpenOneRec layout, "
+                                          "MiniOneRec's CSV splits + index JSON (from the catalog), or TRL-ready "
+                                          "prompt/completion/messages Parquet")]
                = "hf",
-               domain: Annotated[str | None, typer.Option(help="catalog exports: only this domain")] = None,
+               domain: Annotated[str | None, typer.Option(help="only this domain's rows (comma-separated for "
+                                                               "several)")] = None,
                include_rejected: Annotated[bool, typer.Option(help="curated versions: also rows with keep = false")]
                = False,
                parquet_copy: Annotated[bool, typer.Option("--parquet-copy/--no-parquet-copy",
                                                           help="hf: also write parquet/ inside the folder")] = True,
                overwrite: bool = False, workspace: WorkspaceOpt = DEFAULT_WS) -> None:
-    """Export to Hugging Face datasets (save_to_disk), plain Parquet or the OpenOneRec layout. Atomic."""
+    """Export to Hugging Face datasets (save_to_disk), plain Parquet, or the OpenOneRec / MiniOneRec / TRL
+    layouts (storage/export_formats.py). Atomic."""
     from storage.export import export
 
     ws = open_ws(workspace, create=False)
+    if fmt in ("openonerec", "minionerec", "trl"):
+        from storage import export_formats as ef
+
+        doms = [d.strip() for d in domain.split(",") if d.strip()] if domain else None
+        if fmt == "minionerec":
+            fr = ef.export_minionerec(ws, out, domains=doms, overwrite=overwrite)
+        else:
+            fn = ef.export_openonerec if fmt == "openonerec" else ef.export_trl
+            fr = fn(ws, ref, out, domains=doms, include_rejected=include_rejected, overwrite=overwrite)
+        split = "  (" + ", ".join(f"{k}: {v:,}" for k, v in fr.splits.items()) + ")" if fr.splits else ""
+        console.print(f"exported {fr.ref} → {fr.out} as {fr.format}: {fr.rows:,} rows{split}")
+        console.print("  files: " + ", ".join(fr.files))
+        return
     r = export(ws, ref, fmt, out, domain=domain, include_rejected=include_rejected, overwrite=overwrite,
                with_parquet=parquet_copy)
     split = "  (" + ", ".join(f"{k}: {v:,}" for k, v in r.splits.items()) + ")" if r.splits else ""
