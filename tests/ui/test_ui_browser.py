@@ -113,14 +113,20 @@ def test_recot_ui_in_a_real_browser(viewer_server, browser_page, tmp_path):
     # Traces: search for the injected script, open that trace.
     _settle(page)
     page.get_by_text("Traces", exact=True).first.click()
-    search = page.get_by_label("Search reasoning and answer")
+    search = page.get_by_label("Search prompt, reasoning and answer")
     search.wait_for(timeout=30_000)
     search.fill("script")
     search.press("Enter")
     page.get_by_text("1 of 8 samples match").wait_for(timeout=30_000)
     _settle(page)
-    page.get_by_role("button", name="Open trace").click()
+    # one click on the row opens the trace (the row-selection marker at the grid's left edge, first data row)
+    grid = page.locator('[data-testid="stDataFrame"]').last
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
     page.get_by_text("User history").wait_for(timeout=30_000)
+    assert page.locator('input[aria-label="Sample id"]').input_value() == "s2"
     page.get_by_text("Annotator responses").wait_for(timeout=30_000)
     _settle(page)
     shot = tmp_path / "trace.png"
