@@ -1,7 +1,7 @@
 """The results ladder on MovieLens-100k (a benchmark, not a test): what each step of recot's recipe buys, on the
 SAME test users with the SAME protocol, CPU only, fixed seeds.
 
-    python benchmarks/research_ml100k.py                   # full ladder (budget: <= 60 min on 2 idle cores)
+    python benchmarks/research_ml100k.py                   # full ladder (aimed at <= 60 min on 2 idle cores; not measured)
     python benchmarks/research_ml100k.py --quick           # the same rows, a few steps each, the first 100 test users
     python benchmarks/research_ml100k.py --budget-scale 0.5 --users 0
 
@@ -60,7 +60,7 @@ MODEL_NAME = "scratch-L2-H256"
 MODEL_SPEC = dict(layers=2, hidden=256, heads=4)
 
 # Full-budget steps (x --budget-scale). Batch sizes are fixed, so a step is the same work in every mode.
-STEPS = {"pretrain": 150, "sft": 600, "cot": 100, "grpo": 10, "transfer": 100}
+STEPS = {"pretrain": 100, "sft": 400, "cot": 60, "grpo": 10, "transfer": 60}
 BATCH = {"pretrain": 8, "sft": 64, "cot": 8, "grpo": 8, "transfer": 8}
 # --quick: a fixed small profile for a busy machine (same rows, same batch sizes, fewer steps and users)
 QUICK_STEPS = {"pretrain": 10, "sft": 20, "cot": 10, "grpo": 2, "transfer": 10}
