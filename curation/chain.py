@@ -258,11 +258,14 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], 
 
 
 def _evaluate(f: Filter[Any], work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
-    """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local."""
+    """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local, or
+    partitioned by key when it is a distributable set-level step (dedup)."""
     sub = work if len(idx) == work.num_rows else work.take(pa.array(idx, pa.int64()))
     if executor != "local" and f.row_local and len(idx):
         v = _verdicts_on_executor(f, sub, ctx.ws, ctx.sid_version, ctx.run_id, executor)
         return v.validate(len(idx), f.label)
+    if executor != "local" and getattr(f, "distributed", False):
+        f = f.on_executor(executor)  # type: ignore[attr-defined]  # set-level, partitioned by key (dedup)
     return f.apply(sub, ctx)
 
 

@@ -4,7 +4,9 @@ Why here: synthesis (request building, parsing) and curation (per-sample filters
 `fn(pa.Table) -> pa.Table` over batches. Keeping execution separate from the step (datatrove's lesson) means
 scaling out is a configuration change: `--executor ray` runs the same function with
 `ray.data.Dataset.map_batches` on a local Ray instance or on the cluster named by `RAY_ADDRESS`.
-Steps that need a global view (deduplication, rejection sampling) stay on the driver.
+Steps that need a global view split it by key instead: `map_partitions` runs one task per partition (exact
+dedup partitions rows by text hash, near dedup its LSH buckets by band key, so no group straddles two
+partitions and the result equals the in-process run); rejection sampling and the judge stay on the driver.
 
 The function must be picklable for Ray: a module-level function, or `functools.partial` of one.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -66,7 +68,24 @@ def _loopback_only() -> Iterator[None]:
         services.resolve_ip_for_localhost, services.get_node_ip_address = resolve, node_ip
 
 
-def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
+def map_partitions(fn: Callable[[Any], Any], parts: Sequence[Any], *, executor: str = "local") -> list[Any]:
+    """`fn` over each partition of a set-level step, in-process or as one Ray task per partition (spread over
+    the cluster's workers); results in partition order. `fn` must be picklable (module level)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "local" or not parts:
+        return [fn(p) for p in parts]
+    ray = _ensure_ray()
+    task = ray.remote(_call)  # ray.remote takes functions, not partials: ship fn as an argument
+    fn_ref = ray.put(fn)
+    return list(ray.get([task.remote(fn_ref, p) for p in parts]))
+
+
+def _call(fn: Callable[[Any], Any], part: Any) -> Any:
+    return fn(part)
+
+
+def _ensure_ray() -> Any:
     try:
         import ray
         import ray.data
@@ -83,6 +102,11 @@ def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
                 ray.init(num_cpus=int(os.environ.get("RECOT_RAY_CPUS", os.cpu_count() or 1)),
                          _node_ip_address=LOOPBACK, **kwargs)
         log.info("ray initialised: %s", ray.cluster_resources())  # type: ignore[no-untyped-call]
+    return ray
+
+
+def _ray_map_batches(table: pa.Table, fn: BatchFn, batch_size: int) -> pa.Table:
+    ray = _ensure_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ds = ray.data.from_arrow(table).map_batches(fn, batch_format="pyarrow", batch_size=batch_size)

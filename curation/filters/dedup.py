@@ -13,14 +13,25 @@ each verified by the *exact* Jaccard of the two shingle sets (≥ threshold), an
 clusters. Exact verification means no false positives, and recall is limited only by the banding
 (16 bands × 8 rows: a pair at Jaccard 0.8 becomes a candidate with probability 1 − (1 − 0.8⁸)¹⁶ ≈ 0.95,
 at 0.85 ≈ 0.99).
+
+Distributed (`--executor ray`, or any executor in storage/executor.py): both run as a map stage plus
+partitioned set-level tasks, with the same verdicts as in-process. Exact: the row keys are computed per batch
+(`map_batches`), rows are partitioned by key (`h mod P`), and each partition runs the same DuckDB window — a
+group never straddles two partitions. Near: signatures, band keys and shingle sets are computed per batch;
+the (band, bucket key, row) triples are partitioned by bucket, each partition lists its buckets' candidate
+pairs (the same chain + star links as in-process), the pairs are verified by exact Jaccard in P tasks, and
+the driver only joins the verified edges into clusters (connected components over the few linked rows).
 """
 from __future__ import annotations
 
+import copy
+from functools import partial
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import rensa
 from pydantic import model_validator
 from scipy.sparse import coo_matrix
@@ -28,6 +39,25 @@ from scipy.sparse.csgraph import connected_components
 
 from curation.base import FilterContext, FilterParams, SetFilter, Verdicts, register
 from curation.text import Tokens, ngram_hashes, subset_tokens, text_keys, word_tokens
+from storage.executor import map_batches, map_partitions
+
+DEFAULT_PARTITIONS = 8
+"""Partitions of a distributed dedup (at least the cluster's worker count; more only adds task overhead)."""
+
+
+class _Distributable:
+    """Set-level filters that can run partitioned on an executor; the chain hands them its executor."""
+
+    distributed = True
+    executor: str = "local"
+    partitions: int = DEFAULT_PARTITIONS
+
+    def on_executor(self, executor: str, partitions: int | None = None) -> Any:
+        """A copy of this filter that runs partitioned on `executor`."""
+        other = copy.copy(self)
+        other.executor = executor
+        other.partitions = partitions or self.partitions
+        return other
 
 
 def _best_order(sample_ids: list[str], rank: np.ndarray) -> np.ndarray:
@@ -44,28 +74,28 @@ class ExactDedupParams(FilterParams):
 
 
 @register
-class ExactDedupFilter(SetFilter[ExactDedupParams], type_name="exact_dedup", review_label="other"):
+class ExactDedupFilter(_Distributable, SetFilter[ExactDedupParams], type_name="exact_dedup",
+                       review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
         n = table.num_rows
-        if p.normalize:
+        if self.executor != "local":
+            keys = map_batches(table.select([p.field]).rename_columns(["text"]),
+                               partial(_exact_key_batch, normalize=p.normalize), executor=self.executor,
+                               batch_size=EXECUTOR_BATCH_ROWS).column("h").to_numpy()
+        elif p.normalize:
             keys = text_keys(ctx.tokens(p.field, table))
         else:
             keys = np.array([hash_text(x) for x in table.column(p.field).to_pylist()], dtype=np.uint64)
         t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), "h": pa.array(keys, pa.uint64()),
                       "sample_id": table.column("sample_id"), "prompt_id": table.column("prompt_id"),
                       "rank": pa.array(np.nan_to_num(ctx.rank_score, nan=0.0))})
-        part = "prompt_id, h" if p.per_prompt else "h"
-        con = duckdb.connect()
-        try:
-            con.register("t", t)
-            res = con.sql(f"""
-                SELECT _row, first_value(sample_id) OVER w AS best, count(*) OVER (PARTITION BY {part}) AS size,
-                       row_number() OVER w AS rn
-                FROM t WINDOW w AS (PARTITION BY {part} ORDER BY rank DESC, sample_id)
-                QUALIFY size > 1""").to_arrow_table()
-        finally:
-            con.close()
+        if self.executor != "local":
+            parts = _split_by(t, keys, self.partitions)
+            res = pa.concat_tables(map_partitions(partial(exact_groups, per_prompt=p.per_prompt), parts,
+                                                  executor=self.executor))
+        else:
+            res = exact_groups(t, per_prompt=p.per_prompt)
         reasons: list[str | None] = [None] * n
         keep = np.ones(n, bool)
         rows = res.column("_row").to_numpy()
@@ -78,6 +108,44 @@ class ExactDedupFilter(SetFilter[ExactDedupParams], type_name="exact_dedup", rev
                 keep[r] = False
                 reasons[r] = f"exact duplicate: same {what} as {b} (group of {s}, kept {b})"
         return Verdicts(keep, reasons, np.full(n, np.nan))
+
+
+EXECUTOR_BATCH_ROWS = 8192
+
+
+def exact_groups(t: pa.Table, per_prompt: bool = False) -> pa.Table:
+    """Rows of `t` (_row, h, sample_id, prompt_id, rank) in a duplicate group: `_row`, the group's best
+    sample_id, its size and the row's rank in it (1 = kept)."""
+    part = "prompt_id, h" if per_prompt else "h"
+    con = duckdb.connect()
+    try:
+        con.register("t", t)
+        return con.sql(f"""
+            SELECT _row, first_value(sample_id) OVER w AS best, count(*) OVER (PARTITION BY {part}) AS size,
+                   row_number() OVER w AS rn
+            FROM t WINDOW w AS (PARTITION BY {part} ORDER BY rank DESC, sample_id)
+            QUALIFY size > 1""").to_arrow_table()
+    finally:
+        con.close()
+
+
+def _exact_key_batch(batch: pa.Table, normalize: bool = True) -> pa.Table:
+    """Map stage of distributed exact dedup: each row's 64-bit text key (row-local)."""
+    col = batch.column("text")
+    if normalize:
+        keys = text_keys(word_tokens(col))
+    else:
+        keys = np.array([hash_text(x) for x in col.to_pylist()], dtype=np.uint64)
+    return pa.table({"h": pa.array(keys, pa.uint64())})
+
+
+def _split_by(t: pa.Table, keys: np.ndarray, parts: int) -> list[pa.Table]:
+    """`t` split into `parts` tables by `keys mod parts` (rows with equal keys land together)."""
+    pid = (np.asarray(keys, np.uint64) % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(pid, kind="stable")
+    bounds = np.searchsorted(pid[order], np.arange(parts + 1))
+    return [t.take(pa.array(order[bounds[i]:bounds[i + 1]], pa.int64())) for i in range(parts)
+            if bounds[i + 1] > bounds[i]]
 
 
 def hash_text(text: str | None) -> int:
@@ -155,41 +223,150 @@ def near_duplicate_clusters(texts: pa.Array | Tokens, p: NearDedupParams
     return labels, sims
 
 
-def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray | None:
-    """Candidate pairs (rows of `sig` sharing a bucket in some band), unique and sorted; None when there are
-    none."""
+def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
+    """One 64-bit bucket key per row and band (rows × bands): equal keys ⇔ equal band values (up to hash
+    collisions)."""
     r = sig.shape[1] // bands
     mult = np.array([((0x9E3779B97F4A7C15 ^ (i * 0x632BE59BD9B4E019)) & 0xFFFFFFFFFFFFFFFF) | 1 for i in range(r)],
                     dtype=np.uint64)
-    pairs = []
     with np.errstate(over="ignore"):
-        for b in range(bands):
-            key = (sig[:, b * r:(b + 1) * r] * mult).sum(axis=1)
-            order = np.lexsort((np.arange(len(key)), key))
-            k = key[order]
-            same = np.r_[False, k[1:] == k[:-1]]          # member i shares the bucket of member i-1
-            if not same.any():
-                continue
-            first = np.maximum.accumulate(np.where(~same, np.arange(len(k)), 0))
-            idx = np.flatnonzero(same)
-            # each bucket member is linked to its predecessor (chain) and to the bucket's first member (star):
-            # all pairs for buckets of ≤ 3 members; for larger buckets a subset (the other bands and the
-            # transitive closure of the verified links usually supply the rest)
-            pairs.append(np.stack([order[idx - 1], order[idx]], 1))
-            star = idx[first[idx] != idx - 1]
-            if len(star):
-                pairs.append(np.stack([order[first[star]], order[star]], 1))
-    if not pairs:
-        return None
+        return np.stack([(sig[:, b * r:(b + 1) * r] * mult).sum(axis=1) for b in range(bands)], axis=1) \
+            if len(sig) else np.zeros((0, bands), np.uint64)
+
+
+def _band_pairs(sig: np.ndarray, bands: int) -> np.ndarray | None:
+    """Candidate pairs (rows of `sig` sharing a bucket in some band), unique and sorted; None when there are
+    none."""
+    n = len(sig)
+    pr = bucket_pairs(np.repeat(np.arange(bands, dtype=np.int64)[None, :], n, 0).ravel(),
+                      band_keys(sig, bands).ravel(), np.repeat(np.arange(n, dtype=np.int64), bands))
+    return pr if len(pr) else None
+
+
+def bucket_pairs(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Candidate pairs (k × 2, sorted, unique) from (band, bucket key, row) triples: each bucket member is
+    linked to its predecessor (chain) and to the bucket's first member (star), in row order — all pairs for
+    buckets of ≤ 3 members; for larger buckets a subset (the other bands and the transitive closure of the
+    verified links usually supply the rest). Only rows within one bucket are linked, so triples may be split
+    by bucket over partitions and the union of their pairs is the same."""
+    if len(row) < 2:
+        return np.zeros((0, 2), np.int64)
+    order = np.lexsort((row, key, band))
+    k, b, r = key[order], band[order], row[order]
+    same = np.r_[False, (k[1:] == k[:-1]) & (b[1:] == b[:-1])]   # member i shares the bucket of member i-1
+    if not same.any():
+        return np.zeros((0, 2), np.int64)
+    first = np.maximum.accumulate(np.where(~same, np.arange(len(k)), 0))
+    idx = np.flatnonzero(same)
+    pairs = [np.stack([r[idx - 1], r[idx]], 1)]
+    star = idx[first[idx] != idx - 1]
+    if len(star):
+        pairs.append(np.stack([r[first[star]], r[star]], 1))
     return np.unique(np.sort(np.concatenate(pairs), axis=1), axis=0)
 
 
+def _bucket_pairs_task(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    return bucket_pairs(*part)
+
+
+def _verify_task(part: tuple[np.ndarray, np.ndarray, np.ndarray, float]) -> np.ndarray:
+    """Exact Jaccard of candidate pairs (local row indices into the given shingle sets); the pairs ≥ threshold
+    as rows (a, b, jaccard)."""
+    pairs, hashes, offsets, threshold = part
+    sets = [hashes[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    out = []
+    for a, b in pairs:
+        sa, sb = sets[a], sets[b]
+        inter = len(np.intersect1d(sa, sb, assume_unique=True))
+        j = inter / (len(sa) + len(sb) - inter)
+        if j >= threshold:
+            out.append((a, b, j))
+    return np.array(out, dtype=np.float64).reshape(-1, 3)
+
+
+def _near_map_batch(batch: pa.Table, p: NearDedupParams) -> pa.Table:
+    """Map stage of distributed near dedup (row-local): eligibility, band keys and the sorted unique shingle set."""
+    tok = word_tokens(batch.column("text"))
+    n = len(tok.offsets) - 1
+    sh = ngram_hashes(tok, p.shingle_words)
+    elig = (sh.counts > 0) & (tok.counts >= p.min_words)
+    has = np.flatnonzero(elig)
+    keys = np.zeros((n, p.bands), np.uint64)
+    sets: list[np.ndarray] = [np.zeros(0, np.uint64)] * n
+    if len(has):
+        sub = subset_tokens(sh, has)
+        sig = np.array(minhash_matrix(sub, p.num_perm, p.seed).to_rows(), dtype=np.uint64)
+        keys[has] = band_keys(sig, p.bands)
+        for j, i in enumerate(has):
+            sets[i] = np.unique(sub.hashes[sub.offsets[j]:sub.offsets[j + 1]])
+    lens = np.array([len(x) for x in sets], np.int64)
+    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    flat = np.concatenate(sets) if n else np.zeros(0, np.uint64)
+    return pa.table({"elig": pa.array(elig, pa.bool_()),
+                     "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel(), pa.uint64()), p.bands),
+                     "shingles": pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pa.array(flat, pa.uint64()))})
+
+
+def near_duplicate_clusters_partitioned(texts: pa.Array | pa.ChunkedArray, p: NearDedupParams, *,
+                                        executor: str = "local", partitions: int = DEFAULT_PARTITIONS
+                                        ) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
+    """`near_duplicate_clusters` as map + partitioned tasks on `executor` (see the module doc); same result."""
+    n = len(texts)
+    labels = np.full(n, -1, np.int64)
+    mapped = map_batches(pa.table({"text": texts}), partial(_near_map_batch, p=p), executor=executor,
+                         batch_size=EXECUTOR_BATCH_ROWS)
+    rows = np.flatnonzero(mapped.column("elig").to_numpy(zero_copy_only=False))
+    if len(rows) < 2:
+        return labels, {}
+    bands = pc.list_flatten(mapped.column("bands")).to_numpy().reshape(n, p.bands)[rows]
+    band = np.repeat(np.arange(p.bands, dtype=np.int64)[None, :], len(rows), 0).ravel()
+    key = bands.ravel()
+    row = np.repeat(rows, p.bands)
+    with np.errstate(over="ignore"):
+        pid = ((key + band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) % np.uint64(partitions)).astype(int)
+    order = np.argsort(pid, kind="stable")
+    cuts = np.searchsorted(pid[order], np.arange(partitions + 1))
+    parts = [(band[o], key[o], row[o]) for o in (order[cuts[i]:cuts[i + 1]] for i in range(partitions))
+             if len(o) > 1]
+    found = [x for x in map_partitions(_bucket_pairs_task, parts, executor=executor) if len(x)]
+    if not found:
+        return labels, {}
+    pairs = np.unique(np.concatenate(found), axis=0)
+    shingles = mapped.column("shingles").combine_chunks()
+    chunks = []
+    for chunk in np.array_split(pairs, min(partitions, len(pairs))):
+        involved, local = np.unique(chunk, return_inverse=True)
+        sub = shingles.take(pa.array(involved, pa.int64()))
+        offs = sub.offsets.to_numpy() - sub.offsets[0].as_py()
+        chunks.append((local.reshape(-1, 2), pc.list_flatten(sub).to_numpy(), offs, p.threshold, involved))
+    verified = map_partitions(_verify_task, [c[:4] for c in chunks], executor=executor)
+    edges, sims = [], {}
+    for (_, _, _, _, involved), v in zip(chunks, verified):
+        for a, b, j in v:
+            ga, gb = int(involved[int(a)]), int(involved[int(b)])
+            edges.append((ga, gb))
+            sims[(ga, gb)] = float(j)
+    if not edges:
+        return labels, sims
+    e = np.array(edges)
+    nodes, local = np.unique(e, return_inverse=True)
+    local = local.reshape(-1, 2)
+    g = coo_matrix((np.ones(len(local)), (local[:, 0], local[:, 1])), shape=(len(nodes), len(nodes)))
+    _, comp = connected_components(g, directed=False)
+    labels[nodes] = comp
+    return labels, sims
+
+
 @register
-class NearDedupFilter(SetFilter[NearDedupParams], type_name="near_dedup", review_label="other"):
+class NearDedupFilter(_Distributable, SetFilter[NearDedupParams], type_name="near_dedup", review_label="other"):
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows
-        labels, sims = near_duplicate_clusters(ctx.tokens(p.field, table), p)
+        if self.executor != "local":
+            labels, sims = near_duplicate_clusters_partitioned(table.column(p.field), p, executor=self.executor,
+                                                               partitions=self.partitions)
+        else:
+            labels, sims = near_duplicate_clusters(ctx.tokens(p.field, table), p)
         reasons: list[str | None] = [None] * n
         keep = np.ones(n, bool)
         score = np.full(n, np.nan)
