@@ -6,23 +6,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, ConsoleDimensions
+from rich.console import Console
+from rich.table import Table
 
 from storage.workspace import DEFAULT_WORKSPACE, Workspace
 
 
 class _Console(Console):
-    """A rich Console that never truncates or wraps when its output is not a terminal: piped into grep or a
-    file, a table row is one line with every name in full (an 80-column default would cut names to `align_item…`)."""
+    """A rich Console whose tables never truncate or wrap when the output is not a terminal: piped into grep or
+    a file, a table row is one line with every name in full (the 80-column default cut names to `align_item…`).
+    Rules and panels keep the normal width."""
 
-    @property
-    def size(self) -> ConsoleDimensions:
-        size = super().size
-        return size if self.is_terminal else ConsoleDimensions(100_000, size.height)
-
-    @size.setter
-    def size(self, new_size: tuple[int, int]) -> None:
-        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+    def print(self, *objects: Any, **kw: Any) -> None:
+        if self.is_terminal or not any(isinstance(o, Table) for o in objects):
+            super().print(*objects, **kw)
+            return
+        saved = self._width
+        self.width = 100_000   # tables are not expanded: they take their content's width, no more
+        try:
+            super().print(*objects, **kw)
+        finally:
+            self._width = saved
 
 
 console = _Console()
