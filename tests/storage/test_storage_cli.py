@@ -1,6 +1,7 @@
 """The `recot ingest / datasets / workspace` commands end to end (CliRunner for output, subprocess for exit codes)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,16 @@ def test_export_of_a_version_with_no_kept_rows_fails_and_writes_nothing(tmp_path
     # with the rejected rows included there is something to export
     _ok(["datasets", "export", "cot-curated", "-o", str(out), "--include-rejected", "-w", str(ws_path)])
     assert len(datasets.load_from_disk(str(out))) == 3
+
+
+def test_export_prints_no_third_party_progress_bars(tmp_path):
+    """HF datasets' own tqdm bar ("Saving the dataset …") stays out of recot's output."""
+    ws_path = tmp_path / "ws"
+    write_version(Workspace.open(ws_path), "cot", _samples(3), step="synth")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+                                                            "HF_HUB_DISABLE_PROGRESS_BARS")}
+    r = subprocess.run([RECOT, "datasets", "export", "cot", "-o", str(tmp_path / "hf"), "-w", str(ws_path)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "exported cot@v1" in r.stdout
+    assert "Saving the dataset" not in r.stdout + r.stderr and "%|" not in r.stdout + r.stderr
