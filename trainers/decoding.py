@@ -193,8 +193,9 @@ def _answer(model, tokenizer, index: SidIdTrie, texts: list[str], excludes: Sequ
         roots = [index.without(ex) if ex else index.root for ex in excludes[i:i + batch_size]]
         proc = SidConstraintProcessor(roots, prompt_len=plen, rows_per_prompt=per, eos_token_ids=eos)
         kw: dict[str, Any] = dict(do_sample=True, temperature=temperature) if do_sample else \
-            dict(do_sample=False, num_beams=num_beams, num_return_sequences=num_beams, early_stopping=True,
-                 length_penalty=0.0)          # rank by the SID's total log-probability (collision SIDs are longer)
+            dict(do_sample=False, num_beams=num_beams, num_return_sequences=num_beams)
+        if per > 1:   # rank by the SID's total log-probability (collision SIDs are one token longer)
+            kw.update(early_stopping=True, length_penalty=0.0)
         gen = model.generate(**enc, max_new_tokens=index.sid_len + 1, logits_processor=LogitsProcessorList([proc]),
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **kw)
         decoded = tokenizer.batch_decode(gen[:, plen:], skip_special_tokens=False)
