@@ -171,16 +171,19 @@ def chat_text(messages: list[dict]) -> str:
 
 
 def to_pretrain_dataset(ws: Workspace, ref: str | DatasetVersion | None = None, *, sid_version: int | None = None,
-                        max_rows: int | None = None, seed: int = 0):
+                        max_rows: int | None = None, seed: int = 0, domains: Sequence[str] | None = None):
     """A `text` dataset: the rows of an alignment version (level 'alignment' when present, else every row),
     or — with no dataset — the catalog itself (see `catalog_corpus`). Returns (version or None, Dataset)."""
     from datasets import Dataset
 
     if ref is None:
+        if domains:
+            raise InputError(f"domains {list(domains)}: the catalog corpus has no domain selection; pass an "
+                             "alignment dataset (`dataset:`) to pretrain on some domains only")
         return None, Dataset.from_list([{"text": t} for t in catalog_corpus(ws, sid_version, max_rows=max_rows)])
     dv = ref if isinstance(ref, DatasetVersion) else resolve(ws, ref)
     levels = ["alignment"] if _has_level(dv, "alignment") else None
-    dv, table = load_samples(ws, dv, kept_only=True, levels=levels, max_rows=max_rows, seed=seed)
+    dv, table = load_samples(ws, dv, kept_only=True, levels=levels, max_rows=max_rows, seed=seed, domains=domains)
     texts = [chat_text(m) for m in table.column("messages").to_pylist()]
     return dv, Dataset.from_list([{"text": t} for t in texts if t])
 

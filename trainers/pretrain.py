@@ -87,7 +87,8 @@ def train_pretrain(ws: Workspace, cfg: PretrainConfig) -> TrainResult:
     sid_version = resolve_sid_version(ws, cfg.sid_version, dv, base)
     if sid_version is None:
         raise NotFound(f"no semantic IDs in {ws.root}; run `recot sids build` first")
-    dv, ds = to_pretrain_dataset(ws, dv, sid_version=sid_version, max_rows=cfg.max_samples, seed=cfg.seed)
+    dv, ds = to_pretrain_dataset(ws, dv, sid_version=sid_version, max_rows=cfg.max_samples, seed=cfg.seed,
+                                 domains=cfg.domains)
     data_refs = [dv.ref] if dv else [f"catalog:sid_version={sid_version}"]
     config = cfg.model_dump(mode="json")
     with training_run(ws, "pretrain", {**config, "datasets": data_refs, "base_model": base}) as run:
