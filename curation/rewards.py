@@ -292,12 +292,61 @@ def ndcg_rank_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], 
     return out
 
 
+def sidreasoner_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, target_sid: Any = None,
+                       target_sids: Any = None, think: Any = None, **kwargs: Any) -> list[float]:
+    """SIDReasoner's reward schedule as one reward: a completion without `</think>` scores 0; otherwise
+    0.25 / 0.5 / 1.0 for 1 / 2 / all levels of the answer's first SID matching the best reference, plus 0.1
+    when the completion is well formed (`format_reward`)."""
+    targets = _per_sample_targets(len(completions), target_sid, target_sids)
+    fmt = format_reward(prompts, completions, think=think)
+    out = []
+    for comp, tg, ok in zip(completions, targets, fmt):
+        text = completion_text(comp)
+        if "</think>" not in text:
+            out.append(0.0)
+            continue
+        sids = answer_sids(comp)
+        pred = sids[0] if sids else None
+        levels = 0.0
+        for t in tg:
+            p_codes, t_codes = _codes(pred), _codes(t)
+            if p_codes is not None and p_codes == t_codes:
+                levels = max(levels, EXACT_REWARD)
+            elif p_codes is not None:
+                levels = max(levels, PREFIX_REWARDS.get(min(prefix_match_levels(pred, t), 2), 0.0))
+        out.append(levels + (VALIDITY_BONUS if ok else 0.0))
+    return out
+
+
+def beam_rank_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, target_sid: Any = None,
+                     target_sids: Any = None, num_generations: int | None = None, **kwargs: Any) -> list[float]:
+    """MiniOneRec's rank reward for rollouts that are the beams of one constrained beam search, in beam order
+    (TRL passes a prompt's `num_generations` completions consecutively): a hit earns 1.0; a miss at beam rank r
+    earns -(1/log2(r+1)) / Σ_j 1/log2(j+1), so confidently ranked wrong items are penalised most. Without
+    `num_generations` every completion counts as rank 1."""
+    import math
+
+    targets = _per_sample_targets(len(completions), target_sid, target_sids)
+    g = int(num_generations) if num_generations else 1
+    norm = sum(1.0 / math.log2(j + 2) for j in range(g))
+    out = []
+    for i, (comp, tg) in enumerate(zip(completions, targets)):
+        sids = answer_sids(comp)
+        if sids and exact_hit(sids[:1], tg):
+            out.append(1.0)
+        else:
+            out.append(-(1.0 / math.log2(i % g + 2)) / norm)
+    return out
+
+
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "sid_validity": sid_validity_reward,
     "exact_hit": exact_hit_reward,
     "prefix_partial": prefix_partial_sid_reward,
     "ndcg_rank": ndcg_rank_reward,
+    "sidreasoner": sidreasoner_reward,       # SIDReasoner's schedule in one reward (needs </think>)
+    "beam_rank": beam_rank_reward,           # MiniOneRec's rank reward (completions in beam order)
 }
 
 

@@ -79,7 +79,7 @@ def build_rewards(ws: Workspace, cfg: RLConfig, sid_version: int | None):
     if unknown:
         raise ConfigError(f"unknown reward(s) {unknown} in `rewards:`; known: {sorted(REWARD_FUNCS)}")
     valid = set(SidCatalog.load(ws, sid_version).all_sids())
-    return bind_rewards(cfg.rewards, valid_sids=valid, k=cfg.ndcg_k)
+    return bind_rewards(cfg.rewards, valid_sids=valid, k=cfg.ndcg_k, num_generations=cfg.num_generations)
 
 
 def window_prompts(ws: Workspace, cfg: RLConfig, sid_version: int) -> Any:

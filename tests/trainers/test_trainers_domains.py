@@ -243,3 +243,30 @@ def test_rl_window_prompts_outnumber_users_on_movielens(ml100k_sids_ws):
     row = ds[0]
     assert row["prompt"][-1]["role"] == "user" and row["target_sid"] == row["target_sids"][0]
     assert len(set(ds["prompt_id"])) == len(ds)
+
+
+def test_sidreasoner_reward_schedule():
+    from curation.rewards import REWARD_FUNCS
+    from storage.sid import format_sid
+
+    t = format_sid((1, 2, 3))
+    fn = REWARD_FUNCS["sidreasoner"]
+    comps = [f"<think>\nwhy\n</think>\n\n{t}",                     # exact + format
+             f"<think>\nwhy\n</think>\n\n{format_sid((1, 2, 0))}",  # two levels + format
+             f"<think>\nwhy\n</think>\n\n{format_sid((1, 0, 0))}",  # one level + format
+             f"{t}",                                                # no </think>: 0
+             "<think>\nwhy\n</think>\n\nno sid"]                    # nothing to match, malformed answer
+    got = fn(None, comps, target_sid=[t] * 5, think=[True] * 5)
+    assert got == pytest.approx([1.1, 0.6, 0.35, 0.0, 0.0])
+
+
+def test_beam_rank_reward_penalises_higher_ranked_misses_more():
+    from curation.rewards import REWARD_FUNCS
+    from storage.sid import format_sid
+
+    t, w = format_sid((1, 2, 3)), format_sid((0, 0, 0))
+    comps = [f"<think>\n\n</think>\n\n{s}" for s in (w, t, w, w)]   # one prompt, 4 beams in beam order
+    got = REWARD_FUNCS["beam_rank"](None, comps, target_sid=[t] * 4, num_generations=4)
+    assert got[1] == 1.0 and got[0] < got[2] < got[3] < 0
+    norm = sum(1 / math.log2(j + 2) for j in range(4))
+    assert got[0] == pytest.approx(-1 / norm)
