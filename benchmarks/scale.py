@@ -21,7 +21,8 @@ Stages, each in its own subprocess (so each peak RSS — getrusage ru_maxrss in 
   yet: reads every segment and writes index.bin) and the next start (reads the index only), plus one lookup.
 
 Per stage: wall seconds, rows/s, peak RSS; per stage the growth exponent between consecutive sizes
-(log(t2/t1) / log(n2/n1); 1.0 = linear). Results → benchmarks/results/scale.json, plot → docs/img/scale.png.
+(log(t2/t1) / log(n2/n1) with n = the rows that stage processed — interactions, items, output samples,
+traces, cached responses; 1.0 = linear). Results → benchmarks/results/scale.json, plot → docs/img/scale.png.
 
     python benchmarks/scale.py [--sizes 1,10,100,200] [--items-axis 10000,100000,1000000]
                                [--cache-sizes 10000,100000,1000000] [--work /tmp/recot-scale]
@@ -303,9 +304,8 @@ def summarize(result: dict[str, Any]) -> None:
         by_stage: dict[str, list[tuple[float, float, float]]] = {}
         for entry in result.get(axis, []):
             for st, r in entry["stages"].items():
-                if "seconds" in r and r.get("rows"):
-                    x = entry.get("interactions") or entry.get("items") or entry.get("responses")
-                    by_stage.setdefault(st, []).append((x, r["seconds"], r["peak_rss_mb"]))
+                if "seconds" in r and r.get("rows"):    # growth per row the stage itself processed
+                    by_stage.setdefault(st, []).append((r["rows"], r["seconds"], r["peak_rss_mb"]))
         result.setdefault("exponents", {})[axis] = {
             st: {"time": exponents([(x, t) for x, t, _ in pts]), "peak_rss": exponents([(x, m) for x, _, m in pts]),
                  "max_peak_rss_mb": max(m for _, _, m in pts)} for st, pts in by_stage.items()}
@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/recot-scale"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "scale.png")
+    ap.add_argument("--replot", action="store_true", help="only redraw the plot (and exponents) from --out")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--ws", type=Path, help=argparse.SUPPRESS)
@@ -369,6 +370,12 @@ def main(argv: list[str] | None = None) -> None:
         res = stage(args.stage, args.data, args.ws, args.arg)
         res["_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(res, default=str))
+        return
+    if args.replot:                                   # e.g. after stopping a run that could not finish
+        done = json.loads(args.out.read_text())
+        summarize(done)
+        args.out.write_text(json.dumps(done, indent=2, default=str) + "\n")
+        plot(done, args.plot)
         return
 
     result: dict[str, Any] = {
