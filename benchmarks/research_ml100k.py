@@ -1,7 +1,7 @@
 """The results ladder on MovieLens-100k (a benchmark, not a test): what each step of recot's recipe buys, on the
 SAME test users with the SAME protocol, CPU only, fixed seeds.
 
-    python benchmarks/research_ml100k.py                   # full ladder (aimed at <= 60 min on 2 idle cores; not measured)
+    python benchmarks/research_ml100k.py                   # full ladder (aimed at <= 60 min, 2 idle cores)
     python benchmarks/research_ml100k.py --quick           # the same rows, a few steps each, the first 100 test users
     python benchmarks/research_ml100k.py --budget-scale 0.5 --users 0
 
@@ -266,8 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     add("sft-direct", h.model(m_direct, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
 
     # 2. alignment pretraining (catalog corpus) → the same SFT
-    m_align, rec = train("pretrain", ws, work, "align", model=init, dataset=None, n_steps=steps("pretrain", scale, args.quick),
-                         lr=1e-3, max_length=256)
+    m_align, rec = train("pretrain", ws, work, "align", model=init, dataset=None,
+                         n_steps=steps("pretrain", scale, args.quick), lr=1e-3, max_length=256)
     stages.append(rec)
     m_align_sft, rec2 = train("sft", ws, work, "align-sft-direct", model=m_align, dataset=win, n_steps=n_sft,
                               lr=1e-3, max_length=192, max_samples=n_sft * BATCH["sft"])

@@ -34,7 +34,7 @@ def _sid_version(ws: Workspace, sid_version: int | None) -> int:
     return int(v)
 
 
-def _save(model, tok, out: str | Path, lineage: dict[str, Any]) -> Path:
+def _save(model: Any, tok: Any, out: str | Path, lineage: dict[str, Any]) -> Path:
     from trainers.common import LINEAGE_FILE
 
     out = Path(out)
@@ -45,7 +45,7 @@ def _save(model, tok, out: str | Path, lineage: dict[str, Any]) -> Path:
     return out
 
 
-def n_parameters(model) -> int:
+def n_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (tied input/output embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
@@ -105,7 +105,8 @@ def scratch_model(ws: Workspace, out: str | Path, *, layers: int = 2, hidden: in
     try:  # keep the base's generation settings (its EOS is the chat's end-of-turn token)
         model.generation_config = GenerationConfig.from_pretrained(src)
     except OSError:
-        model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     info = {"kind": "init-scratch", "tokenizer": src, "layers": layers, "hidden": hidden, "heads": heads,
             "kv_heads": kv_heads or heads, "intermediate": intermediate or 4 * hidden, "seed": seed,
             "sid_version": v, "parameters": n_parameters(model), "vocab": len(tok)}
