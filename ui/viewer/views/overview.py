@@ -66,15 +66,19 @@ def funnel_chart(fn):
                          "samples": 0 if n is None or pd.isna(n) else int(n), "label": label})
     df = pd.DataFrame(rows)
     order = [str(f) for f in fn["filter"]]
+    totals = df.groupby(["order", "filter", "label"], as_index=False)["samples"].sum()
+    totals["dropped_any"] = totals["label"] != "none dropped"
+    # room on the right for the labels of the longest bars
+    x_scale = alt.Scale(domain=[0, max(1, int(totals["samples"].max())) * 1.3])
     base = alt.Chart(df).encode(y=alt.Y("filter:N", sort=order, title="filter (chain order)"))
     bars = base.mark_bar().encode(
-        x=alt.X("sum(samples):Q", title="samples", stack=True),
+        x=alt.X("sum(samples):Q", title="samples", stack=True, scale=x_scale),
         color=alt.Color("part:N", scale=alt.Scale(domain=["kept", "dropped"], range=["#2e7d32", "#c62828"]),
-                        title=None),
+                        title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["filter:N", "part:N", "samples:Q"])
-    totals = df.groupby(["order", "filter", "label"], as_index=False)["samples"].sum()
-    text = alt.Chart(totals).mark_text(align="left", dx=4, color="#c62828", fontWeight="bold").encode(
-        y=alt.Y("filter:N", sort=order), x="samples:Q", text="label:N")
+    text = alt.Chart(totals).mark_text(align="left", dx=4, fontWeight="bold").encode(
+        y=alt.Y("filter:N", sort=order), x=alt.X("samples:Q", scale=x_scale), text="label:N",
+        color=alt.condition("datum.dropped_any", alt.value("#c62828"), alt.value("#757575")))
     return (bars + text).properties(height=max(120, 34 * len(order)))
 
 
