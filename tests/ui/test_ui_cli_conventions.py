@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from typer.testing import CliRunner
+from ui_workspace import TITLES
 
 from ui.cli import app
 
@@ -67,6 +68,8 @@ def test_json_output_of_list_and_show_commands(viewer_ws_path):
     assert synth and set(synth[0]["produced"]) == {"r3_recommend@v1", "r3_recommend@v2"}
     tasks = json.loads(runner.invoke(app, ["synth", "list", "--json", "-w", ws]).stdout)
     assert "r3_recommend" in {t["name"] for t in tasks}
+    info = json.loads(runner.invoke(app, ["workspace", "info", "--json", "-w", ws]).stdout)
+    assert info["rows"]["dataset_versions"] == 3 and info["rows"]["items"] == len(TITLES)
     chains = json.loads(runner.invoke(app, ["curate", "chains", "--json"]).stdout)
     assert "default" in {c["chain"] for c in chains}
 

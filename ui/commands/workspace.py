@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from storage.errors import RecotError
-from ui.commands.common import DEFAULT_WS, WorkspaceOpt, console, open_ws
+from ui.commands.common import DEFAULT_WS, JsonOpt, WorkspaceOpt, console, emit_json, open_ws
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and check the workspace.")
 
@@ -30,12 +30,22 @@ def _human(n: int) -> str:
 
 @app.command("info")
 def info(workspace: WorkspaceOpt = DEFAULT_WS,
-         runs: Annotated[int, typer.Option("--runs", help="how many recent runs to list")] = 8) -> None:
+         runs: Annotated[int, typer.Option("--runs", help="how many recent runs to list")] = 8,
+         as_json: JsonOpt = False) -> None:
     """Row counts per table and domain, sizes on disk, the latest runs."""
     from storage.runs import list_runs
 
     ws = open_ws(workspace, create=False)
     counts = ws.counts()
+    if as_json:
+        doms = ws.query("""SELECT domain, count(*) FROM items GROUP BY 1 ORDER BY 1""")
+        sizes = {"catalog.duckdb": _size(ws.db_path), "total": _size(ws.root)}
+        if ws.datasets_dir.is_dir():
+            sizes |= {f"datasets/{d.name}": _size(d) for d in sorted(ws.datasets_dir.iterdir()) if d.is_dir()}
+        emit_json({"workspace": str(ws.root), "rows": counts, "items_per_domain": dict(doms), "bytes": sizes,
+                   "runs": [{**r, "stats": r["stats"] if not isinstance(r["stats"], str) else json.loads(r["stats"])}
+                            for r in list_runs(ws, limit=runs)]})
+        return
     t = Table(title=f"workspace {ws.root}")
     t.add_column("table")
     t.add_column("rows", justify="right")
