@@ -367,6 +367,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage:                                    # child mode
         import resource
 
+        limit = os.environ.get("RECOT_SCALE_DUCKDB_MEMORY")
+        if limit:                                     # experiment: cap DuckDB's memory (it spills to disk)
+            import duckdb
+
+            connect = duckdb.connect
+
+            def capped(database: str = ":memory:", read_only: bool = False, config: dict | None = None) -> Any:
+                cfg = {"memory_limit": limit, "temp_directory": str(args.work / "duckdb-spill"), **(config or {})}
+                return connect(database, read_only=read_only, config=cfg)
+            duckdb.connect = capped
+
         res = stage(args.stage, args.data, args.ws, args.arg)
         res["_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(res, default=str))
