@@ -42,6 +42,14 @@ def default_workspace_path() -> Path:
     return Path(os.environ.get("RECOT_WORKSPACE", DEFAULT_WORKSPACE))
 
 
+def duckdb_config(db_path: Path) -> dict[str, str | bool | int | float | list[str]]:
+    """Connection settings from the environment: RECOT_DUCKDB_MEMORY_LIMIT (e.g. "2GB") caps what one DuckDB
+    connection holds in memory — past it, sorts, joins and windows spill to `<db>.tmp` — so a large job's peak
+    RSS stays bounded (DuckDB's own default is 80% of the machine's RAM). Unset: DuckDB's defaults."""
+    limit = os.environ.get("RECOT_DUCKDB_MEMORY_LIMIT")
+    return {"memory_limit": limit, "temp_directory": f"{db_path}.tmp"} if limit else {}
+
+
 @dataclass
 class Workspace:
     """Handle on a workspace folder. Cheap to create; holds no open connection."""
@@ -173,7 +181,7 @@ class Workspace:
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
+                return duckdb.connect(str(self.db_path), read_only=read_only, config=duckdb_config(self.db_path))
             except duckdb.IOException as exc:  # file locked by another process' transaction
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     if "lock" in str(exc).lower():
