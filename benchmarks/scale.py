@@ -16,6 +16,9 @@ Stages, each in its own subprocess (so each peak RSS — getrusage ru_maxrss in 
 - align_user: `run_task(ws, "align_user")` (deterministic SQL task, windows over every user's history);
 - curate: the `default` chain over synthetic CoT traces (benchmarks/curation.py's generator; rows =
   interactions / 20, capped by --max-curate-rows), writing the curated version with every verdict;
+DuckDB's memory per connection is capped (--duckdb-memory, default 2GB, via RECOT_DUCKDB_MEMORY_LIMIT): past
+it DuckDB spills to disk, which is what keeps align_user's and ingest's peak RSS bounded.
+
 - viewer: `trace_page` first page + a full-text search page over the align_user version;
 - teacher cache start with 10^4 / 10^5 / 10^6 cached responses in 100 segments: the first start (no index
   yet: reads every segment and writes index.bin) and the next start (reads the index only), plus one lookup.
@@ -358,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/recot-scale"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "scale.png")
+    ap.add_argument("--duckdb-memory", default="2GB",
+                    help="RECOT_DUCKDB_MEMORY_LIMIT for every stage (DuckDB spills past it; '' = DuckDB's default, "
+                         "80%% of RAM)")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot (and exponents) from --out")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -366,17 +372,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.stage:                                    # child mode
         import resource
-
-        limit = os.environ.get("RECOT_SCALE_DUCKDB_MEMORY")
-        if limit:                                     # experiment: cap DuckDB's memory (it spills to disk)
-            import duckdb
-
-            connect = duckdb.connect
-
-            def capped(database: str = ":memory:", read_only: bool = False, config: dict | None = None) -> Any:
-                cfg = {"memory_limit": limit, "temp_directory": str(args.work / "duckdb-spill"), **(config or {})}
-                return connect(database, read_only=read_only, config=cfg)
-            duckdb.connect = capped
 
         res = stage(args.stage, args.data, args.ws, args.arg)
         res["_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -393,8 +388,11 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "scale", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "embedder": "cheap: 32-d = main-category random centroid + 0.35 × Gaussian noise (embedding excluded)",
+        "duckdb_memory_limit": args.duckdb_memory or "DuckDB default (80% of RAM)",
         "interaction_axis": [], "item_axis": [], "cache_axis": [],
     }
+    if args.duckdb_memory:
+        os.environ["RECOT_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory     # inherited by every stage
 
     def save() -> None:
         summarize(result)
