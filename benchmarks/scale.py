@@ -16,12 +16,12 @@ Stages, each in its own subprocess (so each peak RSS — getrusage ru_maxrss in 
 - align_user: `run_task(ws, "align_user")` (deterministic SQL task, windows over every user's history);
 - curate: the `default` chain over synthetic CoT traces (benchmarks/curation.py's generator; rows =
   interactions / 20, capped by --max-curate-rows), writing the curated version with every verdict;
-DuckDB's memory per connection is capped (--duckdb-memory, default 2GB, via RECOT_DUCKDB_MEMORY_LIMIT): past
-it DuckDB spills to disk, which is what keeps align_user's and ingest's peak RSS bounded.
-
 - viewer: `trace_page` first page + a full-text search page over the align_user version;
 - teacher cache start with 10^4 / 10^5 / 10^6 cached responses in 100 segments: the first start (no index
   yet: reads every segment and writes index.bin) and the next start (reads the index only), plus one lookup.
+
+DuckDB's memory per connection is capped (--duckdb-memory, default 2GB, via RECOT_DUCKDB_MEMORY_LIMIT): past
+it DuckDB spills to disk, which is what keeps align_user's and ingest's peak RSS bounded.
 
 Per stage: wall seconds, rows/s, peak RSS; per stage the growth exponent between consecutive sizes
 (log(t2/t1) / log(n2/n1) with n = the rows that stage processed — interactions, items, output samples,
