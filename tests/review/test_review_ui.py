@@ -48,7 +48,7 @@ def test_annotator_reviews_trace_in_browser(curated, tmp_path):
             page.goto(f"{conn.url}/dataset/{dataset_id}/annotation-mode", wait_until="networkidle")
             page.get_by_text("User history (titles [SID])").wait_for(timeout=60_000)
             body = page.inner_text("body")
-            # markdown "1\\. Movie k \\(year\\) `<|sid_begin|><s_a_…>…<|sid_end|>`": the UI shows the real SID
+            # markdown "1\. Movie k \(year\) `<|sid_begin|><s_a_…>…<|sid_end|>`": the UI shows the real SID
             sid_shown = history.split("`")[1]
             assert sid_shown.startswith("<|sid_begin|><s_a_") and sid_shown in body, (sid_shown, body[:2000])
             assert "\u2039" not in body and "Overall quality" in body and "hallucinated item" in body
