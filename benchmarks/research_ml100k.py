@@ -67,6 +67,8 @@ QUICK_STEPS = {"pretrain": 10, "sft": 20, "cot": 10, "grpo": 2, "transfer": 10}
 QUICK_USERS = 100
 
 log = logging.getLogger("research_ml100k")
+# --resume: stages and rows of an interrupted run (its ladder/partial.json), reused instead of recomputed
+RESUME: dict[str, dict[str, Any]] = {"stages": {}, "rows": {}}
 
 
 def stamp(msg: str) -> None:
@@ -194,9 +196,13 @@ def steps(kind: str, scale: float, quick: bool = False) -> int:
 def train(kind: str, ws, workdir: Path, name: str, *, model: Path, dataset: str | None, n_steps: int, lr: float,
           max_length: int, **extra: Any) -> tuple[Path, dict[str, Any]]:
     """One training stage through recot's trainers; returns (model folder, its record)."""
+    from trainers.common import LINEAGE_FILE
     from trainers.config import load_config
 
     out = workdir / name
+    if name in RESUME["stages"] and (out / LINEAGE_FILE).exists():   # --resume: this stage finished before
+        stamp(f"resumed {name} from {out}")
+        return out, {**RESUME["stages"][name], "resumed": True}
     bs = BATCH[extra.pop("batch_key", kind)]
     common = dict(model=str(model), dataset=dataset, out=str(out), max_steps=n_steps, per_device_train_batch_size=bs,
                   learning_rate=lr, max_length=max_length, seed=SEED, logging_steps=max(1, n_steps // 10),
@@ -242,12 +248,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
 
+    if args.resume and (work / "partial.json").exists():
+        prior = json.loads((work / "partial.json").read_text())
+        RESUME["stages"] = {st["stage"]: st for st in prior["stages"]}
+        for r in prior["rows"]:
+            kept = {k: v for k, v in r.items() if k not in ("row", "mode")}
+            RESUME["rows"].setdefault(r["row"], {})[r["mode"]] = kept
+        stamp(f"resuming: stages {sorted(RESUME['stages'])}, rows {sorted(RESUME['rows'])}")
+
     def add(row: str, metrics: dict[str, dict[str, Any]], **info: Any) -> None:
         for mode, m in metrics.items():
             rows.append({"row": row, "mode": mode, **m, **info})
             stamp(f"{row} [{mode}]: HR@10 {m.get('HR@10')} NDCG@10 {m.get('NDCG@10')}")
         partial = {"rows": rows, "stages": stages}
         (work / "partial.json").write_text(json.dumps(partial, indent=2, default=str))
+
+    def evaluate(row: str, model_dir: Path, modes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        done = RESUME["rows"].get(row, {})
+        if all(m in done for m in modes):
+            return {m: {k: v for k, v in done[m].items() if k not in ("model", "train_s")} for m in modes}
+        return h.model(model_dir, modes)
 
     work.mkdir(parents=True, exist_ok=True)
     for name, m in h.baselines().items():
@@ -263,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     m_direct, rec = train("sft", ws, work, "sft-direct", model=init, dataset=win, n_steps=n_sft, lr=1e-3,
                           max_length=192, max_samples=n_sft * BATCH["sft"])
     stages.append(rec)
-    add("sft-direct", h.model(m_direct, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
+    add("sft-direct", evaluate("sft-direct", m_direct, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
 
     # 2. alignment pretraining (catalog corpus) → the same SFT
     m_align, rec = train("pretrain", ws, work, "align", model=init, dataset=None,
@@ -272,7 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     m_align_sft, rec2 = train("sft", ws, work, "align-sft-direct", model=m_align, dataset=win, n_steps=n_sft,
                               lr=1e-3, max_length=192, max_samples=n_sft * BATCH["sft"])
     stages.append(rec2)
-    add("align→sft-direct", h.model(m_align_sft, ("no_think",)), model=MODEL_NAME,
+    add("align→sft-direct", evaluate("align→sft-direct", m_align_sft, ("no_think",)), model=MODEL_NAME,
         train_s=rec["seconds"] + rec2["seconds"])
 
     # 3. + SFT on the skeleton teacher's three-level CoT (half thinking rows): think / no-think / race
@@ -280,7 +300,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     m_cot, rec = train("sft", ws, work, "cot-mix", model=m_align_sft, dataset=cot, n_steps=n_cot, lr=5e-4,
                        max_length=768, think_ratio=0.5, batch_key="cot")
     stages.append(rec)
-    add("+cot (think_ratio 0.5)", h.model(m_cot, ("no_think", "think", "race")), model=MODEL_NAME,
+    add("+cot (think_ratio 0.5)", evaluate("+cot (think_ratio 0.5)", m_cot, ("no_think", "think", "race")),
+        model=MODEL_NAME,
         train_s=rec["seconds"])
 
     # 4. + a short GRPO on window prompts (catalog rewards: format, SID validity, prefix-partial, NDCG rank)
@@ -290,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           max_samples=n_rl * BATCH["grpo"], num_generations=4, max_completion_length=24,
                           temperature=1.0, batch_key="grpo")
         stages.append(rec)
-        add("+grpo", h.model(m_rl, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
+        add("+grpo", evaluate("+grpo", m_rl, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
     except Exception as e:  # recorded as a failed row, never silently dropped; the other rows still run
         log.exception("GRPO stage failed")
         rows.append({"row": "+grpo", "mode": "failed", "model": MODEL_NAME, "error": f"{type(e).__name__}: {e}"})
@@ -301,7 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         m_tr, rec = train("sft", ws, work, f"cot-ratio{int(ratio)}", model=m_align_sft, dataset=cot, n_steps=n_tr,
                           lr=5e-4, max_length=768, think_ratio=ratio, batch_key="transfer")
         stages.append(rec)
-        add(f"cot think_ratio {ratio:g}", h.model(m_tr, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
+        add(f"cot think_ratio {ratio:g}", evaluate(f"cot think_ratio {ratio:g}", m_tr, ("no_think",)),
+            model=MODEL_NAME, train_s=rec["seconds"])
 
     total = time.monotonic() - t_start
     best = max((r for r in rows if r["model"] != "-"), key=lambda r: r.get("HR@10", 0.0))
@@ -319,7 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "race": "5 think + 5 no-think, think first (trainers.metrics.race_merge)"},
         "model": {"name": MODEL_NAME, **MODEL_SPEC, "init": "from scratch, seed 0",
                   "tokenizer": "SmolLM2-135M-Instruct + SID tokens"},
-        "data": data, "stages": stages, "rows": rows,
+        "data": data, "stages": stages, "rows": rows, "resumed": sorted(RESUME["stages"]),
         "goal": {"best_row": best["row"], "best_mode": best["mode"], "best_HR@10": best.get("HR@10"),
                  "popular_HR@10": pop.get("HR@10"), "beats_popular": best.get("HR@10", 0) > pop.get("HR@10", 0)},
         "wall_s": round(total, 1),
@@ -386,6 +408,8 @@ def main() -> None:
     p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--think-budget", type=int, default=448, help="reasoning tokens before </think> is forced")
     p.add_argument("--eval-batch", type=int, default=32)
+    p.add_argument("--resume", action="store_true", help="reuse the stages and rows an interrupted run finished "
+                                                          "(<workspace>/ladder/partial.json)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "research_ml100k.json"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results.md"), help="'' to leave the docs alone")
     args = p.parse_args()
