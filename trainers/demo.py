@@ -1,7 +1,8 @@
 """The demo pipeline — the main job end to end on embedded defaults, with no network: ingest MovieLens-100k
 (shipped in an installed package) → SIDs (packaged MiniLM + residual K-means) → a deterministic alignment
-corpus + a small CoT batch with the embedded teacher → curation; optionally SFT for a few steps and evaluate
-on CPU.
+corpus + a three-level cognition CoT corpus from the skeleton teacher (no model: the data-derived cognition
+skeleton verbalized, a baseline and a demonstration) + a small CoT batch with the embedded teacher → curation;
+optionally SFT for a few steps and evaluate on CPU.
 
 One function per stage, each a call into the packages (the same functions the other commands use) that
 returns what it made; `run_demo` sequences them. `recot demo` (ui/commands/demo.py) prints the result and
@@ -23,11 +24,12 @@ from storage.workspace import Workspace
 ALIGNMENT_TASKS = ("align_item", "align_token", "align_relational", "r0_item_qa")
 # (name, title) of each stage, in order; the title is what the CLI shows as the stage starts.
 STAGES = (
-    ("ingest", "1/5 ingest MovieLens-100k"),
-    ("sids", "2/5 semantic IDs (3 x 256, residual K-means)"),
-    ("alignment", "3/5 alignment corpus (deterministic, from the catalog)"),
-    ("cot", "4/5 CoT batch with the embedded teacher (SmolLM2-135M-Instruct, CPU)"),
-    ("curate", "5/5 curation (default chain)"),
+    ("ingest", "1/6 ingest MovieLens-100k"),
+    ("sids", "2/6 semantic IDs (3 x 256, residual K-means)"),
+    ("alignment", "3/6 alignment corpus (deterministic, from the catalog)"),
+    ("cot_skeleton", "4/6 three-level CoT from the skeleton teacher (skeleton:v1, no model)"),
+    ("cot", "5/6 CoT batch with the embedded teacher (SmolLM2-135M-Instruct, CPU)"),
+    ("curate", "6/6 curation (default chain)"),
     ("train+eval", "extra: SFT a few steps on CPU, then eval on the test split"),
 )
 
@@ -35,6 +37,7 @@ STAGES = (
 @dataclass
 class DemoConfig:
     users: int = 4           # users in the CoT batch (R3 hint + blind, R1, R2)
+    skeleton_users: int = 200  # users in the skeleton-teacher R3 corpus (hint mode, three-level v2 template)
     align_users: int = 100   # users for the user-level alignment task (sliding windows)
     max_tokens: int = 160    # teacher max new tokens per CoT answer
     train: bool = False      # also SFT a few steps on CPU and evaluate
@@ -98,6 +101,18 @@ def alignment(ws: Workspace, *, align_users: int = 100, progress: bool = True) -
                          progress=progress))
     return StageResult("alignment", ", ".join(f"{d.ref} ({d.rows:,})" for d in made), time.monotonic() - t0,
                        outputs=made)
+
+
+def cot_skeleton(ws: Workspace, *, users: int = 200, progress: bool = True) -> StageResult:
+    """R3 three-level traces (template v2, hint mode) written by the skeleton teacher: every claim comes from the
+    user's train history, so the corpus is structurally right and grounded — labelled `skeleton:v1` everywhere."""
+    from synth.tasks.run import run_task
+    from synth.teacher.config import TeacherConfig
+
+    t0 = time.monotonic()
+    dv = run_task(ws, "r3_recommend", dataset="cot_skeleton", teacher=TeacherConfig(backend="skeleton", model="v1"),
+                  options={"users": users, "mode": "hint"}, progress=progress)
+    return StageResult("cot_skeleton", f"{dv.ref} ({dv.rows})", time.monotonic() - t0, outputs=[dv])
 
 
 def cot(ws: Workspace, *, users: int = 4, max_tokens: int = 160, progress: bool = True) -> StageResult:
@@ -169,11 +184,14 @@ def run_demo(ws: Workspace, cfg: DemoConfig | None = None, *,
     start("alignment")
     made = alignment(ws, align_users=cfg.align_users, progress=cfg.progress)
     out.stages.append(made)
+    start("cot_skeleton")
+    skeleton = cot_skeleton(ws, users=cfg.skeleton_users, progress=cfg.progress)
+    out.stages.append(skeleton)
     start("cot")
     teacher = cot(ws, users=cfg.users, max_tokens=cfg.max_tokens, progress=cfg.progress)
     out.stages.append(teacher)
     start("curate")
-    curated = curate(ws, made.outputs + teacher.outputs)
+    curated = curate(ws, made.outputs + skeleton.outputs + teacher.outputs)
     out.stages.append(curated)
     if cfg.train:
         start("train+eval")

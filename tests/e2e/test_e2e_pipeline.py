@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     root = tmp_path_factory.mktemp("e2e") / "ws"
     ws = Workspace.open(root)
     started: list[str] = []
-    result = run_demo(ws, DemoConfig(users=2, align_users=20, max_tokens=96, progress=False),
+    result = run_demo(ws, DemoConfig(users=2, skeleton_users=60, align_users=20, max_tokens=96, progress=False),
                       on_stage=lambda name, _title: started.append(name))
     return Demo(root, ws, result, started)
 
@@ -61,7 +62,7 @@ def catalog(demo: Demo) -> SidCatalog:
 
 # ---- 1. the main job, stage by stage ------------------------------------------------------------------
 def test_demo_runs_every_stage_in_order(demo):
-    assert demo.started == ["ingest", "sids", "alignment", "cot", "curate"]
+    assert demo.started == ["ingest", "sids", "alignment", "cot_skeleton", "cot", "curate"]
     assert [s.name for s in demo.result.stages] == demo.started
     assert not any(s.skipped for s in demo.result.stages)  # a fresh workspace: nothing to resume
 
@@ -97,6 +98,26 @@ def test_cot_batch_comes_from_the_embedded_teacher(demo):
     assert [d.name for d in made] == list(TEACHER_DATASETS)
     cot = get_version(demo.ws, "cot")
     assert cot.rows >= 2 and cot.manifest["synth"]["teachers"] == ["local:smollm2-135m-instruct"]
+
+
+def test_skeleton_teacher_cot_is_three_level_and_survives_the_default_chain(demo):
+    """Issue 14's bar: the skeleton-teacher CoT set keeps >= 90% after the default chain, every kept trace has
+    the three levels in order and carries the data-derived skeleton it verbalizes."""
+    from storage.cognition import LEVELS, skeleton_of, split_levels
+
+    (made,) = demo.result.stage("cot_skeleton").outputs
+    assert made.name == "cot_skeleton" and made.rows == 60
+    assert made.manifest["synth"]["teachers"] == ["skeleton:v1"]
+    cur = next(cv for cv in demo.result.stage("curate").outputs if cv.name == "cot_skeleton-curated")
+    rows = read_dv(cur).to_pylist()
+    kept = [r for r in rows if r["keep"]]
+    assert len(kept) >= 0.9 * len(rows), Counter(r["reject_reason"] for r in rows if not r["keep"])
+    for r in kept:
+        levels = split_levels(r["reasoning"])
+        assert isinstance(levels, dict) and all(levels[lv].strip() for lv in LEVELS), levels
+        skel = skeleton_of(r["extra"])
+        assert skel is not None and skel["interest_points"] and skel["target_point"] is not None
+        assert r["answer_sids"] == r["target_sids"]  # hint mode: the answer is the held-out target
 
 
 def test_curation_keeps_every_sample_with_a_verdict_and_its_parent(demo):

@@ -1,5 +1,6 @@
 """`recot demo`: the main job end to end on embedded defaults, with no network — ingest MovieLens-100k → SIDs
-→ alignment corpus + a small CoT batch with the embedded teacher → curation → a workspace the viewer opens;
+→ alignment corpus + a skeleton-teacher three-level CoT corpus + a small CoT batch with the embedded teacher
+→ curation → a workspace the viewer opens;
 `--train` also runs SFT for a few steps and evaluates on CPU.
 
 The pipeline itself is trainers/demo.py (also called by the end-to-end test); this command only prints it.
@@ -22,6 +23,8 @@ def demo(
     workspace: WorkspaceOpt = DEFAULT_WS,
     users: Annotated[int, typer.Option(
         help="users in the CoT batch (R3 hint + blind, R1, R2) with the embedded teacher")] = 4,
+    skeleton_users: Annotated[int, typer.Option(
+        help="users in the three-level CoT corpus written by the skeleton teacher (no model)")] = 200,
     align_users: Annotated[int, typer.Option(help="users for the user-level alignment task (sliding windows)")] = 100,
     max_tokens: Annotated[int, typer.Option(help="teacher max new tokens per CoT answer")] = 160,
     train: Annotated[bool, typer.Option(
@@ -32,8 +35,9 @@ def demo(
     from trainers.demo import DemoConfig, run_demo
 
     ws = open_ws(workspace)
-    result = run_demo(ws, DemoConfig(users=users, align_users=align_users, max_tokens=max_tokens, train=train,
-                                     rebuild=rebuild, progress=True),
+    cfg = DemoConfig(users=users, skeleton_users=skeleton_users, align_users=align_users, max_tokens=max_tokens,
+                     train=train, rebuild=rebuild, progress=True)
+    result = run_demo(ws, cfg,
                       on_stage=lambda _name, title: console.rule(f"[bold]{title}"))
 
     table = Table(title=f"recot demo — workspace {ws.root} ({result.seconds:.0f}s)")
