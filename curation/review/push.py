@@ -30,6 +30,7 @@ from curation.review.stack import Connection, connect, ping
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import ConfigError, NotFound, RecotError
 from storage.runs import recorded_run
+from storage.sid import CODE_TOKEN_PATTERN, SID_BEGIN, SID_END
 from storage.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class _Catalog:
 
 
 # A whole SID, or a stray SID-like token (`<s_a_12>`, `<|sid_end|>`), possibly malformed.
-_SID_RUN = re.compile(r"(?:<\|sid_begin\|>|<s_[a-z]_\d+>|<\|sid_end\|>)+")
+_SID_RUN = re.compile(rf"(?:{re.escape(SID_BEGIN)}|{CODE_TOKEN_PATTERN}|{re.escape(SID_END)})+")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
