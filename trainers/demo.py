@@ -158,10 +158,11 @@ def train_and_eval(ws: Workspace, curated: list[DatasetVersion]) -> StageResult:
     t0 = time.monotonic()
     src = next(cv for cv in curated if cv.name == "align_item-curated")
     result = train_sft(ws, SFTTrainConfig(dataset=src.ref, max_steps=3, max_samples=64, max_length=192))
-    ev = evaluate_model(ws, result.out_dir, ks=(1, 5, 10), max_users=8, num_beams=10)
-    m = ev.metrics.get("no_think", {})
-    return StageResult("train+eval", f"model {result.out_dir.name}; HR@10 {m.get('HR@10', 0.0):.3f} "
-                       f"on {ev.n_users} test users", time.monotonic() - t0,
+    ev = evaluate_model(ws, result.out_dir, ks=(1, 5, 10), max_users=8, num_beams=10, baselines=True)
+    m, pop = ev.metrics.get("no_think", {}), ev.metrics.get("popular", {})
+    return StageResult("train+eval", f"model {result.out_dir.name}; HR@10 {m.get('HR@10', 0.0):.3f} vs "
+                       f"most-popular {pop.get('HR@10', 0.0):.3f} on the same {ev.n_users} test users",
+                       time.monotonic() - t0,
                        details={"model_dir": result.out_dir, "metrics": ev.metrics})
 
 
