@@ -64,8 +64,15 @@ def test_partitioned_near_dedup_equals_in_process(partitions):
     assert _same_clusters(labels, labels2) and sims2 == sims
 
 
-def test_distributed_dedup_on_ray_equals_in_process(monkeypatch):
-    pytest.importorskip("ray")
+@pytest.fixture
+def fresh_ray():
+    """A local Ray for this test only: shut down afterwards so later tests start their own."""
+    ray = pytest.importorskip("ray")
+    yield
+    ray.shutdown()
+
+
+def test_distributed_dedup_on_ray_equals_in_process(monkeypatch, fresh_ray):
     monkeypatch.setenv("RECOT_RAY_CPUS", "2")
     monkeypatch.setattr("curation.filters.dedup.EXECUTOR_BATCH_ROWS", 128)   # several map batches
     table = _table(_texts())
