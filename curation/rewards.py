@@ -24,9 +24,6 @@ from typing import Any
 from storage.answer import check_format, reasoning_and_answer
 from storage.sid import SidFormatError, extract_sids, find_malformed_sids, format_sid, parse_sid
 
-# The (reasoning, answer) split under its historical name here (trainers and curation filters import it).
-split_think = reasoning_and_answer
-
 # SIDReasoner's prefix-partial schedule: 1 level → 0.25, 2 levels → 0.5, the whole SID → 1.0, and a 0.1
 # bonus for emitting a valid SID at all (so the policy first learns to speak the SID language).
 PREFIX_REWARDS = {1: 0.25, 2: 0.5}

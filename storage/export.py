@@ -253,16 +253,6 @@ def _load_external(path: Path) -> tuple[pa.Table, str]:
         raise InputError(f"cannot read as Parquet: {e}", file=str(files[0])) from None
 
 
-def _split_think(text: str | None) -> tuple[str | None, str | None]:
-    if not text:
-        return None, text
-    if "<think>" in text and "</think>" in text:
-        a = text.index("<think>") + len("<think>")
-        b = text.index("</think>")
-        return text[a:b].strip(), text[b + len("</think>"):].strip()
-    return None, text.strip()
-
-
 def import_chat(ws: Workspace, path: str | Path, name: str, *, task: str = "imported") -> DatasetVersion:
     """Import an HF dataset folder or Parquet with a chat `messages` column (e.g. an OpenOneRec file or a
     recot export) as a new version of dataset `name` in the sample layout."""
@@ -271,6 +261,7 @@ def import_chat(ws: Workspace, path: str | Path, name: str, *, task: str = "impo
     if "messages" not in t.column_names:
         raise InputError(f"no 'messages' column; found {', '.join(t.column_names)}", file=str(path),
                          field="messages")
+    from storage.answer import split_think
     from storage.sid import extract_sids
 
     rows = t.to_pylist()
@@ -293,7 +284,8 @@ def import_chat(ws: Workspace, path: str | Path, name: str, *, task: str = "impo
                 raise InputError("metadata is not valid JSON", file=str(path), line=i, field="metadata") from None
         src = {**meta, **{k: v for k, v in r.items() if k in SAMPLE_SCHEMA.names}}
         last = msgs[-1]["content"] if msgs[-1]["role"] == "assistant" else None
-        reasoning, answer = _split_think(last)
+        parsed = split_think(last)  # the one rule for a think block (storage/answer.py)
+        reasoning, answer = parsed.reasoning, parsed.answer
         sid = src.get("sample_id") or r.get("uuid") or stable_id("import", name, msgs)
         row = {k: src.get(k) for k in SAMPLE_SCHEMA.names}
         row.update({

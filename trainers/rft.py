@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from curation.rewards import answer_sids, exact_hit, format_reward, prefix_partial_reward, split_think
+from curation.rewards import answer_sids, exact_hit, format_reward, prefix_partial_reward
+from storage.answer import reasoning_and_answer
 from storage.datasets import write_version
 from storage.errors import ConfigError, RecotError
 from storage.records import samples_from_pylist, stable_id
@@ -160,7 +161,7 @@ def train_rft(ws: Workspace, cfg: RFTConfig) -> TrainResult:
             now = datetime.now(UTC)
             for row, comps, src in zip(prompts_ds, outs, source):
                 for score, text in select_correct(comps, row["target_sids"], row["think"], cfg):
-                    reasoning, answer = split_think(text)
+                    reasoning, answer = reasoning_and_answer(text)
                     sid = stable_id("rft", run_id, r, row["prompt_id"], text)
                     msgs = list(row["prompt"]) + [{"role": "assistant", "content": text}]
                     rows.append({"sample_id": sid, "prompt_id": row["prompt_id"], "task": row["task"],

@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from curation.base import FilterParams, RowFilter, RowVerdict, register, rows_nonempty, rows_where
-from curation.rewards import exact_hit, ndcg_at_k, prefix_match_levels, prefix_partial_reward, split_think
+from curation.rewards import exact_hit, ndcg_at_k, prefix_match_levels, prefix_partial_reward
+from storage.answer import reasoning_and_answer
 from storage.sid import SidFormatError, extract_sids, parse_sid
 
 
@@ -44,7 +45,7 @@ def predictions(answer_sids: list[str] | None, answer: str | None, completion: s
         return list(answer_sids)
     if answer:
         return extract_sids(answer)
-    return extract_sids(split_think(completion or "")[1])
+    return extract_sids(reasoning_and_answer(completion or "")[1])
 
 
 def judge_outcome(preds: list[str], targets: list[str], p: OutcomeParams) -> tuple[bool, str | None, float]:

@@ -6,7 +6,7 @@ import json
 import random
 from datetime import UTC, datetime
 
-from curation.rewards import split_think
+from storage.answer import reasoning_and_answer
 from storage.datasets import write_version
 from storage.records import SAMPLE_SCHEMA, samples_from_pylist
 from storage.sid import extract_sids, format_sid
@@ -54,7 +54,7 @@ def reasoning_text(seed: int, sentences: int = 7) -> str:
 def make_sample(key: str, completion: str, *, target: str | None = "1", think: bool = True, mode: str = "blind",
                 level: str = "R3", task: str = "r3_recommend", prompt_id: str | None = None,
                 error: str | None = None, reference: dict | None = None, sid_version: int = 1) -> dict:
-    reasoning, answer = split_think(completion)
+    reasoning, answer = reasoning_and_answer(completion)
     return {
         "sample_id": key, "prompt_id": prompt_id or f"p-{key}", "task": task, "level": level, "mode": mode,
         "think": think, "domain": "movies", "user_id": "u1", "history_item_ids": ["2", "3"],

@@ -19,8 +19,8 @@ from curation.rewards import (
     prefix_partial_sid_reward,
     recall_at_k,
     sid_validity_reward,
-    split_think,
 )
+from storage.answer import reasoning_and_answer
 from storage.sid import format_sid
 
 T = format_sid((1, 2, 3))          # target
@@ -88,10 +88,10 @@ def test_hit_and_recall_at_k():
 
 def test_split_think_and_answer_sids_ignore_sids_in_reasoning():
     text = f"<think>I saw {L1} before</think> I recommend {T} then {L2}"
-    reasoning, answer = split_think(text)
+    reasoning, answer = reasoning_and_answer(text)
     assert L1 in reasoning and L1 not in answer
     assert answer_sids(text) == [T, L2]
-    assert split_think(f"<think>never closed {T}") == (f"never closed {T}", "")
+    assert reasoning_and_answer(f"<think>never closed {T}") == (f"never closed {T}", "")
     assert answer_sids([{"role": "assistant", "content": text}]) == [T, L2]
 
 
