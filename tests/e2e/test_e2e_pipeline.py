@@ -116,7 +116,8 @@ def test_skeleton_teacher_cot_is_three_level_and_survives_the_default_chain(demo
         levels = split_levels(r["reasoning"])
         assert isinstance(levels, dict) and all(levels[lv].strip() for lv in LEVELS), levels
         skel = skeleton_of(r["extra"])
-        assert skel is not None and skel["interest_points"] and skel["target_point"] is not None
+        # hint mode computes the target's point (null when the target serves none of the history's groups)
+        assert skel is not None and skel["interest_points"] and "target_point" in skel
         assert r["answer_sids"] == r["target_sids"]  # hint mode: the answer is the held-out target
 
 
