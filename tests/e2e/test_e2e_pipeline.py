@@ -251,12 +251,13 @@ def test_eval_reports_hit_rates_on_the_test_split(demo, catalog, trained):
 
 # ---- 5. `recot demo` itself: a re-run resumes (last: it adds dataset versions) ----------------------------
 def test_demo_command_rerun_skips_ingest_and_sids_and_reuses_the_teacher_cache(demo):
-    r = recot("demo", "--users", "2", "--align-users", "20", "--max-tokens", "96", ws=demo.root)
+    r = recot("demo", "--users", "2", "--skeleton-users", "60", "--align-users", "20", "--max-tokens", "96",
+              ws=demo.root)
     assert "catalog present (skipped" in r.stdout and "present (skipped)" in r.stdout
     assert "recot demo — workspace" in r.stdout and "next: recot ui" in r.stdout
     # answers the first run completed come from the durable cache (a request that failed then is asked again)
     runs = demo.ws.query("SELECT stats FROM runs WHERE kind = 'synth' ORDER BY started_at")
-    teacher_stats = [t for (stats,) in runs[-(len(ALIGNMENT_TASKS) + 1 + len(TEACHER_DATASETS)):]
+    teacher_stats = [t for (stats,) in runs[-(len(ALIGNMENT_TASKS) + 2 + len(TEACHER_DATASETS)):]
                      for t in json.loads(stats).get("teachers", [])]
     assert teacher_stats, runs[-3:]
     assert sum(t["cached"] for t in teacher_stats) > 0, teacher_stats
