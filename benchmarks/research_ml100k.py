@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               lr=1e-3, max_length=192, max_samples=n_sft * BATCH["sft"])
     stages.append(rec2)
     add("align→sft-direct", evaluate("align→sft-direct", m_align_sft, ("no_think",)), model=MODEL_NAME,
-        train_s=rec["seconds"] + rec2["seconds"])
+        train_s=round(rec["seconds"] + rec2["seconds"], 1))
 
     # 3. + SFT on the skeleton teacher's three-level CoT (half thinking rows): think / no-think / race
     n_cot = steps("cot", scale, args.quick)
