@@ -21,9 +21,10 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +34,8 @@ from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import InputError, NotFound, RecotError
 from storage.records import SAMPLE_SCHEMA, stable_id
 from storage.workspace import Workspace
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -182,17 +185,31 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
         hint = ("; every row was rejected — see `recot curate report -d " + source + "`, or pass --include-rejected"
                 if manifest.get("kept_only") else "")
         raise RecotError(f"{source} has 0 rows to export; nothing written{hint}")
+    rows = sum(t.num_rows for t in tables.values())
+    manifest.update({"format": fmt, "rows": rows, "splits": {k: v.num_rows for k, v in tables.items()}})
+
+    def write(tmp: Path) -> list[str]:
+        files = _write_hf(tables, tmp, with_parquet) if fmt == "hf" else _write_parquet(tables, tmp)
+        if fmt != "hf":  # an HF folder must hold only what load_from_disk expects
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            files.append("manifest.json")
+        return files
+
+    files = publish_dir(out, write)
+    return ExportResult(ref=source, format=fmt, out=out, rows=rows, files=files,
+                        splits={k: v.num_rows for k, v in tables.items()} if len(tables) > 1 else {})
+
+
+def publish_dir(out: Path, write: Callable[[Path], T]) -> T:
+    """Run `write(tmp)` on a fresh temp folder next to `out`, then rename it into place (an existing `out` is
+    swapped out and removed): a crash never leaves a half-written `out`, and temp folders of killed exports
+    are cleaned first. The caller decides beforehand whether an existing `out` may be replaced."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_leftovers(out.parent)
     tmp = out.parent / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        files = _write_hf(tables, tmp, with_parquet) if fmt == "hf" else _write_parquet(tables, tmp)
-        rows = sum(t.num_rows for t in tables.values())
-        manifest.update({"format": fmt, "rows": rows, "splits": {k: v.num_rows for k, v in tables.items()}})
-        if fmt != "hf":  # an HF folder must hold only what load_from_disk expects
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-            files.append("manifest.json")
+        result = write(tmp)
         if out.exists():
             old = out.parent / f".tmp-old-{os.getpid()}-{uuid.uuid4().hex}"
             os.rename(out, old)
@@ -203,8 +220,7 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(ref=source, format=fmt, out=out, rows=rows, files=files,
-                        splits={k: v.num_rows for k, v in tables.items()} if len(tables) > 1 else {})
+    return result
 
 
 def _pid_alive(pid: int) -> bool:

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ import pyarrow.parquet as pq
 
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import InputError, NotFound, RecotError
+from storage.export import ExportResult, publish_dir
 from storage.workspace import Workspace
 
 FORMATS = ("openonerec", "minionerec", "trl")
@@ -44,36 +42,16 @@ MINIONEREC_COLUMNS = ["user_id", "history_item_id", "history_item_title", "histo
 MINIONEREC_LETTERS = "abcdefghij"
 
 
-@dataclass
-class FormatExport:
-    ref: str
-    format: str
-    out: Path
-    rows: int
-    files: list[str] = field(default_factory=list)
-    splits: dict[str, int] = field(default_factory=dict)
-
-
 def sample_uuid(sample_id: str) -> str:
     """A stable UUID for a sample (uuid5 of its id): OpenOneRec rows are keyed by UUIDs."""
     return str(uuidlib.uuid5(UUID_NAMESPACE, sample_id))
 
 
-def _atomic_dir(out: Path, overwrite: bool, write: Callable[[Path], FormatExport]) -> FormatExport:
+def _atomic_dir(out: Path, overwrite: bool, write: Callable[[Path], ExportResult]) -> ExportResult:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RecotError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-export-{os.getpid()}-{uuidlib.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        res = write(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    res = publish_dir(out, write)
     res.out = out
     return res
 
@@ -137,7 +115,7 @@ def chat_from_openonerec(messages: str, *, file: str = "", line: int | None = No
 
 
 def export_openonerec(ws: Workspace, ref: str, out: Path, *, domains: Sequence[str] | None = None,
-                      include_rejected: bool = False, overwrite: bool = False) -> FormatExport:
+                      include_rejected: bool = False, overwrite: bool = False) -> ExportResult:
     dv = resolve(ws, ref)
     rows = _chat_rows(dv, domains=domains, include_rejected=include_rejected)
     out_rows = []
@@ -154,9 +132,9 @@ def export_openonerec(ws: Workspace, ref: str, out: Path, *, domains: Sequence[s
                          "metadata": json.dumps(meta, ensure_ascii=False, default=str),
                          "messages": openonerec_messages(r["messages"] or [])})
 
-    def write(tmp: Path) -> FormatExport:
+    def write(tmp: Path) -> ExportResult:
         pq.write_table(pa.Table.from_pylist(out_rows, schema=OPENONEREC_SCHEMA), tmp / "data.parquet")
-        return FormatExport(dv.ref, "openonerec", tmp, len(out_rows), ["data.parquet"])
+        return ExportResult(dv.ref, "openonerec", tmp, len(out_rows), ["data.parquet"])
 
     return _atomic_dir(out, overwrite, write)
 
@@ -169,7 +147,7 @@ TRL_SCHEMA = pa.schema([("prompt", TRL_SCHEMA_MSG), ("completion", TRL_SCHEMA_MS
 
 
 def export_trl(ws: Workspace, ref: str, out: Path, *, domains: Sequence[str] | None = None,
-               include_rejected: bool = False, overwrite: bool = False) -> FormatExport:
+               include_rejected: bool = False, overwrite: bool = False) -> ExportResult:
     dv = resolve(ws, ref)
     out_rows = []
     for r in _chat_rows(dv, domains=domains, include_rejected=include_rejected):
@@ -181,9 +159,9 @@ def export_trl(ws: Workspace, ref: str, out: Path, *, domains: Sequence[str] | N
                          "sample_id": r["sample_id"], "task": r.get("task"), "domain": r.get("domain") or "default",
                          "think": bool(r.get("think"))})
 
-    def write(tmp: Path) -> FormatExport:
+    def write(tmp: Path) -> ExportResult:
         pq.write_table(pa.Table.from_pylist(out_rows, schema=TRL_SCHEMA), tmp / "train.parquet")
-        return FormatExport(dv.ref, "trl", tmp, len(out_rows), ["train.parquet"])
+        return ExportResult(dv.ref, "trl", tmp, len(out_rows), ["train.parquet"])
 
     return _atomic_dir(out, overwrite, write)
 
@@ -196,7 +174,7 @@ def minionerec_tokens(codes: Sequence[int]) -> list[str]:
 
 def export_minionerec(ws: Workspace, out: Path, *, name: str = "recot", sid_version: int | None = None,
                       domains: Sequence[str] | None = None, max_history: int = 10,
-                      overwrite: bool = False) -> FormatExport:
+                      overwrite: bool = False) -> ExportResult:
     """The catalog's split + SIDs in MiniOneRec's layout (see the module docstring)."""
     from storage.sid_catalog import latest_sid_version
 
@@ -230,7 +208,7 @@ def export_minionerec(ws: Workspace, out: Path, *, name: str = "recot", sid_vers
                                   repr([sid[i] for i in window]), item, items[item][1], sid[item]])
             used.update(window + [item])
 
-    def write(tmp: Path) -> FormatExport:
+    def write(tmp: Path) -> ExportResult:
         files = []
         for split, rows in splits.items():
             (tmp / split).mkdir()
@@ -245,7 +223,7 @@ def export_minionerec(ws: Workspace, out: Path, *, name: str = "recot", sid_vers
         (tmp / "index" / f"{name}.index.json").write_text(json.dumps(index, ensure_ascii=False))
         (tmp / "index" / f"{name}.item.json").write_text(json.dumps(feats, ensure_ascii=False))
         files += [f"index/{name}.index.json", f"index/{name}.item.json"]
-        return FormatExport(f"catalog:sid_version={v}", "minionerec", tmp, sum(len(r) for r in splits.values()),
+        return ExportResult(f"catalog:sid_version={v}", "minionerec", tmp, sum(len(r) for r in splits.values()),
                             files, {k: len(r) for k, r in splits.items()})
 
     return _atomic_dir(out, overwrite, write)
