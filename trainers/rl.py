@@ -12,13 +12,23 @@ task, producing a specialist for `rft --specialists` / `distill` / `merge`; the 
 `prompts: windows` takes the prompts from sliding windows over every user's train history (`trainers.windows`,
 MiniOneRec-style: one prompt per train target after `window_min_history` items) instead of a dataset's one
 prompt per user — many RL prompts per user, in the evaluator's prompt format, no valid/test item involved.
+
+`rollout: beam` (MiniOneRec's `minionerec_trainer.py`): a prompt's `num_generations` completions are not
+sampled but the `num_generations` beams of one trie-constrained beam search (`trainers.decoding.decode`, as
+eval decodes): distinct catalog SIDs in beam order, the empty think block before them (think prompts: a
+greedy reasoning first, shared by the group). Scored by default with `beam_rank` (1 for the target, a
+rank-weighted penalty for a miss) and `prefix_partial` (0.25/0.5/1.0 per matching SID level + 0.1 validity),
+so even an untrained model, whose free samples never spell a catalog SID, gets rewards that differ inside a
+group. Plugged in through TRL's `rollout_func`; transformers generation only (no vLLM), `temperature` unused.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curation.rewards import REWARD_FUNCS, bind_rewards
 from storage.errors import ConfigError
@@ -53,6 +63,23 @@ class RLConfig(TrainConfig):
     window_min_history: int = 3
     window_stride: int = 1
     window_history_format: str = "sid_title"  # as the evaluator's prompts (recot eval --history-format)
+    rollout: Literal["sample", "beam"] = "sample"  # beam: constrained beam search (MiniOneRec), see above
+
+    @model_validator(mode="after")
+    def _rollout_rewards(self) -> RLConfig:
+        """Beam rollouts default to the rank reward; the rank reward needs beam rollouts (sampled completions
+        have no beam position, so it would penalise the i-th sample of a group for being i-th)."""
+        if self.rollout == "beam" and "rewards" not in self.model_fields_set:
+            self.rewards = list(BEAM_REWARDS)
+        if "beam_rank" in self.rewards and self.rollout != "beam":
+            raise ValueError("reward beam_rank scores beam positions; set `rollout: beam` or drop beam_rank")
+        if self.rollout == "beam" and self.use_vllm:
+            raise ValueError("rollout: beam runs trie-constrained beam search with transformers; set "
+                             "use_vllm: false (vLLM generation samples freely)")
+        return self
+
+
+BEAM_REWARDS = ["beam_rank", "prefix_partial"]
 
 
 VLLM_CPU_REASON = (
@@ -118,6 +145,73 @@ def rl_prompts(ws: Workspace, cfg: RLConfig, base: str) -> tuple[list[str], Any,
     return [dv.ref], ds, resolve_sid_version(ws, cfg.sid_version, dv, base)
 
 
+def _prompt_key(prompt: Any) -> str:
+    return json.dumps(prompt, sort_keys=True)
+
+
+def beam_rollout(ws: Workspace, cfg: RLConfig, sid_version: int | None, ds: Any) -> Callable[..., dict[str, Any]]:
+    """TRL `rollout_func` for `rollout: beam`: each group of `num_generations` identical prompts (TRL's repeat
+    sampler puts them next to each other) becomes one constrained beam search of that width; completion i of
+    the group is `<think>…</think>` + the i-th ranked catalog SID + EOS, so rewards see completions in beam
+    order. Whether a prompt thinks comes from the dataset's `think` column."""
+    import torch
+    from trl.models import unwrap_model_for_generation
+
+    from trainers.decoding import SidIdTrie, answer_prefill, decode
+
+    catalog = SidCatalog.load(ws, sid_version)
+    if len(catalog.all_sids()) < cfg.num_generations:
+        raise ConfigError(f"rollout: beam needs at least num_generations={cfg.num_generations} catalog SIDs; "
+                          f"SID version {catalog.sid_version} has {len(catalog.all_sids())}")
+    think_of = {_prompt_key(r["prompt"]): bool(r.get("think")) for r in ds}
+    index: dict[int, SidIdTrie] = {}
+
+    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        g = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        groups = prompts[::g]
+        if len(prompts) % g or any(prompts[i] != prompts[i - i % g] for i in range(len(prompts))):
+            raise RuntimeError(f"beam rollouts expect each prompt {g} times in a row (TRL's RepeatSampler); got "
+                               f"{len(prompts)} prompts not grouped that way")
+        tok = trainer.processing_class
+        trie = index.setdefault(id(tok), SidIdTrie(catalog.trie, tok))
+        keys = [_prompt_key(p) for p in groups]
+        missing = [k for k in keys if k not in think_of]
+        if missing:
+            raise RuntimeError(f"a rollout prompt is not in the RL dataset: {missing[0][:200]}")
+        decoded: list[Any] = [None] * len(groups)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        # decode re-seeds torch's RNG each call: fork it, or every step would reset the training RNG stream
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+                                         gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+                                         ) as model, \
+                torch.random.fork_rng(devices=devices):
+            was_training = model.training
+            for think in (False, True):
+                idx = [i for i, k in enumerate(keys) if think_of[k] is think]
+                if idx:
+                    outs = decode(model, tok, trie, [groups[i] for i in idx], think=think, num_beams=g,
+                                  think_budget=cfg.max_completion_length, seed=cfg.seed)
+                    for i, d in zip(idx, outs):
+                        decoded[i] = d
+            model.train(was_training)
+        eos = trainer.eos_token_ids[0]
+        prompt_ids, completion_ids = [], []
+        for p, d in zip(groups, decoded):
+            if len(d.sids) < g:
+                raise RuntimeError(f"constrained beam search returned {len(d.sids)} distinct SIDs for a group of "
+                                   f"{g}; lower num_generations")
+            pids = tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                       add_special_tokens=False)["input_ids"]
+            for sid in d.sids[:g]:
+                prompt_ids.append(pids)
+                completion_ids.append(tok(answer_prefill(d.reasoning) + sid, add_special_tokens=False)["input_ids"]
+                                      + [eos])
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+    return rollout
+
+
 def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
     from trl import GRPOConfig, GRPOTrainer
 
@@ -137,10 +231,12 @@ def train_rl(ws: Workspace, cfg: RLConfig) -> TrainResult:
         args = GRPOConfig(output_dir=str(out_dir), num_generations=cfg.num_generations,
                           max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
                           beta=cfg.beta, reward_weights=cfg.reward_weights, **targs)
+        rollout = beam_rollout(ws, cfg, sid_version, ds) if cfg.rollout == "beam" else None
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=ds,
-                              processing_class=tok)
+                              processing_class=tok, rollout_func=rollout)
         trainer.train()
         return finish(run, "rl", trainer=trainer, tokenizer=tok, out_dir=out_dir, base_model=base,
                       datasets=refs, sid_version=sid_version, config=config,
-                      extra={"data": dataset_summary(ds), "added_tokens": added, "rewards": cfg.rewards},
+                      extra={"data": dataset_summary(ds), "added_tokens": added, "rewards": cfg.rewards,
+                             "rollout": cfg.rollout},
                       keys=("loss", "reward"))
