@@ -196,9 +196,12 @@ class FilterContext:
             pos = np.searchsorted(rows_c, self.rows)
             if len(rows_c) and (pos < len(rows_c)).all() and np.array_equal(rows_c[pos], self.rows):
                 return tok if len(pos) == len(rows_c) else subset_tokens(tok, pos)
-        col = self.full.column(field)
-        if len(self.rows) < self.full.num_rows:
-            col = col.take(pa.array(self.rows, pa.int64()))
+        if table is not None and field in table.column_names and table.num_rows == len(self.rows):
+            col = table.column(field)  # the filter's table holds exactly this context's rows: no second take
+        else:
+            col = self.full.column(field)
+            if len(self.rows) < self.full.num_rows:
+                col = col.take(pa.array(self.rows, pa.int64()))
         tok = word_tokens(col)
         self.cache.tokens[field] = (np.asarray(self.rows).copy(), tok)
         return tok
@@ -274,6 +277,11 @@ class Filter(ABC, Generic[P]):
         self.params: P = params if params is not None else cast(P, self.Params())
         self.label = label or self.type_name
         self.only_kept = self.only_kept_default if only_kept is None else only_kept
+
+    def reads(self) -> tuple[str, ...] | None:
+        """The columns `applies_to` and `check` read, when they are a few (the chain then hands the filter only
+        those, so a set-level step over the kept rows does not copy every column); None: any column."""
+        return None
 
     def applies_to(self, table: pa.Table) -> np.ndarray | None:
         """Boolean mask of the rows this filter checks (`rows_where`, `rows_nonempty`); None: every row."""

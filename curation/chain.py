@@ -260,7 +260,9 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], 
 def _evaluate(f: Filter[Any], work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
     """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local, or
     partitioned by key when it is a distributable set-level step (dedup)."""
-    sub = work if len(idx) == work.num_rows else work.take(pa.array(idx, pa.int64()))
+    cols = f.reads()
+    src = work if cols is None else work.select(list(dict.fromkeys(cols)))
+    sub = src if len(idx) == work.num_rows else src.take(pa.array(idx, pa.int64()))
     if executor != "local" and f.row_local and len(idx):
         v = _verdicts_on_executor(f, sub, ctx.ws, ctx.sid_version, ctx.run_id, executor)
         return v.validate(len(idx), f.label)

@@ -76,6 +76,9 @@ class ExactDedupParams(FilterParams):
 @register
 class ExactDedupFilter(_Distributable, SetFilter[ExactDedupParams], type_name="exact_dedup",
                        review_label="other"):
+    def reads(self) -> tuple[str, ...]:
+        return (self.params.field, "sample_id", "prompt_id")
+
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params
         n = table.num_rows
@@ -359,6 +362,9 @@ def near_duplicate_clusters_partitioned(texts: pa.Array | pa.ChunkedArray, p: Ne
 
 @register
 class NearDedupFilter(_Distributable, SetFilter[NearDedupParams], type_name="near_dedup", review_label="other"):
+    def reads(self) -> tuple[str, ...]:
+        return (self.params.field, "sample_id")
+
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows

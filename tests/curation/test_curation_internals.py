@@ -33,6 +33,21 @@ def test_word_tokens_and_shingles_match_python_reference():
     assert not set(rev.hashes) & set(sh.hashes[sh.offsets[5]:])
 
 
+def test_word_tokens_ascii_fast_path_splits_like_the_utf8_kernels():
+    """All-ASCII columns take the ASCII kernels: every ASCII character (incl. the separators \\x1c-\\x1f that
+    only the UTF-8 splitter splits on) must give the same tokens as the UTF-8 path."""
+    import pyarrow.compute as pc
+
+    from curation.text import _split_lower
+
+    texts = [f"Ab{chr(c)}Cd e" for c in range(128)] + ["".join(chr(c) for c in range(128)), "", "x\x1fY"]
+    ref = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts)))
+    assert _split_lower(pa.array(texts)).to_pylist() == ref.to_pylist()
+    mixed = texts + ["Ünï\u00a0code"]  # one non-ASCII text: the UTF-8 path for the whole column
+    assert word_tokens(pa.array(mixed)).counts[-1] == 2
+    assert np.array_equal(word_tokens(pa.array(texts)).hashes, word_tokens(pa.array(mixed)).hashes[:-2])
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="unknown type 'nope'.*known types: .*near_dedup"):
         load_chain({"filters": [{"type": "nope"}]})[0].build()
