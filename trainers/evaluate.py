@@ -71,10 +71,12 @@ class EvalResult:
 
 
 def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
-               max_history: int = 20) -> list[dict[str, Any]]:
+               max_history: int = 20, domains: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One case per user with a test item that has a SID: the user's train+valid history (oldest first,
     last `max_history`) as (title, SID, ts) triples, the test item's SID, item id and domain, and every
-    train+valid item of the user (`seen_items`, `seen_sids`: the protocol's 'seen' set, not truncated)."""
+    train+valid item of the user (`seen_items`, `seen_sids`: the protocol's 'seen' set, not truncated).
+    `domains`: only users whose test item is in one of them (before `max_users`)."""
+    keep = (f"WHERE coalesce(t.domain, 'default') IN ({', '.join('?' * len(domains))})" if domains else "")
     rows = ws.query(f"""
         WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, sp.ts, sp.domain, i.title, x.sid
                    FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ?
@@ -85,9 +87,14 @@ def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
              h AS (SELECT user_id, list(struct_pack(title := title, sid := sid, ts := ts, item_id := item_id)
                                         ORDER BY position) AS hist
                    FROM s WHERE split IN ('train', 'valid') GROUP BY user_id)
-        SELECT t.user_id, t.target, t.target_item, t.domain, h.hist FROM t JOIN h USING (user_id)
+        SELECT t.user_id, t.target, t.target_item, t.domain, h.hist FROM t JOIN h USING (user_id) {keep}
         ORDER BY TRY_CAST(t.user_id AS BIGINT) NULLS LAST, t.user_id
-        {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version])
+        {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version, *(domains or [])])
+    if not rows and domains:
+        known = [r[0] for r in ws.query("SELECT DISTINCT coalesce(domain, 'default') FROM splits "
+                                        "WHERE split = 'test' ORDER BY 1")]
+        raise NotFound(f"no test users in domain(s) {list(domains)} with SIDs (version {sid_version}); the test "
+                       f"split's domains are {known}")
     if not rows:
         raise NotFound(f"no test users with SIDs (version {sid_version}) in {ws.root}; ingest data with splits "
                        "and build SIDs first")
@@ -139,18 +146,21 @@ def _resolve(ws: Workspace, sid_version: int | None, model_dir: str | Path | Non
 def evaluate_baselines(ws: Workspace, *, ks: Sequence[int] = (1, 5, 10), sid_version: int | None = None,
                        max_users: int | None = None, max_history: int = 20, exclude_seen: bool = False,
                        seed: int = 0, names: Sequence[str] | None = None, neighbours: int = 100,
-                       store: bool = True, cases: list[dict[str, Any]] | None = None) -> EvalResult:
+                       store: bool = True, cases: list[dict[str, Any]] | None = None,
+                       domains: Sequence[str] | None = None) -> EvalResult:
     """The baselines (`trainers.baselines`) alone, on the same test users and protocol as `evaluate_model`."""
     from trainers.baselines import BASELINES, baseline_rankings
 
     sid_version = _resolve(ws, sid_version, None)
     catalog = SidCatalog.load(ws, sid_version)
-    cases = cases if cases is not None else test_cases(ws, sid_version, max_users=max_users, max_history=max_history)
+    cases = cases if cases is not None else test_cases(ws, sid_version, max_users=max_users,
+                                                       max_history=max_history, domains=domains)
     preds = baseline_rankings(ws, cases, catalog, max(ks), exclude_seen=exclude_seen, seed=seed,
                               names=list(names or BASELINES), neighbours=neighbours)
     metrics = _rows_metrics(preds, cases, ks)
     config = {"ks": list(ks), "rows": list(preds), "max_users": max_users, "split": "test", "kind": "r3",
-              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed, "neighbours": neighbours}
+              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed, "neighbours": neighbours,
+              "domains": list(domains) if domains else None}
     lineage = {"sid_version": sid_version, "n_users": len(cases), "split": "splits.test (history = train+valid)"}
     eval_id = _store(ws, model="baselines", dataset=f"splits:test@sid_v{sid_version}", config=config,
                      metrics=metrics, lineage=lineage) if store else ""
@@ -163,14 +173,15 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
                    think_budget: int = 1024, think_tokens: int | None = None, think_sample: bool = False,
                    batch_size: int = 8, store: bool = True, history_format: str = "sid_title",
                    exclude_seen: bool = False, baselines: bool | Sequence[str] = False, seed: int = 0,
-                   ) -> EvalResult:
+                   domains: Sequence[str] | None = None) -> EvalResult:
     """Rank the test item of each user with the model in each of `modes` (no_think | think | race) and, with
     `baselines` (True = all, or a list of names), the baselines on the same users; one `evals` row with every
     row's metrics, the protocol and the model and data lineage.
 
     `think_budget`: reasoning tokens before `</think>` is forced (`think_tokens` is its former name);
     `think_sample`: sample the reasoning instead of greedy. `history_format` (sid_title | sid | title): how prompts
-    show history items — use the one the model was trained with; it is stored in the eval's config."""
+    show history items — use the one the model was trained with; it is stored in the eval's config.
+    `domains`: score only users whose test item is in one of these domains (a specialist on its own domain)."""
     from synth.tasks.history import check_history_format
 
     check_history_format(history_format)
@@ -183,7 +194,7 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
         raise ConfigError(f"think_budget must be ≥ 1, got {think_budget}")
     sid_version = _resolve(ws, sid_version, model_dir)
     catalog = SidCatalog.load(ws, sid_version)
-    cases = test_cases(ws, sid_version, max_users=max_users, max_history=max_history)
+    cases = test_cases(ws, sid_version, max_users=max_users, max_history=max_history, domains=domains)
     beams = num_beams or max(ks)
     model, tok = load_for_eval(model_dir, ws, sid_version)
     import trainers.decoding as decoding
@@ -223,7 +234,8 @@ def evaluate_model(ws: Workspace, model_dir: str | Path, *, ks: Sequence[int] = 
     config = {"ks": list(ks), "modes": list(modes), "rows": [r for r in preds], "num_beams": beams,
               "max_users": max_users, "max_history": max_history, "think_budget": think_budget,
               "think_sample": think_sample, "split": "test", "kind": "r3", "history_format": history_format,
-              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed}
+              "protocol": {**PROTOCOL, "exclude_seen": exclude_seen}, "seed": seed,
+              "domains": list(domains) if domains else None}
     lineage = {"model": model_lineage(model_dir), "sid_version": sid_version, "n_users": len(cases),
                "split": "splits.test (history = train+valid)"}
     eval_id = _store(ws, model=str(model_dir), dataset=f"splits:test@sid_v{sid_version}", config=config,

@@ -53,7 +53,14 @@ COMMON_OPTIONS = (
     Option("language", "en", "prompt language (a translated template file if present, else English prompts "
                              "asking the teacher to answer in this language)"),
     Option("template_version", 0, "prompt template version (0 = latest file)", minimum=0),
+    Option("domains", "", "only prompts whose target (the item, or the user's next item) is in these domains, "
+                          "comma-separated ('' = every domain; an item without a domain is 'default')"),
 )
+
+
+def selected_domains(options: dict[str, Any]) -> list[str]:
+    """The `domains` option as a list ([] = every domain)."""
+    return [d.strip() for d in str(options.get("domains") or "").split(",") if d.strip()]
 
 TEACHER_OPTIONS = (
     Option("n", 1, "samples per prompt (grouped by prompt_id, for rejection sampling)"),

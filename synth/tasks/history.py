@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from storage.errors import ConfigError
-from synth.tasks.base import TaskContext
+from synth.tasks.base import TaskContext, selected_domains
 from synth.tasks.sql import catalog_cte, hash_order
 
 TARGET_SPLITS = ("train", "valid", "test")
@@ -78,6 +78,7 @@ def load_histories(ctx: TaskContext, *, need_target: bool = True) -> list[UserHi
         raise ConfigError(f"option target_split must be one of {', '.join(TARGET_SPLITS)}, got {split!r}")
     min_h = int(o.get("min_history", 3))
     n_users = int(o.get("users") or 0)
+    domains = selected_domains(o)
     allowed = {"train": ("train",), "valid": ("train", "valid"), "test": ("train", "valid", "test")}[split]
     if not need_target:
         allowed = ("train",)
@@ -115,8 +116,10 @@ def load_histories(ctx: TaskContext, *, need_target: bool = True) -> list[UserHi
             target, before = None, [e for _, e in evs]
         if len(before) < min_h:
             continue
-        out.append(UserHistory(user_id=uid, domain=(target or before[-1]).domain, history=before,
-                               target=target, known_items=known))
+        domain = (target or before[-1]).domain
+        if domains and (domain or "default") not in domains:   # before the `users` cap: N users of the domain
+            continue
+        out.append(UserHistory(user_id=uid, domain=domain, history=before, target=target, known_items=known))
         if n_users and len(out) >= n_users:
             break
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from storage.answer import split_think
 from storage.errors import NotFound
-from synth.tasks.base import DETERMINISTIC, TEACHER, Option, Parsed, Prompt, Task, TaskContext
+from synth.tasks.base import DETERMINISTIC, TEACHER, Option, Parsed, Prompt, Task, TaskContext, selected_domains
 from synth.tasks.registry import register
 from synth.tasks.sql import catalog_cte, fill, hash_order, samples_select
 from synth.tasks.templates import sql_str
@@ -169,10 +169,13 @@ def item_facts(attributes: Any, max_len: int = 40) -> str:
 
 
 def load_items(ctx: TaskContext) -> list[dict]:
-    """Items with a SID in seeded order (the `limit` option caps prompts later)."""
+    """Items with a SID in seeded order, of the `domains` option's domains (the `limit` option caps prompts
+    later)."""
+    domains = selected_domains(ctx.options)
+    where = f"WHERE coalesce(domain, 'default') IN ({', '.join('?' * len(domains))})" if domains else ""
     rows = ctx.ws.query(f"""WITH {catalog_cte(ctx)}
-        SELECT item_id, sid, title, categories, attributes, domain FROM cat
-        ORDER BY {hash_order(ctx, 'item_id')}, item_id""")
+        SELECT item_id, sid, title, categories, attributes, domain FROM cat {where}
+        ORDER BY {hash_order(ctx, 'item_id')}, item_id""", domains or None)
     return [dict(zip(["item_id", "sid", "title", "categories", "attributes", "domain"], r)) for r in rows]
 
 

@@ -35,7 +35,7 @@ from storage.records import SAMPLE_SCHEMA, samples_from_pylist, stable_id
 from storage.runs import recorded_run
 from storage.sid import extract_sids
 from storage.workspace import Workspace
-from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, TaskContext, dumps
+from synth.tasks.base import DETERMINISTIC, Parsed, Prompt, TaskContext, dumps, selected_domains
 from synth.tasks.registry import get_task
 from synth.tasks.templates import load_template
 from synth.teacher.types import ChatRequest, ChatResponse, SamplingParams
@@ -249,6 +249,9 @@ def make_requests(ctx: TaskContext, prompts: list[Prompt], teacher: Any = None,
 
 def _prompts(ctx: TaskContext) -> list[Prompt]:
     prompts = ctx.task.build(ctx)
+    domains = selected_domains(ctx.options)
+    if domains:   # history tasks already chose users by target domain; item tasks are filtered here
+        prompts = [p for p in prompts if (p.domain or "default") in domains]
     limit = int(ctx.options.get("limit") or 0)
     return prompts[:limit] if limit else prompts
 

@@ -5,7 +5,7 @@ SAMPLE_SCHEMA rows — ids, messages, parsed SIDs — inside DuckDB, so no Pytho
 from __future__ import annotations
 
 from storage.sid import SID_SQL_PATTERN
-from synth.tasks.base import TaskContext
+from synth.tasks.base import TaskContext, selected_domains
 from synth.tasks.templates import sql_str
 
 SAMPLE_COLUMN_TYPES = {
@@ -59,12 +59,14 @@ def samples_select(ctx: TaskContext, body: str, *, ctes: list[str]) -> str:
     limit = int(ctx.options.get("limit") or 0)
     order = f"ORDER BY {hash_order(ctx, 'variant', 'key')}, variant, key" if limit else ""
     lim = f"LIMIT {limit}" if limit else ""
+    domains = selected_domains(ctx.options)
+    where = (f"WHERE coalesce(domain, 'default') IN ({', '.join(sql_str(d) for d in domains)})" if domains else "")
     sid_id = (f"substr(sha256(concat_ws('|', {sql_str(t.name)}, {sql_str(ctx.template.ref)}, "
               f"'{int(ctx.sid_version)}', variant, key)), 1, 20)")
     return f"""
     WITH {', '.join(ctes)},
     body AS ({body}),
-    b AS (SELECT *, {sid_id} AS _id FROM (SELECT * FROM body {order} {lim}))
+    b AS (SELECT *, {sid_id} AS _id FROM (SELECT * FROM body {where} {order} {lim}))
     SELECT b._id AS sample_id,
            b._id AS prompt_id,
            {sql_str(t.name)} AS task,

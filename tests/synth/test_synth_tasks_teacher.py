@@ -350,3 +350,47 @@ def test_title2sid_disambiguates_a_title_shared_by_two_items(tiny_ws):
     named = {r["target_item_ids"][0]: p for r, p in zip(rows, prompts)}
     assert '"Book 1 [item b1]"' in named["b1"] and '"Book 1 [item b7]"' in named["b7"]
     assert '"Book 2"' in named["b2"]                        # unique titles unchanged
+
+
+def test_domain_option_selects_prompts_by_target_domain_before_the_caps(tiny_ws):
+    """`domains` (`recot synth run --domain`): history tasks pick users whose target is in the domain before the
+    `users` cap, item tasks pick the domain's items before `limit`, SQL tasks filter before their limit."""
+    with tiny_ws.transaction() as con:   # a books-only user: the only one whose train target is a book
+        for pos, it in enumerate(["b1", "b2", "b3", "b5", "b6"]):
+            ts = datetime(2021, 1, 1) + timedelta(days=pos)
+            split = "test" if pos == 4 else "valid" if pos == 3 else "train"
+            con.execute("INSERT INTO interactions VALUES ('u6', ?, ?, 4.0, 'books')", [it, ts])
+            con.execute("INSERT INTO splits VALUES ('u6', ?, ?, ?, ?, 'books')", [it, ts, pos, split])
+    with FaultServer("scripted", script=Recorder(good_answer)) as srv:
+        books = rows_of(run_task(tiny_ws, "r3_recommend", teacher=teacher(srv),
+                                 options={"domains": "books", "users": 1, "min_history": 2}))
+        movies = rows_of(run_task(tiny_ws, "r3_recommend", teacher=teacher(srv),
+                                  options={"domains": "movies", "min_history": 2}))
+        understand = rows_of(run_task(tiny_ws, "r0_understand", teacher=teacher(srv),
+                                      options={"domains": "books", "limit": 2}))
+    assert [(r["user_id"], r["domain"], r["target_item_ids"]) for r in books] == [("u6", "books", ["b3"])]
+    assert {r["domain"] for r in movies} == {"movies"}
+    assert {r["user_id"] for r in movies} == {"u1", "u2", "u3", "u4"}   # u4's movie target, cross-domain too
+    assert len(understand) == 2 and {r["domain"] for r in understand} == {"books"}
+    aligned = rows_of(run_task(tiny_ws, "align_item", options={"domains": "books,nowhere", "limit": 4}))
+    assert len(aligned) == 4 and {r["domain"] for r in aligned} == {"books"}
+    only = {r["sample_id"] for r in rows_of(run_task(tiny_ws, "align_item", options={"domains": "books"}))}
+    every = rows_of(run_task(tiny_ws, "align_item"))
+    assert only == {r["sample_id"] for r in every if r["domain"] == "books"} and len(only) < len(every)
+
+
+def test_synth_cli_domain_flag_is_repeatable(tiny_ws):
+    from typer.testing import CliRunner
+
+    from storage.datasets import list_versions, read_version
+    from ui.cli import app
+
+    res = CliRunner().invoke(app, ["synth", "run", "align_item", "--domain", "books", "--domain", "movies",
+                                   "--dataset", "both", "--no-progress", "-w", str(tiny_ws.root)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["synth", "run", "align_item", "--domain", "books", "--dataset", "books",
+                                   "--no-progress", "-w", str(tiny_ws.root)])
+    assert res.exit_code == 0, res.output
+    both = read_version(tiny_ws, "both", list_versions(tiny_ws, "both")[-1].version).column("domain").to_pylist()
+    only = read_version(tiny_ws, "books", 1).column("domain").to_pylist()
+    assert set(both) == {"books", "movies"} and set(only) == {"books"} and 0 < len(only) < len(both)

@@ -164,6 +164,26 @@ def test_eval_by_domain_both_prints_a_row_per_domain_and_mode(specialists):
             assert f"{dom} · {mode}" in r.output, r.output
 
 
+def test_eval_domain_filter_scores_only_that_domains_users(two_ws):
+    from trainers.evaluate import test_cases
+    from ui.cli import app
+
+    assert [c["user_id"] for c in test_cases(two_ws, 1, domains=["movies"])] == ["3", "4", "5"]
+    assert [c["user_id"] for c in test_cases(two_ws, 1, domains=["movies"], max_users=2)] == ["3", "4"]
+    r = runner.invoke(app, ["eval", "--domain", "books", "--by-domain", "--k", "1,3", "-w", str(two_ws.root)],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "(3 test users), domain books" in r.output
+    assert "books · popular" in r.output and "movies ·" not in r.output
+    stored = json.loads(two_ws.query("SELECT config FROM evals ORDER BY created_at DESC LIMIT 1")[0][0])
+    assert stored["domains"] == ["books"]
+    both = runner.invoke(app, ["eval", "--domain", "books", "--domain", "movies", "--k", "1",
+                               "-w", str(two_ws.root)], env={"COLUMNS": "200"})
+    assert both.exit_code == 0 and "(6 test users), domain books, movies" in " ".join(both.output.split())
+    bad = runner.invoke(app, ["eval", "--domain", "music", "-w", str(two_ws.root)])
+    assert bad.exit_code != 0 and "['books', 'movies']" in str(bad.exception)
+
+
 @pytest.mark.slow
 def test_mix_then_sft_trains_on_the_mix(two_ws):
     import pyarrow.compute as pc

@@ -25,9 +25,9 @@ def results_table(title: str, metrics: dict[str, dict[str, Any]], rows: list[str
     return t
 
 
-def by_domain_table(title: str, metrics: dict[str, dict[str, Any]], rows: list[str]) -> Table:
-    """One row per (domain, row), domains in order; a single-domain result is its own only domain."""
-    per = metrics.get("by_domain") or {r: {"all": metrics[r]} for r in rows}
+def by_domain_table(title: str, metrics: dict[str, dict[str, Any]], rows: list[str], only: str = "all") -> Table:
+    """One row per (domain, row), domains in order; a single-domain result is its own only domain (`only`)."""
+    per = metrics.get("by_domain") or {r: {only: metrics[r]} for r in rows}
     domains = list(dict.fromkeys(d for r in rows for d in per.get(r, {})))
     flat = {f"{d} · {r}": per[r][d] for d in domains for r in rows if d in per.get(r, {})}
     return results_table(title, flat, list(flat))
@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed of the random baseline.")] = 0,
         by_domain: Annotated[bool, typer.Option("--by-domain", help="One table with a row per domain and "
                                                                      "mode/baseline (targets' domains).")] = False,
+        domain: Annotated[list[str] | None, typer.Option(
+            "--domain", help="Score only users whose test item is in this domain (repeat for several).")] = None,
         workspace: WorkspaceOpt = DEFAULT_WS,
     ) -> None:
         """Score a model and the baselines: HR@K, Recall@K, NDCG@K on the test split (model answers by beam search
@@ -87,6 +89,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--model {model}: no such folder")
         if model is None and (bench or not baselines):
             raise ConfigError("--model is required (only the baselines can be scored without a model)")
+        if bench and domain:
+            raise ConfigError("--domain selects test users of the ranking eval; --bench has no domain selection "
+                              "(drop one of them)")
         ws = open_ws(workspace, create=False)
         if bench:
             assert model is not None
@@ -107,7 +112,7 @@ def register(app: typer.Typer) -> None:
         if model is None:
             with console.status("scoring baselines …"):
                 res = evaluate_baselines(ws, ks=ks, sid_version=sid_version, max_users=max_users,
-                                         exclude_seen=exclude_seen, seed=seed)
+                                         exclude_seen=exclude_seen, seed=seed, domains=domain)
             title = f"{res.eval_id}: baselines ({res.n_users} test users)"
         else:
             modes = ["no_think", "think", "race"] if both else (["think"] if think else ["no_think"])
@@ -115,13 +120,16 @@ def register(app: typer.Typer) -> None:
                 res = evaluate_model(ws, model, ks=ks, modes=modes, num_beams=beams, sid_version=sid_version,
                                      max_users=max_users, think_budget=think_budget, batch_size=batch_size,
                                      history_format=history_format, exclude_seen=exclude_seen,
-                                     baselines=baselines, seed=seed)
+                                     baselines=baselines, seed=seed, domains=domain)
             title = f"{res.eval_id}: {model} ({res.n_users} test users)"
         rows = [r for r in res.metrics if r != "by_domain"]
         seen = "seen items excluded" if exclude_seen else "seen items kept"
+        if domain:
+            title += f", domain {', '.join(domain)}"
         console.print(results_table(f"{title}, leave-last-out test, {seen}", res.metrics, rows))
         if by_domain:
-            console.print(by_domain_table(f"{title} by domain", res.metrics, rows))
+            only = domain[0] if domain and len(domain) == 1 else "all"
+            console.print(by_domain_table(f"{title} by domain", res.metrics, rows, only))
             return
         for r, doms in res.metrics.get("by_domain", {}).items():
             console.print(results_table(f"{r} by domain", doms, list(doms)))

@@ -71,6 +71,9 @@ def run_cmd(
              "chain-of-thought tasks).")] = None,
     target_split: Annotated[Literal["train", "valid", "test"] | None, typer.Option(
         help="train (default: target = last TRAIN item, no leakage) | valid | test.")] = None,
+    domain: Annotated[list[str] | None, typer.Option(
+        "--domain", help="Only prompts whose target is in this domain (the item, or the user's next item; "
+                         "repeat for several; default: every domain).")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-O", help="Any task option as NAME=VALUE (repeatable; see `recot synth list -o`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress.")] = True,
@@ -91,6 +94,8 @@ def run_cmd(
                  "target_split": target_split}.items():
         if v is not None:
             opts[k] = v
+    if domain:
+        opts["domains"] = ",".join(domain)
     if both:
         opts["think"] = "both"
     elif think is not None:
