@@ -56,18 +56,20 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 HISTORY = 10          # items shown in every prompt (windows, CoT corpus, evaluation)
 K = 10
 SEED = 0
-MODEL_NAME = "scratch-L2-H256"
-MODEL_SPEC = dict(layers=2, hidden=256, heads=4)
+MODEL_NAME = "scratch-L2-H128"
+MODEL_SPEC = dict(layers=2, hidden=128, heads=4)
+WINDOWS = "r3_windows_sid"   # answers are the target SID alone (what the evaluation reads); see docs/results.md
 
 # Full-budget steps (x --budget-scale). Batch sizes are fixed, so a step is the same work in every mode.
-STEPS = {"pretrain": 100, "sft": 400, "cot": 60, "grpo": 10, "transfer": 60}
+STEPS = {"pretrain": 100, "sft": 150, "cot": 40, "grpo": 10, "transfer": 40}
 BATCH = {"pretrain": 8, "sft": 64, "cot": 8, "grpo": 8, "transfer": 8}
 # --quick: a fixed small profile for a busy machine (same rows, same batch sizes, fewer steps and users)
 QUICK_STEPS = {"pretrain": 10, "sft": 20, "cot": 10, "grpo": 2, "transfer": 10}
 QUICK_USERS = 100
+FULL_USERS = 500      # the first 500 test users (of 943): the evaluation budget; baselines also on all users
 
 log = logging.getLogger("research_ml100k")
-# --resume: stages and rows of an interrupted run (its ladder/partial.json), reused instead of recomputed
+# --resume: stages and rows of an interrupted run (its ladder-<model>/partial.json), reused instead of recomputed
 RESUME: dict[str, dict[str, Any]] = {"stages": {}, "rows": {}}
 
 
@@ -87,12 +89,12 @@ def build_workspace(ws) -> dict[str, Any]:
     s = sids(ws, progress=False)
     out["sids"] = s.summary
     have = {dv.name: dv for dv in list_versions(ws)}
-    if "r3_windows" not in have:
+    if WINDOWS not in have:
         from trainers.windows import write_r3_windows
 
-        have["r3_windows"] = write_r3_windows(ws, "r3_windows", max_history=HISTORY, min_history=3,
-                                              history_format="sid", dates=False)
-    out["windows"] = {"ref": have["r3_windows"].ref, "rows": have["r3_windows"].rows}
+        have[WINDOWS] = write_r3_windows(ws, WINDOWS, max_history=HISTORY, min_history=3, history_format="sid",
+                                         dates=False, answer_format="{sid}")
+    out["windows"] = {"ref": have[WINDOWS].ref, "rows": have[WINDOWS].rows, "answer": "{sid}"}
     if "cot_skeleton" not in have:
         from synth.tasks.run import run_task
 
@@ -173,18 +175,10 @@ class Harness:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def score_labelled_positions_only() -> None:
-    """TRL's fused LM head (trl/trainer/utils.py, `add_fused_lm_head`) projects only the positions that carry a
-    label on Triton devices, but on CPU it projects EVERY position (fixed tile shapes, to avoid recompiling on
-    accelerators without Triton) — here a window has ~150 prompt tokens and ~15 answer tokens, so that is ~10×
-    the work of the 49,925-way output layer (measured: 113 s vs ~12 s per 64-window step on the shared
-    2 cores). The loss is the same either way (prompt positions are masked out); only where the projection is
-    computed changes. This makes the CPU path take the compact branch; the kernels' own Triton/torch choice is
-    untouched."""
-    import trl.trainer.utils as tu
-
-    original = tu._use_triton
-    tu._use_triton = lambda device: device.type == "cpu" or original(device)
+def rl_rollout(kind: str) -> dict[str, Any]:
+    """GRPO's completions: free sampling, or MiniOneRec's constrained beams (`trainers.rl`, `rollout: beam`):
+    an untrained model's free samples almost never name a catalog SID, so every catalog reward is 0."""
+    return {} if kind == "sample" else {"rollout": kind}
 
 
 def steps(kind: str, scale: float, quick: bool = False) -> int:
@@ -238,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     scale = args.budget_scale
     ws = Workspace.open(args.workspace)
-    work = Path(args.workspace) / "ladder"
+    work = Path(args.workspace) / f"ladder-{MODEL_NAME}"
     stamp(f"workspace {args.workspace}")
     data = build_workspace(ws)
     stamp(f"data ready: {json.dumps(data)}")
@@ -247,10 +241,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp(f"{len(h.cases)} test users")
     rows: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = []
+    prior_wall = 0.0   # wall time of the interrupted attempts a --resume continues (the total is reported)
 
     if args.resume and (work / "partial.json").exists():
         prior = json.loads((work / "partial.json").read_text())
         RESUME["stages"] = {st["stage"]: st for st in prior["stages"]}
+        prior_wall = float(prior.get("wall_s", 0.0))
         for r in prior["rows"]:
             kept = {k: v for k, v in r.items() if k not in ("row", "mode")}
             RESUME["rows"].setdefault(r["row"], {})[r["mode"]] = kept
@@ -260,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for mode, m in metrics.items():
             rows.append({"row": row, "mode": mode, **m, **info})
             stamp(f"{row} [{mode}]: HR@10 {m.get('HR@10')} NDCG@10 {m.get('NDCG@10')}")
-        partial = {"rows": rows, "stages": stages}
+        partial = {"rows": rows, "stages": stages, "wall_s": round(prior_wall + time.monotonic() - t_start, 1)}
         (work / "partial.json").write_text(json.dumps(partial, indent=2, default=str))
 
     def evaluate(row: str, model_dir: Path, modes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -272,6 +268,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     for name, m in h.baselines().items():
         add(name, {"-": m}, model="-")
+    everyone = h if not args.users else Harness(ws, users=0, exclude_seen=args.exclude_seen,
+                                                think_budget=args.think_budget, batch_size=args.eval_batch)
+    baselines_all = {"test_users": len(everyone.cases), **everyone.baselines()}
+    stamp(f"baselines on all {len(everyone.cases)} test users: {baselines_all}")
 
     init = work / "init"
     if not (init / "config.json").exists():
@@ -304,19 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model=MODEL_NAME,
         train_s=rec["seconds"])
 
-    # 4. + a short GRPO on window prompts (catalog rewards: format, SID validity, prefix-partial, NDCG rank)
-    n_rl = steps("grpo", scale, args.quick)
-    try:
-        m_rl, rec = train("rl", ws, work, "grpo", model=m_cot, dataset=win, n_steps=n_rl, lr=1e-5, max_length=256,
-                          max_samples=n_rl * BATCH["grpo"], num_generations=4, max_completion_length=24,
-                          temperature=1.0, batch_key="grpo")
-        stages.append(rec)
-        add("+grpo", evaluate("+grpo", m_rl, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
-    except Exception as e:  # recorded as a failed row, never silently dropped; the other rows still run
-        log.exception("GRPO stage failed")
-        rows.append({"row": "+grpo", "mode": "failed", "model": MODEL_NAME, "error": f"{type(e).__name__}: {e}"})
-
-    # 5. thinking-supervision transfer: the same CoT prompts, only no-think rows vs only thinking rows
+    # 4. thinking-supervision transfer: the same CoT prompts, only no-think rows vs only thinking rows
     n_tr = steps("transfer", scale, args.quick)
     for ratio in (0.0, 1.0):
         m_tr, rec = train("sft", ws, work, f"cot-ratio{int(ratio)}", model=m_align_sft, dataset=cot, n_steps=n_tr,
@@ -325,8 +313,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         add(f"cot think_ratio {ratio:g}", evaluate(f"cot think_ratio {ratio:g}", m_tr, ("no_think",)),
             model=MODEL_NAME, train_s=rec["seconds"])
 
-    total = time.monotonic() - t_start
-    best = max((r for r in rows if r["model"] != "-"), key=lambda r: r.get("HR@10", 0.0))
+    # 5. + a short GRPO on window prompts (run last, listed before the transfer rows; catalog rewards)
+    n_rl = steps("grpo", scale, args.quick)
+    try:
+        m_rl, rec = train("rl", ws, work, "grpo", model=m_cot, dataset=win, n_steps=n_rl, lr=1e-5, max_length=256,
+                          max_samples=n_rl * BATCH["grpo"], num_generations=4, max_completion_length=24,
+                          temperature=1.0, batch_key="grpo", **rl_rollout(args.rl_rollout))
+        stages.append(rec)
+        add("+grpo", evaluate("+grpo", m_rl, ("no_think",)), model=MODEL_NAME, train_s=rec["seconds"])
+    except Exception as e:  # recorded as a failed row, never silently dropped; the other rows still run
+        log.exception("GRPO stage failed")
+        rows.append({"row": "+grpo", "mode": "failed", "model": MODEL_NAME, "error": f"{type(e).__name__}: {e}"})
+
+    total = prior_wall + time.monotonic() - t_start
+    order = ["random", "popular", "item_knn", "sft-direct", "align→sft-direct", "+cot (think_ratio 0.5)", "+grpo",
+             "cot think_ratio 0", "cot think_ratio 1"]
+    rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
+    best = max((r for r in rows if r["model"] != "-" and "error" not in r), key=lambda r: r.get("HR@10", 0.0))
     pop = next(r for r in rows if r["row"] == "popular")
     return {
         "benchmark": "research_ml100k", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -344,7 +347,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": data, "stages": stages, "rows": rows, "resumed": sorted(RESUME["stages"]),
         "goal": {"best_row": best["row"], "best_mode": best["mode"], "best_HR@10": best.get("HR@10"),
                  "popular_HR@10": pop.get("HR@10"), "beats_popular": best.get("HR@10", 0) > pop.get("HR@10", 0)},
-        "wall_s": round(total, 1),
+        "baselines_all_users": baselines_all, "rl_rollout": args.rl_rollout,
+        "wall_s": round(total, 1), "wall_s_this_attempt": round(time.monotonic() - t_start, 1),
     }
 
 
@@ -375,6 +379,11 @@ def render_table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['row']} | {r['mode']} | {r.get('HR@1', 0):.4f} | {r.get('HR@5', 0):.4f} | "
                      f"{r.get('HR@10', 0):.4f} | {r.get('NDCG@10', 0):.4f} | {r.get('train_s', '')} | "
                      f"{r.get('eval_s', '')} |")
+    ball = result.get("baselines_all_users")
+    if ball and ball["test_users"] != p["test_users"]:
+        lines += ["", f"The baselines on all {ball['test_users']} test users (same protocol): " + ", ".join(
+            f"{name} HR@10 {m['HR@10']:.4f} / NDCG@10 {m['NDCG@10']:.4f}" for name, m in ball.items()
+            if name != "test_users") + "."]
     lines += ["", "Training stages (steps × batch = samples seen, seconds, first → last logged loss):", ""]
     for st in result["stages"]:
         loss = st.get("loss") or {}
@@ -408,20 +417,21 @@ def main() -> None:
     p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--think-budget", type=int, default=448, help="reasoning tokens before </think> is forced")
     p.add_argument("--eval-batch", type=int, default=32)
+    p.add_argument("--rl-rollout", choices=("beam", "sample"), default="beam",
+                   help="GRPO completions: constrained beams over the SID trie (MiniOneRec) or free sampling")
     p.add_argument("--resume", action="store_true", help="reuse the stages and rows an interrupted run finished "
-                                                          "(<workspace>/ladder/partial.json)")
+                                                          "(<workspace>/ladder-<model>/partial.json)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "research_ml100k.json"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "results.md"), help="'' to leave the docs alone")
     args = p.parse_args()
     if args.budget_scale is None:
         args.budget_scale = 1.0
     if args.users is None:
-        args.users = QUICK_USERS if args.quick else 0
+        args.users = QUICK_USERS if args.quick else FULL_USERS
     logging.basicConfig(level=logging.WARNING)
     import torch
 
     torch.manual_seed(SEED)
-    score_labelled_positions_only()
     result = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

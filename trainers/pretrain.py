@@ -33,6 +33,7 @@ from trainers.common import (
 )
 from trainers.config import TrainConfig
 from trainers.export import dataset_summary, to_pretrain_dataset
+from trainers.trl_cpu import compact_lm_head_on_cpu
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def train_pretrain(ws: Workspace, cfg: PretrainConfig) -> TrainResult:
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             args = SFTConfig(output_dir=str(out_dir), max_length=cfg.max_length, packing=cfg.packing,
                              dataset_text_field="text", **targs)
+            compact_lm_head_on_cpu()
             trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
             trainer.train()
             model = trainer.model

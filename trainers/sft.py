@@ -36,6 +36,9 @@ def build_sft_trainer(model, tokenizer, train_dataset, cfg: TrainConfig, out_dir
     """The TRL SFTTrainer for prompt/completion chats (shared with RFT, which re-runs SFT each round)."""
     from trl import SFTConfig, SFTTrainer
 
+    from trainers.trl_cpu import compact_lm_head_on_cpu
+
+    compact_lm_head_on_cpu()  # loss on the answer only: do not project the prompt positions on CPU either
     args = SFTConfig(output_dir=str(out_dir), max_length=cfg.max_length, completion_only_loss=True,
                      **cfg.training_args())
     return SFTTrainer(model=model, args=args, train_dataset=train_dataset.select_columns(["prompt", "completion"]),
