@@ -4,15 +4,16 @@ Formats:
 - `hf`: a Hugging Face `datasets` folder (`Dataset.save_to_disk`), loadable with `datasets.load_from_disk`.
   The split is exported as a `DatasetDict` with train / validation / test.
 - `parquet`: plain Parquet files (`*.parquet` + `manifest.json`), loadable with `duckdb.read_parquet`.
-- `openonerec`: Parquet in the OpenOneRec layout — `uuid, source, metadata (JSON string), messages` —
-  one row per chat sample (dataset versions with a `messages` column only).
+- `openonerec`, `minionerec`, `trl`: the layouts of the projects users hand recot's data to, written by
+  `storage.export_formats` (`export` dispatches to it: one entry point, one writer per format).
 
 Every export is written into a temp folder next to `--out` and renamed into place, so a crash never leaves a
 half-written export; an existing non-empty `--out` is refused rather than overwritten.
 
 What can be exported: a dataset version (`NAME` = latest, `NAME@vN`), or a catalog table with the
 `catalog:` prefix — `catalog:split` (the train/valid/test split with item titles), `catalog:items`,
-`catalog:interactions`, `catalog:users`. Curated versions export only kept rows unless `include_rejected`.
+`catalog:interactions`, `catalog:users`. Curated versions export only kept rows unless `include_rejected`;
+`domains` selects rows by domain (`storage.selection`, as every trainer does).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -33,22 +34,18 @@ import pyarrow.parquet as pq
 from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import InputError, NotFound, RecotError
 from storage.records import SAMPLE_SCHEMA, stable_id
+from storage.selection import domain_condition, row_condition
 from storage.workspace import Workspace
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-Format = Literal["hf", "parquet", "openonerec"]
-FORMATS = ("hf", "parquet", "openonerec")
+Format = Literal["hf", "parquet", "openonerec", "minionerec", "trl"]
+FORMATS = ("hf", "parquet", "openonerec", "minionerec", "trl")
+LAYOUTS = ("openonerec", "minionerec", "trl")   # storage.export_formats
 CATALOG_TABLES = ("split", "items", "interactions", "users")
 HF_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
-
-OPENONEREC_SCHEMA = pa.schema([
-    ("uuid", pa.string()), ("source", pa.string()), ("metadata", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-])
-
 
 @dataclass
 class ExportResult:
@@ -61,9 +58,12 @@ class ExportResult:
 
 
 # ------------------------------------------------------------------------------------------------ sources
-def _catalog_table(ws: Workspace, what: str, domain: str | None) -> dict[str, pa.Table]:
+def _catalog_table(ws: Workspace, what: str, domains: Sequence[str] | None) -> dict[str, pa.Table]:
     """Catalog rows to export: {split name: table} for the split, {"data": table} otherwise."""
-    where, params = ("WHERE s.domain = ?", [domain]) if domain else ("", [])
+    where, params = "", list[Any]()
+    if domains:
+        cond, params = domain_condition(domains, "s.domain")
+        where = f"WHERE {cond}"
     with ws.reader() as con:
         if what == "split":
             t = con.sql(f"""
@@ -72,53 +72,32 @@ def _catalog_table(ws: Workspace, what: str, domain: str | None) -> dict[str, pa
                 ORDER BY s.domain, s.user_id, s.position""", params=params).to_arrow_table()
             t = t if isinstance(t, pa.Table) else t.read_all()
             if t.num_rows == 0:
-                raise NotFound(f"no split in {ws.root}{' for domain ' + repr(domain) if domain else ''}; "
+                raise NotFound(f"no split in {ws.root}{f' for domains {list(domains)}' if domains else ''}; "
                                "run `recot ingest ...` first")
             import pyarrow.compute as pc
 
             return {k: t.filter(pc.equal(t.column("split"), k)) for k in ("train", "valid", "test")}
         table = what
-        t = con.sql(f"SELECT * FROM {table} {where.replace('s.', '')}", params=params).to_arrow_table()
+        t = con.sql(f"SELECT * FROM {table} s {where}", params=params).to_arrow_table()
         t = t if isinstance(t, pa.Table) else t.read_all()
     if t.num_rows == 0:
         raise NotFound(f"catalog table {table} is empty in {ws.root}")
     return {"data": t}
 
 
-def _dataset_table(dv: DatasetVersion, include_rejected: bool) -> pa.Table:
+def _dataset_table(dv: DatasetVersion, include_rejected: bool, domains: Sequence[str] | None) -> pa.Table:
+    """The version's rows as they are (error rows included: hf/parquet export a version, not training data),
+    kept rows only unless `include_rejected`, of `domains` when given."""
+    where, params = row_condition(dv, kept_only=not include_rejected, without_errors=False, domains=domains)
     con = duckdb.connect()
     try:
-        cols = {f["name"] for f in dv.manifest.get("schema", [])}
-        where = "" if include_rejected or "keep" not in cols else "WHERE keep"
-        t = con.sql(f"SELECT * FROM {dv.sql} {where}").to_arrow_table()
+        t = con.sql(f"SELECT * FROM {dv.sql} WHERE {where}", params=params).to_arrow_table()
     finally:
         con.close()
     return t if isinstance(t, pa.Table) else t.read_all()
 
 
 # ------------------------------------------------------------------------------------------------ writers
-def _to_openonerec(t: pa.Table, source: str) -> pa.Table:
-    """uuid = sample_id, source = '<dataset ref>:<task>', metadata = every other column as JSON."""
-    if "messages" not in t.column_names:
-        raise RecotError(f"{source}: the OpenOneRec layout needs a 'messages' column; this dataset has "
-                         f"{', '.join(t.column_names)}")
-    rows = t.to_pylist()
-    meta_cols = [c for c in t.column_names if c not in ("messages", "sample_id")]
-    out = []
-    for i, r in enumerate(rows):
-        md = {c: r[c] for c in meta_cols if r[c] is not None}
-        for k in ("reference", "extra", "scores"):  # JSON strings inside metadata stay structured
-            if isinstance(md.get(k), str):
-                try:
-                    md[k] = json.loads(md[k])
-                except ValueError:
-                    pass
-        out.append({"uuid": r.get("sample_id") or stable_id(source, i), "source": f"{source}:{r.get('task') or 'data'}",
-                    "metadata": json.dumps(md, ensure_ascii=False, default=str),
-                    "messages": [{"role": m["role"], "content": m["content"]} for m in (r["messages"] or [])]})
-    return pa.Table.from_pylist(out, schema=OPENONEREC_SCHEMA)
-
-
 def _write_parquet(tables: dict[str, pa.Table], dest: Path) -> list[str]:
     files = []
     for name, t in tables.items():
@@ -151,9 +130,12 @@ def _write_hf(tables: dict[str, pa.Table], dest: Path, with_parquet: bool) -> li
     return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
 
 
-def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str | None = None,
-           include_rejected: bool = False, overwrite: bool = False, with_parquet: bool = True) -> ExportResult:
-    """Export a dataset version or a catalog table (`catalog:split`, …) to `out` in `fmt` (atomic)."""
+def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domains: Sequence[str] | None = None,
+           include_rejected: bool = False, overwrite: bool = False, with_parquet: bool = True,
+           sid_version: int | None = None) -> ExportResult:
+    """Export a dataset version or a catalog table (`catalog:split`, …) to `out` in `fmt` (atomic). The
+    openonerec / trl layouts take a chat dataset version, minionerec the catalog's split and SIDs
+    (`sid_version`, default latest; `ref` is then `catalog:split`)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -161,24 +143,28 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
     if out.exists() and (out.is_file() or any(out.iterdir())):
         if not overwrite:
             raise RecotError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-    if ref.startswith("catalog:") or ref in CATALOG_TABLES and not _dataset_exists(ws, ref):
+    is_catalog = ref.startswith("catalog:") or ref in CATALOG_TABLES and not _dataset_exists(ws, ref)
+    if fmt in LAYOUTS:
+        return _export_layout(ws, ref, fmt, out, is_catalog=is_catalog, domains=domains,
+                              include_rejected=include_rejected, overwrite=overwrite, sid_version=sid_version)
+    if is_catalog:
         what = ref.split(":", 1)[-1]
         if what == "splits":
             what = "split"
         if what not in CATALOG_TABLES:
             known = ", ".join("catalog:" + c for c in CATALOG_TABLES)
             raise NotFound(f"unknown catalog table {what!r}: use one of {known}")
-        tables = _catalog_table(ws, what, domain)
-        source, manifest = f"catalog:{what}", {"source": f"catalog:{what}", "domain": domain}
-        if fmt == "openonerec":
-            raise RecotError("the OpenOneRec layout is for chat samples; export the split as hf or parquet")
+        tables = _catalog_table(ws, what, domains)
+        source = f"catalog:{what}"
+        manifest = {"source": source, "domains": list(domains) if domains else None}
     else:
         dv = resolve(ws, ref)
-        t = _dataset_table(dv, include_rejected)
+        t = _dataset_table(dv, include_rejected, domains)
         source = dv.ref
-        tables = {"data": _to_openonerec(t, dv.ref) if fmt == "openonerec" else t}
+        tables = {"data": t}
         manifest = {"source": dv.ref, "content_hash": dv.content_hash, "parents": dv.parents, "step": dv.step,
-                    "kept_only": not include_rejected and "keep" in t.column_names}
+                    "kept_only": not include_rejected and "keep" in t.column_names,
+                    "domains": list(domains) if domains else None}
     if not any(t.num_rows for t in tables.values()):
         # An empty HF folder cannot be loaded by datasets.load_from_disk, and an empty training set is never
         # what the caller meant: refuse before anything is written.
@@ -198,6 +184,24 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domain: str
     files = publish_dir(out, write)
     return ExportResult(ref=source, format=fmt, out=out, rows=rows, files=files,
                         splits={k: v.num_rows for k, v in tables.items()} if len(tables) > 1 else {})
+
+
+def _export_layout(ws: Workspace, ref: str, fmt: str, out: Path, *, is_catalog: bool,
+                   domains: Sequence[str] | None, include_rejected: bool, overwrite: bool,
+                   sid_version: int | None) -> ExportResult:
+    """openonerec / trl (a chat dataset version) and minionerec (the catalog split) by `storage.export_formats`."""
+    from storage import export_formats as ef
+
+    if fmt == "minionerec":
+        if not is_catalog or ref.split(":", 1)[-1] not in ("split", "splits"):
+            raise RecotError(f"the MiniOneRec layout is built from the catalog's split and SIDs, not from {ref}; "
+                             "export catalog:split --format minionerec")
+        return ef.export_minionerec(ws, out, sid_version=sid_version, domains=domains, overwrite=overwrite)
+    if is_catalog:
+        raise RecotError(f"the {'OpenOneRec' if fmt == 'openonerec' else 'TRL'} layout is for chat samples; export "
+                         f"{ref} as hf or parquet, or a dataset version as {fmt}")
+    fn = ef.export_openonerec if fmt == "openonerec" else ef.export_trl
+    return fn(ws, ref, out, domains=domains, include_rejected=include_rejected, overwrite=overwrite)
 
 
 def publish_dir(out: Path, write: Callable[[Path], T]) -> T:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import InputError, NotFound, RecotError
 from storage.export import ExportResult, publish_dir
+from storage.selection import domain_condition, row_condition, version_columns
 from storage.workspace import Workspace
 
 FORMATS = ("openonerec", "minionerec", "trl")
@@ -57,23 +58,14 @@ def _atomic_dir(out: Path, overwrite: bool, write: Callable[[Path], ExportResult
 
 
 def _chat_rows(dv: DatasetVersion, *, domains: Sequence[str] | None, include_rejected: bool) -> list[dict[str, Any]]:
-    cols = {f["name"] for f in dv.manifest.get("schema", [])}
+    cols = version_columns(dv)
     if "messages" not in cols:
         raise RecotError(f"{dv.ref}: this layout is for chat samples (a `messages` column); it has "
                          f"{', '.join(sorted(cols))}")
-    conds, params = ["TRUE"], []
-    if "keep" in cols and not include_rejected:
-        conds.append("coalesce(keep, TRUE)")
-    if "error" in cols:
-        conds.append("error IS NULL")
-    if domains:
-        if "domain" not in cols:
-            raise InputError(f"no `domain` column to select domains {list(domains)} from", file=dv.ref)
-        conds.append(f"coalesce(domain, 'default') IN ({', '.join('?' * len(domains))})")
-        params += list(domains)
+    where, params = row_condition(dv, kept_only=not include_rejected, domains=domains)
     con = duckdb.connect()
     try:
-        t = con.sql(f"SELECT * FROM {dv.sql} WHERE {' AND '.join(conds)}", params=params).to_arrow_table()
+        t = con.sql(f"SELECT * FROM {dv.sql} WHERE {where}", params=params).to_arrow_table()
     finally:
         con.close()
     table = t if isinstance(t, pa.Table) else t.read_all()
@@ -184,8 +176,8 @@ def export_minionerec(ws: Workspace, out: Path, *, name: str = "recot", sid_vers
     where = ""
     params: list[Any] = [v]
     if domains:
-        where = f"AND sp.domain IN ({', '.join('?' * len(domains))})"
-        params += list(domains)
+        cond, ps = domain_condition(domains, "sp.domain")
+        where, params = f"AND {cond}", params + ps
     users = ws.query(f"""
         SELECT sp.user_id, list(struct_pack(item_id := sp.item_id, split := sp.split) ORDER BY sp.position)
         FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ? {where}

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import InputError, NotFound
+from storage.selection import row_condition, version_columns
 from storage.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -28,23 +29,18 @@ log = logging.getLogger(__name__)
 
 def _where(dv: DatasetVersion, *, kept_only: bool, levels: Sequence[str] | None, tasks: Sequence[str] | None,
            exclude_hint: bool = False, domains: Sequence[str] | None = None) -> tuple[str, list[Any]]:
-    cols = {f["name"] for f in dv.manifest.get("schema", [])}
-    conds, params = ["error IS NULL" if "error" in cols else "TRUE"], []
-    if kept_only and "keep" in cols:
-        conds.append("keep")
+    """Kept / error-free / domain rows as every consumer selects them (`storage.selection`), plus the trainers'
+    own level, task and hint-mode conditions."""
+    where, params = row_condition(dv, kept_only=kept_only, domains=domains)
+    conds = [where]
     if levels:
         conds.append(f"level IN ({', '.join('?' * len(levels))})")
         params += list(levels)
     if tasks:
         conds.append(f"task IN ({', '.join('?' * len(tasks))})")
         params += list(tasks)
-    if exclude_hint and "mode" in cols:
+    if exclude_hint and "mode" in version_columns(dv):
         conds.append("coalesce(mode, '') <> 'hint'")
-    if domains:
-        if "domain" not in cols:
-            raise InputError(f"no `domain` column to select domains {list(domains)} from", file=dv.ref)
-        conds.append(f"coalesce(domain, 'default') IN ({', '.join('?' * len(domains))})")
-        params += list(domains)
     return " AND ".join(conds), params
 
 

@@ -1,4 +1,5 @@
-"""Export to HF datasets / Parquet / OpenOneRec and import back; the split export; atomic, no overwrite."""
+"""Export to HF datasets / Parquet / OpenOneRec (one writer) and import back; domain selection; the split
+export; atomic, no overwrite."""
 from __future__ import annotations
 
 import json
@@ -64,24 +65,51 @@ def test_export_curated_kept_only(shop_ws, tmp_path):
 
 
 def test_openonerec_roundtrip(shop_ws, tmp_path):
+    """`export(…, "openonerec")` is the one OpenOneRec writer (storage.export_formats): UUIDs, messages as a JSON
+    string of typed parts; and it imports back."""
+    from storage.export_formats import export_openonerec, sample_uuid
+
     write_version(shop_ws, "cot", _samples(), step="synth")
-    export(shop_ws, "cot", "openonerec", tmp_path / "oor")
+    r = export(shop_ws, "cot", "openonerec", tmp_path / "oor")
+    assert (r.format, r.rows, r.files) == ("openonerec", 6, ["data.parquet"])
     rows = duckdb.sql(f"SELECT uuid, source, metadata, messages FROM read_parquet('{tmp_path}/oor/*.parquet') "
                       "ORDER BY uuid").fetchall()
     assert [c for c in duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/oor/*.parquet')").columns] == \
         ["uuid", "source", "metadata", "messages"]
-    uuid, source, metadata, messages = rows[0]
-    md = json.loads(metadata)
-    assert (uuid, source) == ("s0", "cot@v1:r3_recommend")
+    by_id = {json.loads(md)["sample_id"]: (u, src, json.loads(md), json.loads(m)) for u, src, md, m in rows}
+    uuid, source, md, messages = by_id["s0"]
+    assert (uuid, source) == (sample_uuid("s0"), "recot:cot@v1:r3_recommend")
     assert md["level"] == "R3" and md["reference"] == {"i": 0} and md["target_sids"] == [SID]
-    assert messages[0] == {"role": "user", "content": "history 0"}
+    assert messages[0] == {"role": "user", "content": [{"type": "text", "text": "history 0"}]}
+    # the same bytes as calling the layout writer directly
+    export_openonerec(shop_ws, "cot", tmp_path / "direct")
+    assert duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/direct/*.parquet') ORDER BY uuid").fetchall() == \
+        duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path}/oor/*.parquet') ORDER BY uuid").fetchall()
     dv = import_chat(shop_ws, tmp_path / "oor", "imported")
     back = {r["sample_id"]: r for r in read_dv(dv).to_pylist()}
     assert len(back) == 6 and back["s3"]["reasoning"] == "reason 3" and back["s3"]["answer_sids"] == [SID]
     assert back["s3"]["level"] == "R3" and back["s3"]["task"] == "r3_recommend"
+    assert back["s3"]["messages"][0] == {"role": "user", "content": "history 3"}
     # HF folder import as well
     export(shop_ws, "cot", "hf", tmp_path / "hf")
     assert import_chat(shop_ws, tmp_path / "hf", "imported").version == 2
+
+
+def test_export_selects_domains_for_versions_and_catalog(shop_ws, tmp_path):
+    rows = _samples().to_pylist()
+    for r in rows[:2]:
+        r["domain"] = "garden"
+    write_version(shop_ws, "cot", samples_from_pylist(rows), step="synth")
+    assert export(shop_ws, "cot", "parquet", tmp_path / "g", domains=["garden"]).rows == 2
+    assert export(shop_ws, "cot", "parquet", tmp_path / "gs", domains=["garden", "shop"]).rows == 6
+    assert export(shop_ws, "cot", "trl", tmp_path / "t", domains=["shop"]).rows == 4
+    split = export(shop_ws, "catalog:split", "parquet", tmp_path / "split", domains=["default"])
+    assert split.rows == 10 and duckdb.sql(f"SELECT DISTINCT domain FROM read_parquet('{tmp_path}/split/t*.parquet')"
+                                           ).fetchall() == [("default",)]
+    with pytest.raises(RecotError, match="0 rows"):
+        export(shop_ws, "cot", "parquet", tmp_path / "none", domains=["nowhere"])
+    with pytest.raises(RecotError, match="from the catalog's split"):
+        export(shop_ws, "cot", "minionerec", tmp_path / "m")
 
 
 def test_import_rejects_bad_messages(shop_ws, tmp_path):

@@ -113,24 +113,12 @@ def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a cata
                                                           help="hf: also write parquet/ inside the folder")] = True,
                overwrite: bool = False, workspace: WorkspaceOpt = DEFAULT_WS) -> None:
     """Export to Hugging Face datasets (save_to_disk), plain Parquet, or the OpenOneRec / MiniOneRec / TRL
-    layouts (storage/export_formats.py). Atomic."""
+    layouts (storage/export_formats.py; MiniOneRec from catalog:split). Atomic."""
     from storage.export import export
 
     ws = open_ws(workspace, create=False)
-    if fmt in ("openonerec", "minionerec", "trl"):
-        from storage import export_formats as ef
-
-        doms = [d.strip() for d in domain.split(",") if d.strip()] if domain else None
-        if fmt == "minionerec":
-            fr = ef.export_minionerec(ws, out, domains=doms, overwrite=overwrite)
-        else:
-            fn = ef.export_openonerec if fmt == "openonerec" else ef.export_trl
-            fr = fn(ws, ref, out, domains=doms, include_rejected=include_rejected, overwrite=overwrite)
-        split = "  (" + ", ".join(f"{k}: {v:,}" for k, v in fr.splits.items()) + ")" if fr.splits else ""
-        console.print(f"exported {fr.ref} → {fr.out} as {fr.format}: {fr.rows:,} rows{split}")
-        console.print("  files: " + ", ".join(fr.files))
-        return
-    r = export(ws, ref, fmt, out, domain=domain, include_rejected=include_rejected, overwrite=overwrite,
+    doms = [d.strip() for d in domain.split(",") if d.strip()] if domain else None
+    r = export(ws, ref, fmt, out, domains=doms, include_rejected=include_rejected, overwrite=overwrite,
                with_parquet=parquet_copy)
     split = "  (" + ", ".join(f"{k}: {v:,}" for k, v in r.splits.items()) + ")" if r.splits else ""
     console.print(f"exported {r.ref} → {r.out} as {r.format}: {r.rows:,} rows{split}")
@@ -138,8 +126,10 @@ def export_cmd(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, or a cata
         console.print(f"  load: datasets.load_from_disk('{r.out}')")
         if parquet_copy:
             console.print(f"  or:   duckdb.read_parquet('{r.out}/parquet/*.parquet')")
-    else:
+    elif r.format == "parquet":
         console.print(f"  load: duckdb.read_parquet('{r.out}/*.parquet')")
+    else:
+        console.print("  files: " + ", ".join(r.files))
 
 
 @app.command("mix")
