@@ -186,7 +186,7 @@ class FilterContext:
     def tokens(self, field: str, table: pa.Table | None = None) -> Tokens:
         """Word-token hashes of column `field` for the evaluated rows. Cached per chain run and sliced for
         later filters that see a subset of those rows, so exact dedup, near dedup and repetition share the work."""
-        if self.full is None or self.rows is None:
+        if self.rows is None or (self.full is None and table is None):
             if table is None:
                 raise ValueError("tokens() needs the filter's table when the context has no full input")
             return word_tokens(table.column(field))
@@ -199,6 +199,8 @@ class FilterContext:
         if table is not None and field in table.column_names and table.num_rows == len(self.rows):
             col = table.column(field)  # the filter's table holds exactly this context's rows: no second take
         else:
+            if self.full is None:
+                raise ValueError(f"tokens(): column {field!r} is not in the filter's table")
             col = self.full.column(field)
             if len(self.rows) < self.full.num_rows:
                 col = col.take(pa.array(self.rows, pa.int64()))
@@ -282,6 +284,13 @@ class Filter(ABC, Generic[P]):
         """The columns `applies_to` and `check` read, when they are a few (the chain then hands the filter only
         those, so a set-level step over the kept rows does not copy every column); None: any column."""
         return None
+
+    def prepare(self, batch: pa.Table, ctx: FilterContext) -> pa.Table:
+        """Set-level filters: the row-local part of `check`, run by the chain on each batch of the rows the filter
+        evaluates (columns `reads`); `check` then gets the concatenated results. Returning less than the batch
+        (e.g. a 64-bit key per row instead of its text) keeps a chain's memory from growing with the text.
+        Default: the batch as it is."""
+        return batch
 
     def applies_to(self, table: pa.Table) -> np.ndarray | None:
         """Boolean mask of the rows this filter checks (`rows_where`, `rows_nonempty`); None: every row."""

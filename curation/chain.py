@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curation.base import Filter, FilterContext, RunCache, Verdicts, reason_category
 from curation.config import ChainConfig, load_chain
 from curation.text import chat_column, completion_column
-from storage.datasets import DatasetVersion, read_dv, resolve, write_version
+from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import InputError
 from storage.executor import map_batches
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
@@ -39,25 +41,13 @@ from storage.runs import recorded_run
 from storage.workspace import Workspace
 
 EXECUTOR_BATCH_ROWS = 20_000
+BATCH_ROWS = 32_768
+"""Rows per record batch of a chain run: row-local filters, set-level filters' `prepare`, the output write and
+the verdict spill work a batch at a time."""
 
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 3
-
-
-def load_samples(dv: DatasetVersion) -> pa.Table:
-    """The input version as SAMPLE_SCHEMA (curated columns of a previous pass are dropped: a chain always
-    starts from the samples, not from an earlier chain's decisions)."""
-    table = read_dv(dv)
-    missing = [f for f in SAMPLE_SCHEMA.names if f not in table.column_names]
-    if missing:
-        raise InputError(f"dataset {dv.ref} is not a sample dataset: missing column(s) {missing}",
-                         file=str(dv.path), field=missing[0])
-    table = table.select(SAMPLE_SCHEMA.names)
-    try:
-        return table.cast(SAMPLE_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InputError(f"dataset {dv.ref} does not match the sample schema: {exc}", file=str(dv.path)) from None
 
 
 def _score_stats(s: np.ndarray) -> dict[str, Any] | None:
@@ -73,19 +63,17 @@ def _score_stats(s: np.ndarray) -> dict[str, Any] | None:
             "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}}
 
 
-def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray
-                  ) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-    """Histogram of reason categories over `pos` (positions into `reasons`/`ids`) and up to 3 examples each."""
-    hist: dict[str, int] = {}
-    examples: dict[str, list[dict[str, Any]]] = {}
+def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray, hist: dict[str, int],
+                  examples: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """Add the reason categories of rows `pos` (positions into `reasons`/`ids`) to `hist`, and the first
+    MAX_EXAMPLES of each to `examples` when given."""
     for r in pos:
         cat = reason_category(reasons[r]) or "(no reason)"
         hist[cat] = hist.get(cat, 0) + 1
-        ex = examples.setdefault(cat, [])
-        if len(ex) < MAX_EXAMPLES:
-            ex.append({"sample_id": ids[int(r)].as_py(), "reason": reasons[r]})
-    hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
-    return hist, {k: examples[k] for k in hist}
+        if examples is not None:
+            ex = examples.setdefault(cat, [])
+            if len(ex) < MAX_EXAMPLES:
+                ex.append({"sample_id": ids[int(r)].as_py(), "reason": reasons[r]})
 
 
 def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
@@ -149,67 +137,198 @@ def checked_ids(table: pa.Table) -> pa.Array:
 
 
 @dataclass
+class ChainInput:
+    """The samples a chain reads, as record batches in row order (re-read from the Parquet parts at each pass, so
+    a pass holds one batch of the input at a time). `batches(columns)` yields tables of those columns (None: all
+    of SAMPLE_SCHEMA for a dataset version, every column for an in-memory table)."""
+
+    num_rows: int
+    batches: Callable[[list[str] | None], Iterator[pa.Table]]
+
+    @classmethod
+    def of_table(cls, table: pa.Table, batch_rows: int | None = None) -> ChainInput:
+        rows = batch_rows or BATCH_ROWS
+
+        def batches(columns: list[str] | None) -> Iterator[pa.Table]:
+            t = table if columns is None else table.select(columns)
+            for start in range(0, table.num_rows, rows):
+                yield t.slice(start, rows)
+
+        return cls(table.num_rows, batches)
+
+    @classmethod
+    def of_version(cls, dv: DatasetVersion, batch_rows: int | None = None) -> ChainInput:
+        """A sample dataset version (curated columns of a previous pass are not read: a chain always starts from
+        the samples, not from an earlier chain's decisions)."""
+        parts = sorted(dv.path.glob("part-*.parquet"))
+        have = set(pq.read_schema(parts[0]).names) if parts else set()
+        missing = [f for f in SAMPLE_SCHEMA.names if f not in have]
+        if missing:
+            raise InputError(f"dataset {dv.ref} is not a sample dataset: missing column(s) {missing}",
+                             file=str(dv.path), field=missing[0])
+
+        def batches(columns: list[str] | None) -> Iterator[pa.Table]:
+            cols = list(columns or SAMPLE_SCHEMA.names)
+            schema = pa.schema([SAMPLE_SCHEMA.field(c) for c in cols])
+            for part in parts:
+                for rb in pq.ParquetFile(part).iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=cols):
+                    try:
+                        yield pa.Table.from_batches([rb]).select(cols).cast(schema)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise InputError(f"dataset {dv.ref} does not match the sample schema: {exc}",
+                                         file=str(dv.path)) from None
+
+        return cls(sum(pq.ParquetFile(p).metadata.num_rows for p in parts), batches)
+
+    def ids(self) -> pa.Array:
+        """The sample_id column, checked (`checked_ids`)."""
+        parts = list(self.batches(["sample_id"]))
+        t = pa.concat_tables(parts) if parts else pa.table({"sample_id": pa.array([], pa.string())})
+        return checked_ids(t)
+
+    def work(self, columns: tuple[str, ...] | None) -> Iterator[pa.Table]:
+        """Batches of `columns` (None: all), `_completion`/`_chat` computed per batch when asked for."""
+        text = columns is None or bool({"_completion", "_chat"} & set(columns))
+        read = None if columns is None else list(dict.fromkeys(
+            [c for c in columns if c not in ("_completion", "_chat")] +
+            (["messages", "reasoning", "answer"] if text else [])))
+        for b in self.batches(read):
+            w = with_text_columns(b) if text else b
+            yield w if columns is None else w.select(list(dict.fromkeys(columns)))
+
+
+@dataclass
+class StageTally:
+    """One filter's funnel stage, added up batch by batch in row order (the same figures and examples as over
+    all its rows at once)."""
+
+    f: Filter[Any]
+    before: int = 0                  # rows kept before the filter (all rows, not only those it evaluates)
+    after: int = 0                   # … and after it
+    evaluated: int = 0
+    flagged: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    flagged_reasons: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+    scores: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, ids: pa.Array, reasons: np.ndarray, keep: np.ndarray, new_pos: np.ndarray,
+            score: np.ndarray) -> None:
+        self.evaluated += len(keep)
+        self.flagged += int((~keep).sum())
+        _reason_stats(ids, reasons, new_pos, self.reasons, self.examples)
+        _reason_stats(ids, reasons, np.flatnonzero(~keep), self.flagged_reasons)
+        _reason_stats(ids, reasons, np.flatnonzero(keep & (reasons != None)), self.notes)  # noqa: E711
+        self.scores.append(score[~np.isnan(score)])
+
+    def stage(self) -> dict[str, Any]:
+        f, after = self.f, self.after
+
+        def ordered(h: dict[str, int]) -> dict[str, int]:
+            return dict(sorted(h.items(), key=lambda kv: (-kv[1], kv[0])))
+
+        reasons = ordered(self.reasons)
+        return {
+            "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
+            "params": redact(f.params.model_dump(mode="json")),  # the manifest is stored: no secrets
+            "evaluated": self.evaluated, "in": self.before, "out": after, "dropped": self.before - after,
+            "flagged": self.flagged, "reasons": reasons, "flagged_reasons": ordered(self.flagged_reasons),
+            "notes": ordered(self.notes), "examples": {k: self.examples[k] for k in reasons},
+            "scores": _score_stats(np.concatenate(self.scores) if self.scores else np.zeros(0)),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
 class ChainState:
     """What a chain run has decided so far, per input row: still kept, the first filter that dropped it and
-    why, every filter's score and the rank score; plus one verdict table and one funnel stage per filter."""
+    why, every filter's score and the rank score (a few dozen bytes per row); each filter's verdict rows are
+    spilled to a Parquet file in `spill` as they come, and its funnel stage is added up in a StageTally."""
 
     ids: pa.Array
     kept: np.ndarray
     rejected_by: np.ndarray
     reject_reason: np.ndarray
     rank: np.ndarray
+    spill: Path
     scores: dict[str, np.ndarray] = field(default_factory=dict)
-    verdicts: list[pa.Table] = field(default_factory=list)
+    verdict_files: list[Path] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    writers: dict[str, pq.ParquetWriter] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, ids: pa.Array) -> ChainState:
+    def start(cls, ids: pa.Array, spill: Path) -> ChainState:
         n = len(ids)
         return cls(ids, np.ones(n, bool), np.full(n, None, dtype=object), np.full(n, None, dtype=object),
-                   np.zeros(n))
+                   np.zeros(n), spill)
+
+    def begin(self, f: Filter[Any]) -> StageTally:
+        """Open `f`'s verdict spill file and its funnel stage."""
+        path = self.spill / f"verdicts-{len(self.verdict_files):04d}.parquet"
+        self.verdict_files.append(path)
+        self.writers[f.label] = pq.ParquetWriter(path, VERDICT_SCHEMA)
+        self.scores[f.label] = np.full(len(self.kept), np.nan)
+        return StageTally(f)
+
+    def end(self, tally: StageTally) -> None:
+        """Close the filter's verdict file (an empty one when it evaluated no row) and record its stage."""
+        w = self.writers.pop(tally.f.label)
+        if tally.evaluated == 0:
+            w.write_table(VERDICT_SCHEMA.empty_table())
+        w.close()
+        self.stages.append(tally.stage())
+        log.info("filter %s: %d → %d", tally.f.label, tally.before, tally.after)
 
     def rows_for(self, f: Filter[Any]) -> np.ndarray:
         """Positions of the rows `f` evaluates: the still-kept ones when it is `only_kept`, else all."""
         return np.flatnonzero(self.kept) if f.only_kept else np.arange(len(self.kept))
 
-    def context(self, idx: np.ndarray, *, work: pa.Table, cache: RunCache, ws: Workspace | None,
-                sid_version: int | None, run_id: str | None, progress: bool) -> FilterContext:
+    def context(self, idx: np.ndarray, prior: list[str], *, rows: np.ndarray, full: pa.Table | None,
+                cache: RunCache, ws: Workspace | None, sid_version: int | None, run_id: str | None,
+                progress: bool) -> FilterContext:
+        """The context of the rows `idx` (positions in the input) for a filter after the filters `prior`."""
         return FilterContext(ws=ws, rank_score=self.rank[idx].copy(),
-                             earlier_scores={k: v[idx] for k, v in self.scores.items()}, run_id=run_id,
-                             progress=progress, sid_version=sid_version, cache=cache, rows=idx, full=work)
+                             earlier_scores={k: self.scores[k][idx] for k in prior}, run_id=run_id,
+                             progress=progress, sid_version=sid_version, cache=cache, rows=rows, full=full)
 
-    def record(self, f: Filter[Any], idx: np.ndarray, v: Verdicts, seconds: float) -> None:
-        """Apply `f`'s verdicts on rows `idx`: first drops, scores, rank, the verdict rows and the funnel stage."""
-        n = len(self.kept)
-        before = int(self.kept.sum())
+    def record(self, tally: StageTally, idx: np.ndarray, v: Verdicts) -> None:
+        """Apply `f`'s verdicts on rows `idx` (positions in the input, ascending; one batch or all of its rows):
+        first drops, scores, rank, the verdict rows and the stage's counts."""
+        f = tally.f
         reasons = np.array(v.reason, dtype=object)
         flagged_pos = np.flatnonzero(~v.keep)
         new_pos = flagged_pos[self.kept[idx[flagged_pos]]]
         self.rejected_by[idx[new_pos]] = f.label
         self.reject_reason[idx[new_pos]] = reasons[new_pos]
         self.kept[idx[flagged_pos]] = False
-        s_full = np.full(n, np.nan)
-        s_full[idx] = v.score
-        self.scores[f.label] = s_full
-        self.rank = self.rank + f.rank_weight * np.nan_to_num(s_full, nan=0.0)
-        sub_ids = self.ids if len(idx) == n else pc.take(self.ids, pa.array(idx, pa.int64()))
-        self.verdicts.append(verdict_rows(f.label, sub_ids, v, reasons))
-        self.stages.append({
-            "name": f.label, "type": f.type_name, "only_kept": f.only_kept,
-            "params": redact(f.params.model_dump(mode="json")),  # the manifest is stored: no secrets
-            "evaluated": int(len(idx)), "in": before, "out": int(self.kept.sum()),
-            "dropped": before - int(self.kept.sum()), "flagged": int(len(flagged_pos)),
-            **stage_reasons(sub_ids, reasons, v.keep, new_pos),
-            "scores": _score_stats(v.score.copy()), "seconds": round(seconds, 4),
-        })
-        log.info("filter %s: %d → %d", f.label, before, int(self.kept.sum()))
+        self.scores[f.label][idx] = v.score
+        self.rank[idx] += f.rank_weight * np.nan_to_num(v.score, nan=0.0)
+        sub_ids = self.ids if len(idx) == len(self.ids) else pc.take(self.ids, pa.array(idx, pa.int64()))
+        if len(idx):
+            self.writers[f.label].write_table(verdict_rows(f.label, sub_ids, v, reasons))
+        tally.add(sub_ids, reasons, v.keep, new_pos, v.score)
 
-    def curated(self, table: pa.Table) -> pa.Table:
-        """The input with the decisions: keep, rejected_by, reject_reason and the scores as JSON."""
-        return table.append_column("keep", pa.array(self.kept, pa.bool_())) \
-            .append_column("rejected_by", pa.array(self.rejected_by, pa.string())) \
-            .append_column("reject_reason", pa.array(self.reject_reason, pa.string())) \
-            .append_column("scores", _scores_json(self.scores, len(self.kept))).cast(CURATED_SCHEMA)
+    def curated(self, batch: pa.Table, start: int) -> pa.Table:
+        """Input rows `start…` with the decisions: keep, rejected_by, reject_reason and the scores as JSON."""
+        sl = slice(start, start + batch.num_rows)
+        return batch.append_column("keep", pa.array(self.kept[sl], pa.bool_())) \
+            .append_column("rejected_by", pa.array(self.rejected_by[sl], pa.string())) \
+            .append_column("reject_reason", pa.array(self.reject_reason[sl], pa.string())) \
+            .append_column("scores", _scores_json({k: v[sl] for k, v in self.scores.items()}, batch.num_rows)) \
+            .cast(CURATED_SCHEMA)
+
+    def curated_batches(self, inp: ChainInput) -> Iterator[pa.RecordBatch]:
+        start = 0
+        for batch in inp.batches(None):
+            yield from self.curated(batch, start).to_batches()
+            start += batch.num_rows
+
+    def verdicts(self) -> pa.Table:
+        """Every verdict, filter by filter, read back from the spill files."""
+        parts = [pq.read_table(p) for p in self.verdict_files]
+        return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 
     def funnel(self, filters: list[Filter[Any]], cache: RunCache) -> dict[str, Any]:
         n, kept = len(self.kept), int(self.kept.sum())
@@ -231,15 +350,6 @@ def verdict_rows(label: str, sub_ids: pa.Array, v: Verdicts, reasons: np.ndarray
     }, schema=VERDICT_SCHEMA)
 
 
-def stage_reasons(ids: pa.Array, reasons: np.ndarray, keep: np.ndarray, new_pos: np.ndarray) -> dict[str, Any]:
-    """A funnel stage's reason histograms: of the rows it dropped first (with examples), of all it flagged,
-    and the notes it left on kept rows."""
-    reasons_new, examples = _reason_stats(ids, reasons, new_pos)
-    reasons_all, _ = _reason_stats(ids, reasons, np.flatnonzero(~keep))
-    notes, _ = _reason_stats(ids, reasons, np.flatnonzero(keep & (reasons != None)))  # noqa: E711
-    return {"reasons": reasons_new, "flagged_reasons": reasons_all, "notes": notes, "examples": examples}
-
-
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], None]]:
     """`step(description)` shows the filter starting; `step(None)` marks it done. A no-op when disabled."""
@@ -258,17 +368,149 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str | None], 
 
 
 def _evaluate(f: Filter[Any], work: pa.Table, idx: np.ndarray, ctx: FilterContext, executor: str) -> Verdicts:
-    """`f`'s verdicts on rows `idx`: in-process, or on `executor` in batches when the filter is row-local, or
-    partitioned by key when it is a distributable set-level step (dedup)."""
+    """`f`'s verdicts on rows `idx` of `work`: in-process, or on `executor` in batches when the filter is row-local."""
     cols = f.reads()
     src = work if cols is None else work.select(list(dict.fromkeys(cols)))
     sub = src if len(idx) == work.num_rows else src.take(pa.array(idx, pa.int64()))
     if executor != "local" and f.row_local and len(idx):
         v = _verdicts_on_executor(f, sub, ctx.ws, ctx.sid_version, ctx.run_id, executor)
         return v.validate(len(idx), f.label)
-    if executor != "local" and getattr(f, "distributed", False):
-        f = f.on_executor(executor)  # type: ignore[attr-defined]  # set-level, partitioned by key (dedup)
     return f.apply(sub, ctx)
+
+
+def _segments(filters: list[Filter[Any]]) -> Iterator[list[int]]:
+    """Runs of consecutive row-local filters (one pass over the input each) and single set-level filters."""
+    run: list[int] = []
+    for i, f in enumerate(filters):
+        if f.row_local:
+            run.append(i)
+            continue
+        if run:
+            yield run
+            run = []
+        yield [i]
+    if run:
+        yield run
+
+
+@dataclass
+class _Run:
+    """One chain run over a ChainInput: row-local filters batch by batch, set-level ones over the rows they
+    evaluate, gathered batch by batch as the small table their `prepare` makes of them."""
+
+    inp: ChainInput
+    filters: list[Filter[Any]]
+    state: ChainState
+    ws: Workspace | None
+    sid_version: int | None
+    run_id: str | None
+    progress: bool
+    executor: str
+    cache: RunCache = field(default_factory=RunCache)
+
+    def kw(self) -> dict[str, Any]:
+        return {"ws": self.ws, "sid_version": self.sid_version, "run_id": self.run_id, "progress": self.progress}
+
+    def set_filter(self, i: int) -> Filter[Any]:
+        """Filter `i` as it runs: a set-level step that can run partitioned gets the executor (dedup)."""
+        f = self.filters[i]
+        if self.executor != "local" and getattr(f, "distributed", False):
+            return f.on_executor(self.executor)  # type: ignore[no-any-return,attr-defined]
+        return f
+
+    def prepare(self, f: Filter[Any], batch: pa.Table, start: int, cache: RunCache) -> pa.Table | None:
+        """What set-level `f` keeps (`prepare`) of the rows of `batch` (input rows `start…`) it will evaluate."""
+        m = batch.num_rows
+        local = np.flatnonzero(self.state.kept[start:start + m]) if f.only_kept else np.arange(m)
+        if not len(local):
+            return None
+        cols = f.reads()
+        src = batch if cols is None else batch.select(list(dict.fromkeys(cols)))
+        sub = src if len(local) == m else src.take(pa.array(local, pa.int64()))
+        ctx = self.state.context(start + local, [], rows=local, full=batch, cache=cache, **self.kw())
+        return f.prepare(sub, ctx)
+
+    def row_local(self, seg: list[int], then: Filter[Any] | None) -> tuple[list[pa.Table], float]:
+        """Filters `seg` (row-local, consecutive) in one pass: each batch goes through all of them in order, then
+        — when a set-level filter `then` comes next — through its `prepare` (the rows it will evaluate are known
+        once the batch is through `seg`), which spares that filter a pass of its own."""
+        st = self.state
+        tallies = [st.begin(self.filters[i]) for i in seg]
+        parts: list[pa.Table] = []
+        prep_s, start = 0.0, 0
+        for batch in self.inp.work(None):
+            m = batch.num_rows
+            cache = replace(self.cache, tokens={})  # token positions are per batch; catalogs are shared
+            for i, tally in zip(seg, tallies):
+                t0 = time.perf_counter()
+                f = self.filters[i]
+                local = np.flatnonzero(st.kept[start:start + m]) if f.only_kept else np.arange(m)
+                idx = start + local
+                ctx = st.context(idx, [g.label for g in self.filters[:i]], rows=local, full=batch, cache=cache,
+                                 **self.kw())
+                tally.before += int(st.kept[start:start + m].sum())
+                st.record(tally, idx, _evaluate(f, batch, local, ctx, self.executor))
+                tally.after += int(st.kept[start:start + m].sum())
+                tally.seconds += time.perf_counter() - t0
+            if then is not None:
+                t0 = time.perf_counter()
+                if (part := self.prepare(then, batch, start, cache)) is not None:
+                    parts.append(part)
+                prep_s += time.perf_counter() - t0
+            start += m
+        for tally in tallies:
+            st.end(tally)
+        return parts, prep_s
+
+    def set_level(self, i: int, f: Filter[Any], prepared: tuple[list[pa.Table], float] | None) -> None:
+        """Set-level filter `i` (`f` as it runs) over the rows it evaluates, as one table of what its `prepare`
+        keeps per batch (`prepared` by the pass before, or gathered in a pass of its own)."""
+        st = self.state
+        tally = st.begin(f)
+        t0 = time.perf_counter()
+        if prepared is None:
+            parts, start = [], 0
+            for batch in self.inp.work(f.reads()):
+                if (part := self.prepare(f, batch, start, replace(self.cache, tokens={}))) is not None:
+                    parts.append(part)
+                start += batch.num_rows
+        else:
+            parts, tally.seconds = prepared
+        idx = st.rows_for(f)
+        table = pa.concat_tables(parts) if parts else pa.table({})
+        ctx = st.context(idx, [g.label for g in self.filters[:i]], rows=idx, full=None, cache=self.cache,
+                         **self.kw())
+        tally.before = int(st.kept.sum())
+        st.record(tally, idx, f.apply(table, ctx) if len(idx) else Verdicts.all_kept(0))
+        tally.after = int(st.kept.sum())
+        tally.seconds += time.perf_counter() - t0
+        st.end(tally)
+
+    def run(self) -> None:
+        segs = list(_segments(self.filters))
+        prepared: tuple[Filter[Any], tuple[list[pa.Table], float]] | None = None
+        with _progress_bar(self.progress, len(self.filters)) as step:
+            for k, seg in enumerate(segs):
+                step(", ".join(self.filters[i].label for i in seg))
+                if self.filters[seg[0]].row_local:
+                    nxt = segs[k + 1][0] if k + 1 < len(segs) and not self.filters[segs[k + 1][0]].row_local \
+                        else None
+                    then = self.set_filter(nxt) if nxt is not None else None
+                    out = self.row_local(seg, then)
+                    prepared = (then, out) if then is not None else None
+                else:
+                    f, ready = prepared if prepared is not None else (self.set_filter(seg[0]), None)
+                    prepared = None
+                    self.set_level(seg[0], f, ready)
+                for _ in seg:
+                    step(None)
+
+
+def _chain_run(inp: ChainInput, filters: list[Filter[Any]], spill: Path, *, ws: Workspace | None,
+               sid_version: int | None, run_id: str | None, progress: bool, executor: str) -> _Run:
+    run = _Run(inp, filters, ChainState.start(inp.ids(), spill), ws, sid_version, run_id, progress, executor)
+    run.run()
+    return run
 
 
 def run_filters(table: pa.Table, filters: list[Filter[Any]], *, ws: Workspace | None = None,
@@ -277,50 +519,49 @@ def run_filters(table: pa.Table, filters: list[Filter[Any]], *, ws: Workspace | 
     """Apply `filters` in order to a SAMPLE_SCHEMA table. Returns (curated table, verdicts, funnel).
 
     Pure apart from catalog reads (and the judge's teacher cache), so benchmarks and tests can call it
-    without writing a version."""
-    work = with_text_columns(table)
-    state = ChainState.start(checked_ids(table))
-    cache = RunCache()
-    with _progress_bar(progress, len(filters)) as step:
-        for f in filters:
-            t0 = time.perf_counter()
-            idx = state.rows_for(f)
-            step(f"{f.label} ({len(idx):,} samples)")
-            ctx = state.context(idx, work=work, cache=cache, ws=ws, sid_version=sid_version, run_id=run_id,
-                                progress=progress)
-            state.record(f, idx, _evaluate(f, work, idx, ctx, executor), time.perf_counter() - t0)
-            step(None)
-    verdicts = pa.concat_tables(state.verdicts) if state.verdicts else VERDICT_SCHEMA.empty_table()
-    return state.curated(table), verdicts, state.funnel(filters, cache)
+    without writing a version. The same engine as `run_chain` (batches of BATCH_ROWS rows), in memory."""
+    inp = ChainInput.of_table(table)
+    with tempfile.TemporaryDirectory(prefix="recot-curate-") as spill:
+        r = _chain_run(inp, filters, Path(spill), ws=ws, sid_version=sid_version, run_id=run_id,
+                       progress=progress, executor=executor)
+        parts = list(r.state.curated_batches(inp))
+        curated = pa.Table.from_batches(parts, schema=CURATED_SCHEMA) if parts else CURATED_SCHEMA.empty_table()
+        return curated, r.state.verdicts(), r.state.funnel(filters, r.cache)
 
 
 def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion,
               chain: str | Path | ChainConfig | dict[str, Any] = "default",
               *, out: str | None = None, progress: bool = False,
               overrides: list[str] | None = None, executor: str = "local") -> DatasetVersion:
-    """Curate `dataset_ref` with `chain` into a new version of dataset `out` (default '<input>-curated')."""
+    """Curate `dataset_ref` with `chain` into a new version of dataset `out` (default '<input>-curated').
+
+    Streams: the input is read in record batches at each pass (one per run of row-local filters, one per
+    set-level filter, one for the output), verdicts are spilled to Parquet under the workspace's tmp folder and
+    inserted by DuckDB from there, and the output is written batch by batch — what stays in memory is a few
+    dozen bytes of decisions per row, one batch, and what a set-level filter keeps of the rows it evaluates."""
     cfg, source = load_chain(chain, overrides)
     filters = cfg.build(source)
     src = dataset_ref if isinstance(dataset_ref, DatasetVersion) else resolve(ws, dataset_ref)
     out = out or f"{src.name}-curated"
-    table = load_samples(src)
+    inp = ChainInput.of_version(src)
     config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref, "executor": executor}
-    with ws.writer("curate"), recorded_run(ws, "curate", config) as run:
+    with ws.writer("curate"), recorded_run(ws, "curate", config) as run, \
+            tempfile.TemporaryDirectory(prefix="curate-", dir=ws.tmp_dir) as spill:
         run.stats = {"input": src.ref}
-        curated, verdicts, funnel = run_filters(table, filters, ws=ws, sid_version=cfg.sid_version, executor=executor,
-                                                run_id=run.id, progress=progress)
-        funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **funnel}
+        r = _chain_run(inp, filters, Path(spill), ws=ws, sid_version=cfg.sid_version, run_id=run.id,
+                       progress=progress, executor=executor)
+        funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **r.state.funnel(filters, r.cache)}
+        files = [str(p) for p in r.state.verdict_files]
 
         def store_verdicts(con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
-            con.register("v", verdicts)
-            con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? FROM v",
-                        [name, version, run.id])
-            con.unregister("v")
+            if files:
+                con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? "
+                            "FROM read_parquet(?)", [name, version, run.id, files])
 
         # the verdicts are inserted in the transaction that registers the version: both or neither
-        dv = write_version(ws, out, curated, step="curate", config=config, parents=[(src.name, src.version)],
-                           run_id=run.id, schema=CURATED_SCHEMA, extra_manifest={"funnel": funnel},
-                           on_commit=store_verdicts)
+        dv = write_version(ws, out, r.state.curated_batches(inp), step="curate", config=config,
+                           parents=[(src.name, src.version)], run_id=run.id, schema=CURATED_SCHEMA,
+                           extra_manifest={"funnel": funnel}, on_commit=store_verdicts)
         run.stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
                      "rejected_by": funnel["rejected_by"]}
         if "teacher_stats" in funnel:
