@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, TypeVar, cast, final, get_args
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -95,14 +96,24 @@ class RunCache:
     """What the filters of one chain run compute once and share: SID catalogs and the tables derived from them,
     word tokens, the judge's teacher accounting. Read and filled only through FilterContext's accessors."""
 
-    latest_sid_version: int | None = None
-    latest_sid_version_known: bool = False
+    latest: dict[str, int | None] = field(default_factory=dict)  # 'sid_version' → the workspace's newest
     catalogs: dict[int, SidCatalog] = field(default_factory=dict)
     sid_tables: dict[_VersionKey, pa.Table] = field(default_factory=dict)
     normalized_titles: dict[_VersionKey, frozenset[str]] = field(default_factory=dict)
     sid_prefixes: dict[_VersionKey, frozenset[tuple[int, str]]] = field(default_factory=dict)
     tokens: dict[str, tuple[np.ndarray, Tokens]] = field(default_factory=dict)
     teacher_stats: dict[str, Any] = field(default_factory=dict)
+    duck: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # 'con' → the run's in-memory DuckDB
+
+    def close(self) -> None:
+        """Close the run's in-memory DuckDB, if one was opened."""
+        if (con := self.duck.pop("con", None)) is not None:
+            con.close()
+
+    def for_batch(self) -> RunCache:
+        """A view for one record batch of the input: an empty token cache of its own (positions are per batch),
+        everything else shared with this cache (every field is a mutable container)."""
+        return replace(self, tokens={})
 
 
 @dataclass
@@ -120,6 +131,8 @@ class FilterContext:
     cache: RunCache = field(default_factory=RunCache)  # shared across filters of one chain run
     rows: np.ndarray | None = None              # positions of the evaluated rows in the whole input
     full: pa.Table | None = None                # the whole input (for artifacts computed once, e.g. word tokens)
+    source: Callable[[str, np.ndarray], pa.ChunkedArray] | None = None
+    """The chain's input, read again: `source(column, positions)` (positions in the whole input, ascending)."""
 
     def subset(self, pos: np.ndarray) -> FilterContext:
         """The context of rows `pos` (positions among this context's rows); the run cache is shared."""
@@ -130,11 +143,10 @@ class FilterContext:
     # -- the SID catalog ------------------------------------------------------------------------------------
     def latest_sid_version(self) -> int | None:
         """The workspace's newest SID version (None without a workspace or SIDs)."""
-        c = self.cache
-        if not c.latest_sid_version_known:
-            c.latest_sid_version = latest_sid_version(self.ws) if self.ws is not None else None
-            c.latest_sid_version_known = True
-        return c.latest_sid_version
+        latest = self.cache.latest
+        if "sid_version" not in latest:
+            latest["sid_version"] = latest_sid_version(self.ws) if self.ws is not None else None
+        return latest["sid_version"]
 
     def sid_catalog(self, version: int) -> SidCatalog:
         """SID version `version` of the workspace catalog (NotFound without a workspace)."""
@@ -207,6 +219,22 @@ class FilterContext:
         tok = word_tokens(col)
         self.cache.tokens[field] = (np.asarray(self.rows).copy(), tok)
         return tok
+
+    def column_of(self, field: str, pos: np.ndarray) -> pa.ChunkedArray:
+        """Column `field` of the evaluated rows at positions `pos` (ascending), read again from the chain's input:
+        a set-level filter that prepared a few bytes per row (`Filter.prepare`) fetches the text of the few rows
+        it needs."""
+        if self.source is None or self.rows is None:
+            raise RecotError("column_of() needs a chain run's context (FilterContext.source)")
+        return self.source(field, self.rows[np.asarray(pos, np.int64)])
+
+    # -- compute ------------------------------------------------------------------------------------------
+    def sql(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the chain run's in-memory DuckDB, for `with ctx.sql() as con:` (what it registers goes
+        with it). A fresh connection costs ~20 ms, a cursor microseconds — it adds up over record batches."""
+        if "con" not in self.cache.duck:
+            self.cache.duck["con"] = duckdb.connect()
+        return self.cache.duck["con"].cursor()
 
     # -- accounting -----------------------------------------------------------------------------------------
     def record_teacher_stats(self, label: str, stats: Any) -> None:

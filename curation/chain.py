@@ -13,13 +13,15 @@ order, so the same input and chain give a byte-identical output (same content ha
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ from storage.runs import recorded_run
 from storage.workspace import Workspace
 
 EXECUTOR_BATCH_ROWS = 20_000
-BATCH_ROWS = 32_768
+BATCH_ROWS = 8_192
+SAMPLE_TYPES = {f.name: f.type for f in SAMPLE_SCHEMA} | {"_completion": pa.string(), "_chat": pa.string()}
 """Rows per record batch of a chain run: row-local filters, set-level filters' `prepare`, the output write and
 the verdict spill work a batch at a time."""
 
@@ -76,7 +79,7 @@ def _reason_stats(ids: pa.Array, reasons: np.ndarray, pos: np.ndarray, hist: dic
                 ex.append({"sample_id": ids[int(r)].as_py(), "reason": reasons[r]})
 
 
-def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
+def _scores_json(scores: dict[str, np.ndarray], n: int, con: duckdb.DuckDBPyConnection | None = None) -> pa.Array:
     """Per row '{"label": score, ...}' (sorted keys, rows' NaN scores left out; null when none), built by one
     DuckDB expression rather than a json.dumps per row."""
     labels = [k for k in sorted(scores) if not np.isnan(scores[k]).all()]
@@ -87,15 +90,12 @@ def _scores_json(scores: dict[str, np.ndarray], n: int) -> pa.Array:
     t = pa.table({"_row": pa.array(np.arange(n), pa.int64()), **cols})
     quoted = ["'" + k.replace("'", "''") + "'" for k in labels]
     entries = ", ".join(f"{{'k': {q}, 'v': c{i}}}" for i, q in enumerate(quoted))
-    con = duckdb.connect()
-    try:
-        con.register("t", t)
-        out = con.sql(f"""
+    with (con.cursor() if con is not None else duckdb.connect()) as cur:
+        cur.register("t", t)
+        out = cur.sql(f"""
             SELECT CASE WHEN len(e) = 0 THEN NULL ELSE to_json(map_from_entries(e))::VARCHAR END AS j
             FROM (SELECT _row, list_filter([{entries}], lambda x: x.v IS NOT NULL) AS e FROM t) ORDER BY _row
             """).to_arrow_table().column("j")
-    finally:
-        con.close()
     return out.combine_chunks()
 
 
@@ -287,11 +287,12 @@ class ChainState:
 
     def context(self, idx: np.ndarray, prior: list[str], *, rows: np.ndarray, full: pa.Table | None,
                 cache: RunCache, ws: Workspace | None, sid_version: int | None, run_id: str | None,
-                progress: bool) -> FilterContext:
+                progress: bool, source: Callable[[str, np.ndarray], pa.ChunkedArray]) -> FilterContext:
         """The context of the rows `idx` (positions in the input) for a filter after the filters `prior`."""
         return FilterContext(ws=ws, rank_score=self.rank[idx].copy(),
                              earlier_scores={k: self.scores[k][idx] for k in prior}, run_id=run_id,
-                             progress=progress, sid_version=sid_version, cache=cache, rows=rows, full=full)
+                             progress=progress, sid_version=sid_version, cache=cache, rows=rows, full=full,
+                             source=source)
 
     def record(self, tally: StageTally, idx: np.ndarray, v: Verdicts) -> None:
         """Apply `f`'s verdicts on rows `idx` (positions in the input, ascending; one batch or all of its rows):
@@ -310,20 +311,21 @@ class ChainState:
             self.writers[f.label].write_table(verdict_rows(f.label, sub_ids, v, reasons))
         tally.add(sub_ids, reasons, v.keep, new_pos, v.score)
 
-    def curated(self, batch: pa.Table, start: int) -> pa.Table:
+    def curated(self, batch: pa.Table, start: int, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
         """Input rows `start…` with the decisions: keep, rejected_by, reject_reason and the scores as JSON."""
         sl = slice(start, start + batch.num_rows)
         return batch.append_column("keep", pa.array(self.kept[sl], pa.bool_())) \
             .append_column("rejected_by", pa.array(self.rejected_by[sl], pa.string())) \
             .append_column("reject_reason", pa.array(self.reject_reason[sl], pa.string())) \
-            .append_column("scores", _scores_json({k: v[sl] for k, v in self.scores.items()}, batch.num_rows)) \
+            .append_column("scores", _scores_json({k: v[sl] for k, v in self.scores.items()}, batch.num_rows, con)) \
             .cast(CURATED_SCHEMA)
 
     def curated_batches(self, inp: ChainInput) -> Iterator[pa.RecordBatch]:
         start = 0
-        for batch in inp.batches(None):
-            yield from self.curated(batch, start).to_batches()
-            start += batch.num_rows
+        with duckdb.connect() as con:
+            for batch in inp.batches(None):
+                yield from self.curated(batch, start, con).to_batches()
+                start += batch.num_rows
 
     def verdicts(self) -> pa.Table:
         """Every verdict, filter by filter, read back from the spill files."""
@@ -409,7 +411,19 @@ class _Run:
     cache: RunCache = field(default_factory=RunCache)
 
     def kw(self) -> dict[str, Any]:
-        return {"ws": self.ws, "sid_version": self.sid_version, "run_id": self.run_id, "progress": self.progress}
+        return {"ws": self.ws, "sid_version": self.sid_version, "run_id": self.run_id, "progress": self.progress,
+                "source": self.read_column}
+
+    def read_column(self, column: str, rows: np.ndarray) -> pa.ChunkedArray:
+        """Column `column` of input rows `rows` (ascending positions), read again batch by batch."""
+        out, start = [], 0
+        for batch in self.inp.work((column,)):
+            m = batch.num_rows
+            lo, hi = np.searchsorted(rows, [start, start + m])
+            if hi > lo:
+                out.append(batch.column(column).take(pa.array(rows[lo:hi] - start, pa.int64())))
+            start += m
+        return pa.chunked_array([c for part in out for c in part.chunks], type=SAMPLE_TYPES.get(column, pa.string()))
 
     def set_filter(self, i: int) -> Filter[Any]:
         """Filter `i` as it runs: a set-level step that can run partitioned gets the executor (dedup)."""
@@ -418,8 +432,10 @@ class _Run:
             return f.on_executor(self.executor)  # type: ignore[no-any-return,attr-defined]
         return f
 
-    def prepare(self, f: Filter[Any], batch: pa.Table, start: int, cache: RunCache) -> pa.Table | None:
-        """What set-level `f` keeps (`prepare`) of the rows of `batch` (input rows `start…`) it will evaluate."""
+    def prepare(self, f: Filter[Any], batch: pa.Table, start: int, cache: RunCache) -> _Prepared | None:
+        """What set-level `f` keeps (`prepare`) of the rows of `batch` (input rows `start…`) it may evaluate: the
+        still-kept ones when it is `only_kept` (a superset of those it will evaluate when other set-level filters
+        come first: `prepare` is row-local, so the subset is taken later), else all."""
         m = batch.num_rows
         local = np.flatnonzero(self.state.kept[start:start + m]) if f.only_kept else np.arange(m)
         if not len(local):
@@ -428,19 +444,19 @@ class _Run:
         src = batch if cols is None else batch.select(list(dict.fromkeys(cols)))
         sub = src if len(local) == m else src.take(pa.array(local, pa.int64()))
         ctx = self.state.context(start + local, [], rows=local, full=batch, cache=cache, **self.kw())
-        return f.prepare(sub, ctx)
+        return f.prepare(sub, ctx), start + local
 
-    def row_local(self, seg: list[int], then: Filter[Any] | None) -> tuple[list[pa.Table], float]:
+    def row_local(self, seg: list[int], then: list[Filter[Any]]) -> list[_Gathered]:
         """Filters `seg` (row-local, consecutive) in one pass: each batch goes through all of them in order, then
-        — when a set-level filter `then` comes next — through its `prepare` (the rows it will evaluate are known
-        once the batch is through `seg`), which spares that filter a pass of its own."""
+        through the `prepare` of the set-level filters `then` that come next (the rows they may evaluate are known
+        once the batch is through `seg`), which spares each of them a pass of its own."""
         st = self.state
         tallies = [st.begin(self.filters[i]) for i in seg]
-        parts: list[pa.Table] = []
-        prep_s, start = 0.0, 0
+        gathered = [_Gathered() for _ in then]
+        start = 0
         for batch in self.inp.work(None):
             m = batch.num_rows
-            cache = replace(self.cache, tokens={})  # token positions are per batch; catalogs are shared
+            cache = self.cache.for_batch()
             for i, tally in zip(seg, tallies):
                 t0 = time.perf_counter()
                 f = self.filters[i]
@@ -452,32 +468,29 @@ class _Run:
                 st.record(tally, idx, _evaluate(f, batch, local, ctx, self.executor))
                 tally.after += int(st.kept[start:start + m].sum())
                 tally.seconds += time.perf_counter() - t0
-            if then is not None:
+            for f, g in zip(then, gathered):
                 t0 = time.perf_counter()
-                if (part := self.prepare(then, batch, start, cache)) is not None:
-                    parts.append(part)
-                prep_s += time.perf_counter() - t0
+                g.add(self.prepare(f, batch, start, cache))
+                g.seconds += time.perf_counter() - t0
             start += m
         for tally in tallies:
             st.end(tally)
-        return parts, prep_s
+        return gathered
 
-    def set_level(self, i: int, f: Filter[Any], prepared: tuple[list[pa.Table], float] | None) -> None:
+    def set_level(self, i: int, f: Filter[Any], gathered: _Gathered | None) -> None:
         """Set-level filter `i` (`f` as it runs) over the rows it evaluates, as one table of what its `prepare`
-        keeps per batch (`prepared` by the pass before, or gathered in a pass of its own)."""
+        kept per batch (`gathered` in the pass before, or in a pass of its own)."""
         st = self.state
         tally = st.begin(f)
         t0 = time.perf_counter()
-        if prepared is None:
-            parts, start = [], 0
+        if gathered is None:
+            gathered, start = _Gathered(), 0
             for batch in self.inp.work(f.reads()):
-                if (part := self.prepare(f, batch, start, replace(self.cache, tokens={}))) is not None:
-                    parts.append(part)
+                gathered.add(self.prepare(f, batch, start, self.cache.for_batch()))
                 start += batch.num_rows
-        else:
-            parts, tally.seconds = prepared
         idx = st.rows_for(f)
-        table = pa.concat_tables(parts) if parts else pa.table({})
+        table = gathered.rows(idx)
+        tally.seconds = gathered.seconds
         ctx = st.context(idx, [g.label for g in self.filters[:i]], rows=idx, full=None, cache=self.cache,
                          **self.kw())
         tally.before = int(st.kept.sum())
@@ -488,22 +501,48 @@ class _Run:
 
     def run(self) -> None:
         segs = list(_segments(self.filters))
-        prepared: tuple[Filter[Any], tuple[list[pa.Table], float]] | None = None
-        with _progress_bar(self.progress, len(self.filters)) as step:
+        ahead: dict[int, tuple[Filter[Any], _Gathered]] = {}   # set-level filters prepared in a row-local pass
+        with _progress_bar(self.progress, len(self.filters)) as step, contextlib.closing(self.cache):
             for k, seg in enumerate(segs):
                 step(", ".join(self.filters[i].label for i in seg))
                 if self.filters[seg[0]].row_local:
-                    nxt = segs[k + 1][0] if k + 1 < len(segs) and not self.filters[segs[k + 1][0]].row_local \
-                        else None
-                    then = self.set_filter(nxt) if nxt is not None else None
-                    out = self.row_local(seg, then)
-                    prepared = (then, out) if then is not None else None
+                    nxt = [s[0] for s in itertools.takewhile(lambda s: not self.filters[s[0]].row_local,
+                                                             segs[k + 1:])]
+                    then = [self.set_filter(i) for i in nxt]
+                    ahead = dict(zip(nxt, zip(then, self.row_local(seg, then))))
                 else:
-                    f, ready = prepared if prepared is not None else (self.set_filter(seg[0]), None)
-                    prepared = None
-                    self.set_level(seg[0], f, ready)
+                    i = seg[0]
+                    f, g = ahead.pop(i, (self.set_filter(i), None))
+                    self.set_level(i, f, g)
                 for _ in seg:
                     step(None)
+
+
+_Prepared = tuple[pa.Table, np.ndarray]
+
+
+@dataclass
+class _Gathered:
+    """What a set-level filter's `prepare` kept, batch by batch, and the input rows it covers (ascending)."""
+
+    parts: list[pa.Table] = field(default_factory=list)
+    covered: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, prepared: _Prepared | None) -> None:
+        if prepared is not None:
+            self.parts.append(prepared[0])
+            self.covered.append(prepared[1])
+
+    def rows(self, idx: np.ndarray) -> pa.Table:
+        """The prepared rows of input rows `idx` (a subset of those covered, ascending)."""
+        if not self.parts:
+            return pa.table({})
+        table = pa.concat_tables(self.parts)
+        covered = np.concatenate(self.covered)
+        if len(covered) == len(idx):
+            return table
+        return table.take(pa.array(np.searchsorted(covered, idx), pa.int64()))
 
 
 def _chain_run(inp: ChainInput, filters: list[Filter[Any]], spill: Path, *, ws: Workspace | None,

@@ -187,7 +187,7 @@ def subset_tokens(tok: Tokens, rows: np.ndarray) -> Tokens:
     return Tokens(tok.hashes[idx], offs)
 
 
-def text_keys(tok: Tokens) -> np.ndarray:
+def text_keys(tok: Tokens, con: duckdb.DuckDBPyConnection | None = None) -> np.ndarray:
     """One 64-bit key per document from its token sequence (order-sensitive): equal keys ⇔ equal normalized
     word sequences (up to 64-bit hash collisions). Empty documents all get key 0.
 
@@ -199,12 +199,9 @@ def text_keys(tok: Tokens) -> np.ndarray:
         return out
     lists = pa.LargeListArray.from_arrays(pa.array(np.asarray(tok.offsets, np.int64)),
                                           pa.array(np.asarray(tok.hashes, np.uint64)))
-    con = duckdb.connect()
-    try:
-        con.register("t", pa.table({"_row": pa.array(np.arange(n, dtype=np.int64)), "w": lists}))
-        h = con.sql("SELECT hash(w) AS h FROM t ORDER BY _row").fetchnumpy()["h"]
-    finally:
-        con.close()
+    with (con.cursor() if con is not None else duckdb.connect()) as cur:
+        cur.register("t", pa.table({"_row": pa.array(np.arange(n, dtype=np.int64)), "w": lists}))
+        h = cur.sql("SELECT hash(w) AS h FROM t ORDER BY _row").fetchnumpy()["h"]
     nz = tok.counts > 0
     out[nz] = np.asarray(h, np.uint64)[nz]
     return out

@@ -25,6 +25,7 @@ the driver only joins the verified edges into clusters (connected components ove
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -83,7 +84,9 @@ class ExactDedupFilter(_Distributable, SetFilter[ExactDedupParams], type_name="e
         """In-process: each row's 64-bit text key instead of its text (the chain keeps 8 bytes per row)."""
         if self.executor != "local":
             return batch
-        key = _exact_key_batch(batch.select([self.params.field]).rename_columns(["text"]), self.params.normalize)
+        with ctx.sql() as con:
+            key = _exact_key_batch(batch.select([self.params.field]).rename_columns(["text"]), self.params.normalize,
+                                   con)
         return pa.table({"sample_id": batch.column("sample_id"), "prompt_id": batch.column("prompt_id"),
                          KEY: key.column("h")})
 
@@ -125,6 +128,7 @@ class ExactDedupFilter(_Distributable, SetFilter[ExactDedupParams], type_name="e
 
 EXECUTOR_BATCH_ROWS = 8192
 KEY = "_exact_key"
+ELIG, BANDS = "_near_eligible", "_near_bands"
 
 
 def exact_groups(t: pa.Table, per_prompt: bool = False) -> pa.Table:
@@ -143,11 +147,12 @@ def exact_groups(t: pa.Table, per_prompt: bool = False) -> pa.Table:
         con.close()
 
 
-def _exact_key_batch(batch: pa.Table, normalize: bool = True) -> pa.Table:
+def _exact_key_batch(batch: pa.Table, normalize: bool = True, con: duckdb.DuckDBPyConnection | None = None
+                     ) -> pa.Table:
     """Map stage of distributed exact dedup: each row's 64-bit text key (row-local)."""
     col = batch.column("text")
     if normalize:
-        keys = text_keys(word_tokens(col))
+        keys = text_keys(word_tokens(col), con)
     else:
         keys = np.array([hash_text(x) for x in col.to_pylist()], dtype=np.uint64)
     return pa.table({"h": pa.array(keys, pa.uint64())})
@@ -298,27 +303,37 @@ def _verify_task(part: tuple[np.ndarray, np.ndarray, np.ndarray, float]) -> np.n
     return np.array(out, dtype=np.float64).reshape(-1, 3)
 
 
-def _near_map_batch(batch: pa.Table, p: NearDedupParams) -> pa.Table:
-    """Map stage of distributed near dedup (row-local): eligibility, band keys and the sorted unique shingle set."""
-    tok = word_tokens(batch.column("text"))
+def near_band_keys(tok: Tokens, p: NearDedupParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per document: eligible for near dedup (enough words and shingles), and its `p.bands` LSH bucket keys (zero
+    when not eligible). Row-local."""
     n = len(tok.offsets) - 1
     sh = ngram_hashes(tok, p.shingle_words)
     elig = (sh.counts > 0) & (tok.counts >= p.min_words)
     has = np.flatnonzero(elig)
     keys = np.zeros((n, p.bands), np.uint64)
-    sets: list[np.ndarray] = [np.zeros(0, np.uint64)] * n
     if len(has):
         sub = subset_tokens(sh, has)
         sig = np.array(minhash_matrix(sub, p.num_perm, p.seed).to_rows(), dtype=np.uint64)
         keys[has] = band_keys(sig, p.bands)
-        for j, i in enumerate(has):
-            sets[i] = np.unique(sub.hashes[sub.offsets[j]:sub.offsets[j + 1]])
-    lens = np.array([len(x) for x in sets], np.int64)
-    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
-    flat = np.concatenate(sets) if n else np.zeros(0, np.uint64)
+    return elig, keys
+
+
+def shingle_sets(tok: Tokens, p: NearDedupParams) -> pa.ListArray:
+    """Per document, its sorted unique shingle hashes (what the exact Jaccard of a candidate pair is taken on)."""
+    sh = ngram_hashes(tok, p.shingle_words)
+    sets = [np.unique(sh.hashes[sh.offsets[i]:sh.offsets[i + 1]]) for i in range(len(sh.offsets) - 1)]
+    offs = np.concatenate([[0], np.cumsum([len(x) for x in sets])]).astype(np.int64)
+    flat = np.concatenate(sets) if sets else np.zeros(0, np.uint64)
+    return pa.LargeListArray.from_arrays(pa.array(offs, pa.int64()), pa.array(flat, pa.uint64()))
+
+
+def _near_map_batch(batch: pa.Table, p: NearDedupParams) -> pa.Table:
+    """Map stage of distributed near dedup (row-local): eligibility, band keys and the sorted unique shingle set."""
+    tok = word_tokens(batch.column("text"))
+    elig, keys = near_band_keys(tok, p)
     return pa.table({"elig": pa.array(elig, pa.bool_()),
                      "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel(), pa.uint64()), p.bands),
-                     "shingles": pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pa.array(flat, pa.uint64()))})
+                     "shingles": shingle_sets(tok, p)})
 
 
 def near_duplicate_clusters_partitioned(texts: pa.Array | pa.ChunkedArray, p: NearDedupParams, *,
@@ -326,13 +341,27 @@ def near_duplicate_clusters_partitioned(texts: pa.Array | pa.ChunkedArray, p: Ne
                                         ) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
     """`near_duplicate_clusters` as map + partitioned tasks on `executor` (see the module doc); same result."""
     n = len(texts)
-    labels = np.full(n, -1, np.int64)
     mapped = map_batches(pa.table({"text": texts}), partial(_near_map_batch, p=p), executor=executor,
                          batch_size=EXECUTOR_BATCH_ROWS)
-    rows = np.flatnonzero(mapped.column("elig").to_numpy(zero_copy_only=False))
+    shingles = mapped.column("shingles").combine_chunks()
+    bands = pc.list_flatten(mapped.column("bands")).to_numpy().reshape(n, p.bands)
+    return clusters_from_bands(mapped.column("elig").to_numpy(zero_copy_only=False), bands,
+                               lambda rows: shingles.take(pa.array(rows, pa.int64())), p, executor=executor,
+                               partitions=partitions)
+
+
+def clusters_from_bands(elig: np.ndarray, bands: np.ndarray, shingles_of: Callable[[np.ndarray], pa.Array],
+                        p: NearDedupParams, *, executor: str = "local", partitions: int = DEFAULT_PARTITIONS
+                        ) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
+    """Near-duplicate clusters from each row's eligibility and band keys (n × bands): candidate pairs from shared
+    buckets (partitioned by bucket), verified by the exact Jaccard of the shingle sets `shingles_of(rows)` gives
+    for the rows in some candidate pair only (sorted unique hashes per row, aligned with `rows`)."""
+    n = len(elig)
+    labels = np.full(n, -1, np.int64)
+    rows = np.flatnonzero(elig)
     if len(rows) < 2:
         return labels, {}
-    bands = pc.list_flatten(mapped.column("bands")).to_numpy().reshape(n, p.bands)[rows]
+    bands = bands[rows]
     band = np.repeat(np.arange(p.bands, dtype=np.int64)[None, :], len(rows), 0).ravel()
     key = bands.ravel()
     row = np.repeat(rows, p.bands)
@@ -346,11 +375,12 @@ def near_duplicate_clusters_partitioned(texts: pa.Array | pa.ChunkedArray, p: Ne
     if not found:
         return labels, {}
     pairs = np.unique(np.concatenate(found), axis=0)
-    shingles = mapped.column("shingles").combine_chunks()
+    involved_all = np.unique(pairs)
+    shingles = shingles_of(involved_all)
     chunks = []
     for chunk in np.array_split(pairs, min(partitions, len(pairs))):
         involved, local = np.unique(chunk, return_inverse=True)
-        sub = shingles.take(pa.array(involved, pa.int64()))
+        sub = shingles.take(pa.array(np.searchsorted(involved_all, involved), pa.int64()))
         offs = sub.offsets.to_numpy() - sub.offsets[0].as_py()
         chunks.append((local.reshape(-1, 2), pc.list_flatten(sub).to_numpy(), offs, p.threshold, involved))
     verified = map_partitions(_verify_task, [c[:4] for c in chunks], executor=executor)
@@ -376,10 +406,28 @@ class NearDedupFilter(_Distributable, SetFilter[NearDedupParams], type_name="nea
     def reads(self) -> tuple[str, ...]:
         return (self.params.field, "sample_id")
 
+    def prepare(self, batch: pa.Table, ctx: FilterContext) -> pa.Table:
+        """In-process: each row's eligibility and band keys instead of its text (the chain keeps 8 bytes per band
+        per row); `check` reads the text of the rows in candidate pairs again (`FilterContext.column_of`)."""
+        if self.executor != "local" or ctx.source is None:
+            return batch
+        elig, keys = near_band_keys(ctx.tokens(self.params.field, batch), self.params)
+        return pa.table({"sample_id": batch.column("sample_id"), ELIG: pa.array(elig, pa.bool_()),
+                         BANDS: pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel(), pa.uint64()),
+                                                                  self.params.bands)})
+
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: NearDedupParams = self.params
         n = table.num_rows
-        if self.executor != "local":
+        if BANDS in table.column_names:  # prepared by the chain, batch by batch
+            bands = pc.list_flatten(table.column(BANDS).combine_chunks()).to_numpy().reshape(n, p.bands)
+
+            def shingles_of(rows: np.ndarray) -> pa.Array:
+                return shingle_sets(word_tokens(ctx.column_of(p.field, rows)), p)
+
+            labels, sims = clusters_from_bands(table.column(ELIG).to_numpy(zero_copy_only=False), bands, shingles_of,
+                                               p, partitions=self.partitions)
+        elif self.executor != "local":
             labels, sims = near_duplicate_clusters_partitioned(table.column(p.field), p, executor=self.executor,
                                                                partitions=self.partitions)
         else:

@@ -91,7 +91,8 @@ class SidGroundingFilter(Filter[SidGroundingParams], type_name="sid_grounding",
         tally = _Tally.of(table.num_rows)
         if p.prefix_tasks and "task" in table.column_names:
             text = self._check_prefixes(table, text, versions, ctx, tally)
-        counts, occ, mentions = _find_sids(text, versions, cat, p.check_titles)
+        with ctx.sql() as con:
+            counts, occ, mentions = _find_sids(con, text, versions, cat, p.check_titles)
         self._report_malformed(text, counts, occ, tally)
         self._report_unknown(occ, versions, tally)
         if mentions:
@@ -179,46 +180,42 @@ class SidGroundingFilter(Filter[SidGroundingParams], type_name="sid_grounding",
         return pa.chunked_array([pa.array(values, pa.string())])
 
 
-def _find_sids(text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table, check_titles: bool
-               ) -> tuple[dict[str, np.ndarray], list[_Occ], list[_Mention]]:
+def _find_sids(con: duckdb.DuckDBPyConnection, text: pa.ChunkedArray, versions: np.ndarray, cat: pa.Table,
+               check_titles: bool) -> tuple[dict[str, np.ndarray], list[_Occ], list[_Mention]]:
     """One DuckDB pass over the texts: per row the raw counts of begin tags and code tokens; per row with SIDs
     their number, code count and the unknown ones; and the title mentions next to known SIDs."""
     n = len(versions)
     t = pa.table({"_row": pa.array(np.arange(n)), "v": pa.array(versions), "text": text})
-    con = duckdb.connect()
-    try:
-        con.register("t", t)
-        con.register("cat", cat)
-        # per row: SIDs by the regex (its capture-free SQL form: the same matches, found about twice as fast),
-        # and raw counts of begin tags and code tokens; a row whose counts
-        # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python)
-        counts = con.sql(f"""
-            SELECT {count_sql("text", SID_BEGIN)} AS n_begin, {count_sql("text", CODE_TOKEN_PREFIX)} AS n_code
-            FROM t ORDER BY _row""").fetchnumpy()
-        occ = con.execute(f"""
-            WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{SID_SQL_PATTERN}')) AS sid FROM t)
-            SELECT _row, count(*) AS n_sids,
-                   sum({count_sql('occ.sid', CODE_TOKEN_PREFIX)}) AS n_codes,
-                   count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
-                   list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
-            FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
-            GROUP BY _row ORDER BY _row""").fetchall()
-        mentions = []
-        if check_titles:
-            mentions = con.execute(f"""
-                WITH m AS (
-                    SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
-                           unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
-                           unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
-                           unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c,
-                           unnest(regexp_extract_all(text, '{_AFTER}', 5)) AS d FROM t
-                    UNION ALL
-                    SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
-                           unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
-                SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
-                       cat.title
-                FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = {sid_from_codes_sql('m.sid')}
-                ORDER BY m._row""").fetchall()
-    finally:
-        con.close()
+    con.register("t", t)
+    con.register("cat", cat)
+    # per row: SIDs by the regex (its capture-free SQL form: the same matches, found about twice as fast),
+    # and raw counts of begin tags and code tokens; a row whose counts
+    # exceed what its well-formed SIDs account for holds a malformed fragment (named in Python)
+    counts = con.sql(f"""
+        SELECT {count_sql("text", SID_BEGIN)} AS n_begin, {count_sql("text", CODE_TOKEN_PREFIX)} AS n_code
+        FROM t ORDER BY _row""").fetchnumpy()
+    occ = con.execute(f"""
+        WITH occ AS (SELECT _row, v, unnest(regexp_extract_all(text, '{SID_SQL_PATTERN}')) AS sid FROM t)
+        SELECT _row, count(*) AS n_sids,
+               sum({count_sql('occ.sid', CODE_TOKEN_PREFIX)}) AS n_codes,
+               count(*) FILTER (WHERE c.item_id IS NULL) AS n_unknown,
+               list(DISTINCT occ.sid ORDER BY occ.sid) FILTER (WHERE c.item_id IS NULL) AS unknown
+        FROM occ LEFT JOIN cat c ON c.sid_version = occ.v AND c.sid = occ.sid
+        GROUP BY _row ORDER BY _row""").fetchall()
+    mentions = []
+    if check_titles:
+        mentions = con.execute(f"""
+            WITH m AS (
+                SELECT _row, v, unnest(regexp_extract_all(text, '{_AFTER}', 1)) AS sid,
+                       unnest(regexp_extract_all(text, '{_AFTER}', 2)) AS a,
+                       unnest(regexp_extract_all(text, '{_AFTER}', 3)) AS b,
+                       unnest(regexp_extract_all(text, '{_AFTER}', 4)) AS c,
+                       unnest(regexp_extract_all(text, '{_AFTER}', 5)) AS d FROM t
+                UNION ALL
+                SELECT _row, v, unnest(regexp_extract_all(text, '{_BEFORE}', 2)) AS sid,
+                       unnest(regexp_extract_all(text, '{_BEFORE}', 1)) AS a, NULL, NULL, NULL FROM t)
+            SELECT m._row, m.sid, coalesce(nullif(a, ''), nullif(b, ''), nullif(c, ''), nullif(d, '')) AS mention,
+                   cat.title
+            FROM m JOIN cat ON cat.sid_version = m.v AND cat.sid = {sid_from_codes_sql('m.sid')}
+            ORDER BY m._row""").fetchall()
     return counts, occ, mentions

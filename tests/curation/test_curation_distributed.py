@@ -82,3 +82,28 @@ def test_distributed_dedup_on_ray_equals_in_process(monkeypatch, fresh_ray):
         remote = _verdicts(f.on_executor("ray", partitions=5), table)
         assert remote == local, f
         assert local[0].count(False) >= 3                 # something was dropped, for real
+
+
+def test_dedup_prepared_batch_by_batch_equals_in_process(monkeypatch):
+    """In a chain run, exact and near dedup keep per row only a key / band keys (`prepare`, batch by batch) and
+    near dedup reads the text of candidate rows again: the verdicts are those of the in-process filters over the
+    whole table."""
+    import curation.chain as chain_mod
+    from storage.records import SAMPLE_SCHEMA
+
+    monkeypatch.setattr(chain_mod, "BATCH_ROWS", 64)       # ~12 batches
+    texts = _texts()
+    n = len(texts)
+    for f in (ExactDedupFilter(), ExactDedupFilter(ExactDedupParams(per_prompt=True)),
+              ExactDedupFilter(ExactDedupParams(normalize=False)), NearDedupFilter()):
+        table = _table(texts)
+        whole = f.apply(table, FilterContext(ws=None, rank_score=np.zeros(n)))
+        cols = {c.name: pa.nulls(n, c.type) for c in SAMPLE_SCHEMA}
+        cols.update(sample_id=table.column("sample_id"), prompt_id=table.column("prompt_id"),
+                    messages=pa.array([[{"role": "assistant", "content": t}] for t in texts],
+                                      SAMPLE_SCHEMA.field("messages").type))
+        samples = pa.table(cols, schema=SAMPLE_SCHEMA)
+        _, verdicts, _ = chain_mod.run_filters(samples, [f])
+        assert verdicts.column("keep").to_pylist() == whole.keep.tolist(), f
+        assert verdicts.column("reason").to_pylist() == whole.reason, f
+        assert whole.keep.tolist().count(False) >= 3
