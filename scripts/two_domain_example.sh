@@ -43,9 +43,10 @@ $RECOT sids build -w "$WS" --codebook-size 4 --no-progress
 print(write_r3_windows(Workspace.open('$WS'), 'r3_windows', history_format='sid_title').ref)"
 
 C=configs/train
-for D in books movies; do   # 3. one RL specialist per domain (lineage records the domain)
+for D in books movies; do   # 3. one RL specialist per domain (lineage records the domain); rollouts are the
+  # beams of a SID-constrained beam search (MiniOneRec), so the untrained base model already gets rank rewards
   $RECOT train rl -c $C/rl.cpu.yaml --domain $D prompts=windows max_steps=2 max_completion_length=12 \
-    --out "$W/rl_$D" -w "$WS"
+    rollout=beam "rewards=[beam_rank,prefix_partial]" --out "$W/rl_$D" -w "$WS"
 done
 # 4. RFT: each prompt sampled from its domain's specialist (constrained sampler: answers are catalog SIDs),
 #    samples whose first two SID levels are right kept, then SFT of the base model on them
