@@ -361,17 +361,21 @@ def clusters_from_bands(elig: np.ndarray, bands: np.ndarray, shingles_of: Callab
     rows = np.flatnonzero(elig)
     if len(rows) < 2:
         return labels, {}
-    bands = bands[rows]
-    band = np.repeat(np.arange(p.bands, dtype=np.int64)[None, :], len(rows), 0).ravel()
-    key = bands.ravel()
-    row = np.repeat(rows, p.bands)
-    with np.errstate(over="ignore"):
-        pid = ((key + band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) % np.uint64(partitions)).astype(int)
-    order = np.argsort(pid, kind="stable")
-    cuts = np.searchsorted(pid[order], np.arange(partitions + 1))
-    parts = [(band[o], key[o], row[o]) for o in (order[cuts[i]:cuts[i + 1]] for i in range(partitions))
-             if len(o) > 1]
-    found = [x for x in map_partitions(_bucket_pairs_task, parts, executor=executor) if len(x)]
+    if executor == "local":  # band by band: a bucket is one band's key, so the same pairs, O(rows) memory at a time
+        found = [x for b in range(p.bands)
+                 if len(x := bucket_pairs(np.full(len(rows), b, np.int64), bands[rows, b], rows))]
+    else:
+        sub = bands[rows]
+        band = np.repeat(np.arange(p.bands, dtype=np.int64)[None, :], len(rows), 0).ravel()
+        key = sub.ravel()
+        row = np.repeat(rows, p.bands)
+        with np.errstate(over="ignore"):
+            pid = ((key + band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) % np.uint64(partitions)).astype(int)
+        order = np.argsort(pid, kind="stable")
+        cuts = np.searchsorted(pid[order], np.arange(partitions + 1))
+        parts = [(band[o], key[o], row[o]) for o in (order[cuts[i]:cuts[i + 1]] for i in range(partitions))
+                 if len(o) > 1]
+        found = [x for x in map_partitions(_bucket_pairs_task, parts, executor=executor) if len(x)]
     if not found:
         return labels, {}
     pairs = np.unique(np.concatenate(found), axis=0)
@@ -422,8 +426,11 @@ class NearDedupFilter(_Distributable, SetFilter[NearDedupParams], type_name="nea
         if BANDS in table.column_names:  # prepared by the chain, batch by batch
             bands = pc.list_flatten(table.column(BANDS).combine_chunks()).to_numpy().reshape(n, p.bands)
 
-            def shingles_of(rows: np.ndarray) -> pa.Array:
-                return shingle_sets(word_tokens(ctx.column_of(p.field, rows)), p)
+            def shingles_of(rows: np.ndarray) -> pa.Array:  # a slice at a time: tokens' temporaries stay small
+                texts = ctx.column_of(p.field, rows)
+                step = EXECUTOR_BATCH_ROWS
+                return pa.concat_arrays([shingle_sets(word_tokens(texts.slice(i, step)), p)
+                                         for i in range(0, len(texts), step)])
 
             labels, sims = clusters_from_bands(table.column(ELIG).to_numpy(zero_copy_only=False), bands, shingles_of,
                                                p, partitions=self.partitions)

@@ -92,6 +92,7 @@ def test_dedup_prepared_batch_by_batch_equals_in_process(monkeypatch):
     from storage.records import SAMPLE_SCHEMA
 
     monkeypatch.setattr(chain_mod, "BATCH_ROWS", 64)       # ~12 batches
+    monkeypatch.setattr("curation.filters.dedup.EXECUTOR_BATCH_ROWS", 50)   # candidates' shingles in slices
     texts = _texts()
     n = len(texts)
     for f in (ExactDedupFilter(), ExactDedupFilter(ExactDedupParams(per_prompt=True)),
