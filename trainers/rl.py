@@ -173,7 +173,9 @@ def beam_rollout(ws: Workspace, cfg: RLConfig, sid_version: int | None, ds: Any)
             raise RuntimeError(f"beam rollouts expect each prompt {g} times in a row (TRL's RepeatSampler); got "
                                f"{len(prompts)} prompts not grouped that way")
         tok = trainer.processing_class
-        trie = index.setdefault(id(tok), SidIdTrie(catalog.trie, tok))
+        if id(tok) not in index:                     # token-id trie, built once per tokenizer
+            index[id(tok)] = SidIdTrie(catalog.trie, tok)
+        trie = index[id(tok)]
         keys = [_prompt_key(p) for p in groups]
         missing = [k for k in keys if k not in think_of]
         if missing:

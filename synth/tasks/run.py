@@ -58,6 +58,7 @@ def run_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | N
     DuckDB)."""
     task = get_task(name)
     opts = task.resolve_options(options)
+    _check_domains(ws, opts)
     sid_version = _resolve_sid_version(ws, int(opts.get("sid_version") or 0))
     template = load_template(task.template_name, int(opts.get("template_version") or 0) or None,
                              opts.get("language") or "en")
@@ -110,6 +111,7 @@ def plan_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | 
 
     task = get_task(name)
     opts = task.resolve_options(options)
+    _check_domains(ws, opts)
     if task.kind == DETERMINISTIC:
         return {"task": task.name, "kind": task.kind, "teachers": [], "requests": 0,
                 "note": "deterministic task: no teacher requests"}
@@ -136,6 +138,17 @@ def plan_task(ws: Workspace, name: str, *, teacher: Any = None, options: dict | 
         est["example"] = requests[0].message_dicts() if requests else None
         out["teachers"].append(est)
     return out
+
+
+def _check_domains(ws: Workspace, opts: dict[str, Any]) -> None:
+    """A `domains` option naming a domain the catalog does not have is a typo, not an empty run."""
+    wanted = selected_domains(opts)
+    if not wanted:
+        return
+    known = [r[0] for r in ws.query("SELECT DISTINCT coalesce(domain, 'default') FROM items ORDER BY 1")]
+    unknown = [d for d in wanted if d not in known]
+    if unknown:
+        raise ConfigError(f"unknown domain(s) {unknown} in --domain / domains; the catalog's domains are {known}")
 
 
 def _resolve_sid_version(ws: Workspace, requested: int) -> int:

@@ -372,8 +372,10 @@ def test_domain_option_selects_prompts_by_target_domain_before_the_caps(tiny_ws)
     assert {r["domain"] for r in movies} == {"movies"}
     assert {r["user_id"] for r in movies} == {"u1", "u2", "u3", "u4"}   # u4's movie target, cross-domain too
     assert len(understand) == 2 and {r["domain"] for r in understand} == {"books"}
-    aligned = rows_of(run_task(tiny_ws, "align_item", options={"domains": "books,nowhere", "limit": 4}))
+    aligned = rows_of(run_task(tiny_ws, "align_item", options={"domains": "books", "limit": 4}))
     assert len(aligned) == 4 and {r["domain"] for r in aligned} == {"books"}
+    with pytest.raises(ConfigError, match=r"unknown domain\(s\) \['music'\].*\['books', 'movies'\]"):
+        run_task(tiny_ws, "align_item", options={"domains": "books,music"})
     only = {r["sample_id"] for r in rows_of(run_task(tiny_ws, "align_item", options={"domains": "books"}))}
     every = rows_of(run_task(tiny_ws, "align_item"))
     assert only == {r["sample_id"] for r in every if r["domain"] == "books"} and len(only) < len(every)
