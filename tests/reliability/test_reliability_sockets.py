@@ -4,9 +4,9 @@ server's data is owner-only (item 3).
 Each test starts one service the way recot (or the suite) does, lists the listening TCP sockets of the
 service's whole process tree with psutil, and fails on any address that is not loopback — a wildcard (`0.0.0.0`,
 `::`) included. Services: the viewer (`recot ui`, Streamlit), a local Ray instance (`--executor ray`), the
-Argilla stack (redis, API server, search, job worker), `vllm serve` (the suite's server fixture,
-tests/synth/test_synth_teacher_vllm_serve.py, started here with the same `serve_command`) and the suite's fake
-OpenAI server (tests/fakes/fault_server.py)."""
+Argilla stack (redis, API server, search, job worker) and the suite's fake OpenAI server
+(tests/fakes/fault_server.py). `vllm serve` is checked on the suite's own server, in
+tests/synth/test_synth_teacher_vllm_serve.py (one server start instead of two)."""
 from __future__ import annotations
 
 import json
@@ -18,33 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from reliability_util import RECOT, ROOT
-
-LOOPBACK = ("127.", "::1", "::ffff:127.")
-
-
-def listening(pids: list[int]) -> list[tuple[str, str, int]]:
-    """(process name, address, port) of every listening TCP socket owned by `pids` or their descendants."""
-    tree: dict[int, str] = {}
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            for q in [p, *p.children(recursive=True)]:
-                tree[q.pid] = q.name()
-        except psutil.NoSuchProcess:
-            continue
-    return sorted((tree[c.pid], c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp")
-                  if c.status == psutil.CONN_LISTEN and c.pid in tree)
-
-
-def assert_loopback_only(socks: list[tuple[str, str, int]], *, expect_port: int | None = None) -> None:
-    assert socks, "the service listens on nothing: the test looked at the wrong processes"
-    exposed = [s for s in socks if not s[1].startswith(LOOPBACK)]
-    assert not exposed, f"listening beyond loopback: {exposed} (all: {socks})"
-    if expect_port is not None:
-        assert expect_port in {port for _, _, port in socks}, socks
+from testutil import assert_loopback_only, listening
 
 
 def _wait_listening(pid: int, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -167,30 +143,3 @@ def test_argilla_stack_listens_on_loopback_only_and_keeps_its_data_owner_only(tm
         assert _mode(d) == 0o700 and _mode(db) == 0o600
     finally:
         stack.down(ws)
-
-
-@pytest.mark.slow
-def test_vllm_serve_listens_on_loopback_only(tmp_path):
-    """The suite's `vllm serve` (tests/synth/test_synth_teacher_vllm_serve.py) is started by
-    synth.teacher.backends.vllm_backend.serve_command; the same command, started here, listens on loopback."""
-    from testutil import free_port
-
-    from synth.teacher.backends.vllm_backend import serve_command
-
-    venv = ROOT / ".venv-vllm"
-    if not (venv / "bin" / "python").exists():
-        pytest.skip("no .venv-vllm (scripts/setup_vllm.sh)")
-    from synth.teacher.local_model import ensure_local_model
-
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    cmd = serve_command(str(ensure_local_model()), port, served_model_name="smollm2-135m-instruct",
-                        extra_args=("--dtype", "bfloat16", "--max-model-len", "512", "--enforce-eager"))
-    with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        _wait_listening(proc.pid, port, 480, proc)
-        assert_loopback_only(listening([proc.pid]), expect_port=port)
-    finally:
-        _stop_group(proc)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from test_synth_tasks_teacher import build_tiny
 from test_synth_teacher_vllm import last_synth_run_stats
-from testutil import free_port
+from testutil import assert_loopback_only, free_port, listening
 
 from storage.datasets import read_dv
 from storage.runs import get_run
@@ -24,6 +24,9 @@ from synth.teacher.engine import make_engine
 from synth.teacher.types import ChatRequest, SamplingParams
 
 pytestmark = pytest.mark.slow
+
+
+vllm_server_pid = [0]   # the running server's process group leader, for the socket check
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,7 @@ def vllm_server(local_model_path, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"vllm serve not healthy after 480 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
+        vllm_server_pid[0] = proc.pid
         yield f"{base}/v1"
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):  # the server and its engine process
@@ -67,6 +71,13 @@ def vllm_server(local_model_path, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)   # an engine process left behind by a clean server exit
         except ProcessLookupError:
             pass
+
+
+def test_vllm_serve_listens_on_loopback_only(vllm_server):
+    """Issue 18 item 2 (see tests/reliability/test_reliability_sockets.py): the server recot's serve_command
+    starts — API server and engine process — listens on loopback only."""
+    port = int(vllm_server.rsplit(":", 1)[1].split("/")[0])
+    assert_loopback_only(listening([vllm_server_pid[0]]), expect_port=port)
 
 
 def _teacher(base_url: str) -> TeacherConfig:
