@@ -394,6 +394,7 @@ def sql_only(args: argparse.Namespace) -> dict:
         del comps
         glob = str(ws.datasets_dir / "bench" / "v1" / "part-*.parquet")
         run_recot(ws, NO_MINHASH, "warmup")
+        load_before = os.getloadavg()[0]
         rounds = []
         for r in range(args.only_sql):
             rn = run_recot(ws, NO_MINHASH, f"bench-nominhash-{r}")
@@ -406,6 +407,7 @@ def sql_only(args: argparse.Namespace) -> dict:
         section = {"recot": mid["recot"], "duckdb_sql": mid["duckdb_sql"],
                    "ratio_recot_vs_duckdb_sql": round(statistics.median(x["ratio"] for x in rounds), 2),
                    "rounds": [x["ratio"] for x in rounds], "rows": args.rows,
+                   "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                    "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         result = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "curation"}
         result["without_minhash"] = section
