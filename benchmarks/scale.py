@@ -14,8 +14,9 @@ Stages, each in its own subprocess (so each peak RSS — getrusage ru_maxrss in 
   MiniLM: a 32-d vector per item = its main category's fixed random centroid + 0.35 × Gaussian noise,
   written before the timer starts (embedding excluded);
 - align_user: `run_task(ws, "align_user")` (deterministic SQL task, windows over every user's history);
-- curate: the `default` chain over synthetic CoT traces (benchmarks/curation.py's generator; rows =
-  interactions / 20, capped by --max-curate-rows), writing the curated version with every verdict;
+- curate: the `default` chain over synthetic CoT traces (benchmarks/curation.py's generator, run by the
+  `curate_gen` stage in a child of its own so curate's peak RSS is the chain's; rows = interactions / 20,
+  capped by --max-curate-rows), writing the curated version with every verdict;
 - viewer: `trace_page` first page + a full-text search page over the align_user version;
 - teacher cache start with 10^4 / 10^5 / 10^6 cached responses in 100 segments: the first start (no index
   yet: reads every segment and writes index.bin) and the next start (reads the index only), plus one lookup.
@@ -29,6 +30,7 @@ traces, cached responses; 1.0 = linear). Results → benchmarks/results/scale.js
 
     python benchmarks/scale.py [--sizes 1,10,100,200] [--items-axis 10000,100000,1000000]
                                [--cache-sizes 10000,100000,1000000] [--work /tmp/recot-scale]
+    python benchmarks/scale.py --merge --sizes 1,10 --stages curate_gen,curate   # re-measure some stages
 """
 from __future__ import annotations
 
@@ -191,23 +193,26 @@ def stage(name: str, data: Path, ws_dir: Path, arg: str) -> dict[str, Any]:
         t2 = time.perf_counter()
         return {"seconds": t2 - t0, "page_s": t1 - t0, "search_s": t2 - t1, "rows": dv.rows,
                 "page_rows": len(page), "search_rows": len(hits)}
-    if name == "curate":
+    if name == "curate_gen":  # the traces to curate, written by a child of their own (not in curate's RSS)
         import importlib.util
-
-        from curation.chain import run_chain
 
         spec = importlib.util.spec_from_file_location("bench_curation", ROOT / "benchmarks" / "curation.py")
         assert spec is not None and spec.loader is not None
         bc = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bc)
         rows = int(arg)
+        t0 = time.perf_counter()
         comps, targets, catalog, _, _ = bc.make_traces(rows, 0)
         shutil.rmtree(ws_dir, ignore_errors=True)
-        ws = bc.build_workspace(ws_dir, bc.samples_table(comps, targets, catalog), catalog)
-        del comps
+        bc.build_workspace(ws_dir, bc.samples_table(comps, targets, catalog), catalog)
+        return {"seconds": time.perf_counter() - t0, "rows": rows}
+    if name == "curate":
+        from curation.chain import run_chain
+
+        ws = Workspace.open(ws_dir)
         t0 = time.perf_counter()
         dv = run_chain(ws, "bench@v1", "default", out="curated")
-        return {"seconds": time.perf_counter() - t0, "rows": rows, "kept": dv.manifest["funnel"]["kept"]}
+        return {"seconds": time.perf_counter() - t0, "rows": int(arg), "kept": dv.manifest["funnel"]["kept"]}
     if name in ("cache_fill", "cache_first_start", "cache_start"):
         return cache_stage(name, ws_dir, int(arg))
     raise SystemExit(f"unknown stage {name}")
@@ -330,7 +335,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         for entry in result.get(axis, []):
             x = entry.get("interactions") or entry.get("items") or entry.get("responses")
             for st, r in entry["stages"].items():
-                if "seconds" in r and st not in ("gen", "cache_fill"):
+                if "seconds" in r and st not in ("gen", "cache_fill", "curate_gen"):
                     series.setdefault(st, []).append((x, r["seconds"]))
         for st, pts in series.items():
             ax.plot(*zip(*pts), marker="o", label=st)
@@ -351,6 +356,62 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+STAGES = ("gen", "ingest", "sids", "align_user", "viewer", "curate_gen", "curate")
+
+
+def stage_args(scale: float, max_curate_rows: int, stages: str) -> list[tuple[str, str]]:
+    """(stage, argument) of the interaction-axis stages asked for, in order."""
+    users, items, n = dims(scale)
+    curate_rows = str(min(max_curate_rows, n // 20))
+    args = {"gen": f"{users},{items},{n}", "curate_gen": curate_rows, "curate": curate_rows}
+    wanted = set(stages.split(","))
+    if unknown := wanted - set(STAGES):
+        raise SystemExit(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
+    return [(st, args.get(st, "")) for st in STAGES if st in wanted]
+
+
+def merge(args: argparse.Namespace) -> None:
+    """Run `--stages` at `--sizes` and merge the points into `--out`, written only when all succeeded (a failed
+    or stopped run leaves the committed JSON as it was)."""
+    if args.duckdb_memory:
+        os.environ["RECOT_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory
+    work = args.work
+    measured: list[tuple[float, dict[str, Any]]] = []
+    for s in [float(x) for x in args.sizes.split(",") if x]:
+        users, items, n = dims(s)
+        data, ws_dir = work / f"x{s:g}" / "data", work / f"x{s:g}" / "ws"
+        stages: dict[str, Any] = {}
+        for name, arg in stage_args(s, args.max_curate_rows, args.stages):
+            wsd = work / f"x{s:g}" / "curate-ws" if name.startswith("curate") else ws_dir
+            r = run_child(name, data, wsd, arg, args.stage_timeout)
+            print(f"{s:g}x {name}: {json.dumps(r, default=str)}", flush=True)
+            if "error" in r:
+                shutil.rmtree(work / f"x{s:g}", ignore_errors=True)
+                raise SystemExit(f"{s:g}x {name} failed ({r['error']}): {args.out} left unchanged")
+            stages[name] = r
+        shutil.rmtree(work / f"x{s:g}", ignore_errors=True)
+        measured.append((s, stages))
+    result = json.loads(args.out.read_text())         # read now: a long run must not undo edits made meanwhile
+    for s, stages in measured:
+        users, items, n = dims(s)
+        axis = result.setdefault("interaction_axis", [])
+        entry = next((e for e in axis if e["scale"] == s), None)
+        if entry is None:
+            entry = {"scale": s, "users": users, "items": items, "interactions": n, "stages": {}}
+            axis.append(entry)
+            axis.sort(key=lambda e: e["scale"])
+        entry["stages"].update(stages)
+        entry.setdefault("measured_at", {}).update(
+            {k: datetime.now(UTC).isoformat(timespec="seconds") for k in stages})
+    summarize(result)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(tmp, args.out)                         # whole or not at all
+    if plot(result, args.plot):
+        print(f"wrote {args.plot}")
+    print(f"merged into {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,10,100,200", help="multiples of MovieLens-100k (200 = ML-20M size)")
@@ -365,6 +426,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="RECOT_DUCKDB_MEMORY_LIMIT for every stage (DuckDB spills past it; '' = DuckDB's default, "
                          "80%% of RAM)")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot (and exponents) from --out")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="interaction-axis stages to run (a stage needs the ones before it: curate needs curate_gen, "
+                         "align_user needs gen, ingest, sids)")
+    ap.add_argument("--merge", action="store_true",
+                    help="merge the measured points into --out (same scale: its stages replaced; new scale: added) "
+                         "and write it only when every stage run succeeded; the other axes are not run")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--ws", type=Path, help=argparse.SUPPRESS)
@@ -384,6 +451,9 @@ def main(argv: list[str] | None = None) -> None:
         plot(done, args.plot)
         return
 
+    if args.merge:
+        merge(args)
+        return
     result: dict[str, Any] = {
         "benchmark": "scale", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -422,9 +492,8 @@ def main(argv: list[str] | None = None) -> None:
         data, ws_dir = work / f"x{s:g}" / "data", work / f"x{s:g}" / "ws"
         entry = {"scale": s, "users": users, "items": items, "interactions": n, "stages": {}}
         result["interaction_axis"].append(entry)
-        for name, arg in (("gen", f"{users},{items},{n}"), ("ingest", ""), ("sids", ""), ("align_user", ""),
-                          ("viewer", ""), ("curate", str(min(args.max_curate_rows, n // 20)))):
-            wsd = work / f"x{s:g}" / "curate-ws" if name == "curate" else ws_dir
+        for name, arg in stage_args(s, args.max_curate_rows, args.stages):
+            wsd = work / f"x{s:g}" / "curate-ws" if name.startswith("curate") else ws_dir
             r = run_child(name, data, wsd, arg, args.stage_timeout)
             entry["stages"][name] = r
             print(f"{s:g}x {name}: {json.dumps(r, default=str)}", flush=True)
