@@ -336,6 +336,27 @@ def beam_rank_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], 
     return out
 
 
+def minionerec_rank_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], *, target_sid: Any = None,
+                           target_sids: Any = None, num_generations: int | None = None,
+                           **kwargs: Any) -> list[float]:
+    """MiniOneRec's `reward_type: ranking` exactly (its `rule_reward` + `ndcg_rule_reward`): a hit earns 1.0;
+    the misses of a group earn the normalised rank penalty of `beam_rank` ONLY when the group has a hit — a group
+    without one gets 0 everywhere (no signal, rather than pushing all beams down). `beam_rank` differs on purpose:
+    it penalises a hit-less group's misses too, which gives an untrained model a gradient (its groups almost
+    never hit) at the cost of MiniOneRec's "no hit, no update". Completions are in beam order, in groups of
+    `num_generations` (required: without groups there is no rank)."""
+    if not num_generations:
+        raise ValueError("minionerec_rank needs num_generations (completions in groups of beams, in beam order)")
+    g = int(num_generations)
+    ranked = beam_rank_reward(prompts, completions, target_sid=target_sid, target_sids=target_sids,
+                              num_generations=g)
+    out: list[float] = []
+    for start in range(0, len(ranked), g):
+        group = ranked[start:start + g]
+        out.extend(group if 1.0 in group else [0.0] * len(group))
+    return out
+
+
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "sid_validity": sid_validity_reward,
@@ -343,7 +364,8 @@ REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "prefix_partial": prefix_partial_sid_reward,
     "ndcg_rank": ndcg_rank_reward,
     "sidreasoner": sidreasoner_reward,       # SIDReasoner's schedule in one reward (needs </think>)
-    "beam_rank": beam_rank_reward,           # MiniOneRec's rank reward (completions in beam order)
+    "beam_rank": beam_rank_reward,           # rank reward over beams (completions in beam order)
+    "minionerec_rank": minionerec_rank_reward,  # MiniOneRec's exactly: hit-less groups get 0
 }
 
 

@@ -71,8 +71,9 @@ class RLConfig(TrainConfig):
         have no beam position, so it would penalise the i-th sample of a group for being i-th)."""
         if self.rollout == "beam" and "rewards" not in self.model_fields_set:
             self.rewards = list(BEAM_REWARDS)
-        if "beam_rank" in self.rewards and self.rollout != "beam":
-            raise ValueError("reward beam_rank scores beam positions; set `rollout: beam` or drop beam_rank")
+        ranked = [r for r in self.rewards if r in RANK_REWARDS]
+        if ranked and self.rollout != "beam":
+            raise ValueError(f"reward {ranked[0]} scores beam positions; set `rollout: beam` or drop {ranked[0]}")
         if self.rollout == "beam" and self.use_vllm:
             raise ValueError("rollout: beam runs trie-constrained beam search with transformers; set "
                              "use_vllm: false (vLLM generation samples freely)")
@@ -80,6 +81,7 @@ class RLConfig(TrainConfig):
 
 
 BEAM_REWARDS = ["beam_rank", "prefix_partial"]
+RANK_REWARDS = ("beam_rank", "minionerec_rank")   # score a completion by its beam position
 
 
 VLLM_CPU_REASON = (

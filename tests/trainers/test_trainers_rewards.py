@@ -132,3 +132,29 @@ def test_bind_rewards_keeps_names_and_binds_catalog():
 def test_reference_count_mismatch_is_an_error():
     with pytest.raises(ValueError, match="2 reference values for 1 completions"):
         exact_hit_reward(None, [T], target_sid=[T, T])
+
+
+def test_minionerec_rank_is_zero_for_hitless_groups_and_beam_rank_otherwise():
+    """MiniOneRec's ranking reward (rule + ndcg_rule): group 1 has a hit at beam 2 → 1.0 there, rank penalties
+    for the misses (-(1/log2(r+2)) / Σ); group 2 has no hit → all 0 (beam_rank would still penalise it)."""
+    from curation.rewards import REWARD_FUNCS
+
+    t, w = format_sid((1, 2, 3)), format_sid((0, 0, 0))
+    comps = [f"<think>\n\n</think>\n\n{s}" for s in (w, t, w, w, w, w, w)]
+    targets = [t] * 7
+    norm = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    got = REWARD_FUNCS["minionerec_rank"](None, comps[:6], target_sid=targets[:6], num_generations=3)
+    assert got[:3] == pytest.approx([-1 / norm, 1.0, -(1 / math.log2(4)) / norm])
+    assert got[3:] == [0.0, 0.0, 0.0]
+    beam = REWARD_FUNCS["beam_rank"](None, comps[:6], target_sid=targets[:6], num_generations=3)
+    assert beam[:3] == pytest.approx(got[:3]) and all(x < 0 for x in beam[3:])
+    with pytest.raises(ValueError, match="num_generations"):
+        REWARD_FUNCS["minionerec_rank"](None, comps[:3], target_sid=targets[:3])
+
+
+def test_rank_rewards_need_beam_rollouts():
+    from trainers.rl import RLConfig
+
+    with pytest.raises(ValueError, match="minionerec_rank scores beam positions"):
+        RLConfig(rewards=["minionerec_rank"])
+    assert RLConfig(rollout="beam", rewards=["minionerec_rank"]).rewards == ["minionerec_rank"]
