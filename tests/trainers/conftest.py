@@ -90,3 +90,19 @@ def tiny_ws(_tiny_template, tmp_path):
     dst = tmp_path / "ws"
     shutil.copytree(_tiny_template, dst, ignore=shutil.ignore_patterns(".lock"))
     return Workspace.open(dst)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(_tiny_template, tmp_path_factory):
+    """A from-scratch 1-layer, 64-wide Llama (seeded) with SmolLM2's tokenizer and chat template plus the tiny
+    workspace's SID tokens (version 1): an ordinary model folder every trainer takes as `model:`.
+
+    For tests of plumbing that does not depend on what a pretrained LM knows (routing, lineage, rejection
+    sampling, constrained decoding, a loss that drops on a repeated row): a step costs milliseconds instead of
+    the seconds a SmolLM2-135M step takes on CPU. Read-only: trainers write their outputs elsewhere."""
+    from storage.workspace import Workspace
+    from trainers.models import scratch_model
+
+    out = tmp_path_factory.mktemp("tiny_model") / "scratch"
+    scratch_model(Workspace.open(_tiny_template), out, layers=1, hidden=64, heads=2, seed=0)
+    return out

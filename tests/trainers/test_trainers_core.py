@@ -148,6 +148,9 @@ def _loss_decreases(metrics: dict) -> None:
 
 @pytest.mark.slow
 def test_pretrain_on_catalog_corpus_learns_and_saves_a_loadable_model(tiny_ws):
+    """On the embedded SmolLM2 (`model: null`) on purpose: the one trainer test here where the SID tokens are
+    added to a pretrained model with tied embeddings, trained and saved (`tiny_model` already has them), so the
+    saved vocabulary's SID tokens are the trainer's doing. The other trainers run on `tiny_model`."""
     from storage.runs import get_run
     from trainers.config import load_config
     from trainers.pretrain import PretrainConfig, train_pretrain
@@ -159,6 +162,7 @@ def test_pretrain_on_catalog_corpus_learns_and_saves_a_loadable_model(tiny_ws):
     assert res.out_dir.parent == tiny_ws.root / "models"
     run = get_run(tiny_ws, res.run_id)
     assert run["status"] == "done" and run["stats"]["metrics"] == res.metrics
+    assert run["stats"]["added_tokens"] == 10                       # 2 markers + 2 + 4 + 2 level tokens
     _load_and_generate(res.out_dir)
 
 
@@ -182,7 +186,7 @@ def _recording(build):
 
 
 @pytest.mark.slow
-def test_rl_grpo_scores_its_completions_with_the_catalog_rewards(tiny_ws, monkeypatch):
+def test_rl_grpo_scores_its_completions_with_the_catalog_rewards(tiny_ws, tiny_model, monkeypatch):
     import statistics
 
     import trainers.rl as rl
@@ -194,7 +198,7 @@ def test_rl_grpo_scores_its_completions_with_the_catalog_rewards(tiny_ws, monkey
     recorder, calls = _recording(build)
     monkeypatch.setattr(rl, "build_rewards", recorder)
     cfg = load_config(RLConfig, CONFIGS / "rl.cpu.yaml", ["max_steps=2", "max_completion_length=8"],
-                      dataset="r3_curated@v1")
+                      dataset="r3_curated@v1", model=str(tiny_model))
     res = train_rl(tiny_ws, cfg)
     _finite(res.metrics, "loss")
     names = ("format_reward", "sid_validity_reward", "prefix_partial_sid_reward", "ndcg_rank_reward")
