@@ -102,6 +102,7 @@ class RunCache:
     normalized_titles: dict[_VersionKey, frozenset[str]] = field(default_factory=dict)
     sid_prefixes: dict[_VersionKey, frozenset[tuple[int, str]]] = field(default_factory=dict)
     tokens: dict[str, tuple[np.ndarray, Tokens]] = field(default_factory=dict)
+    word_hashes: dict[str, tuple[int, bool]] = field(default_factory=dict)  # word_tokens' memo across batches
     teacher_stats: dict[str, Any] = field(default_factory=dict)
     duck: dict[str, duckdb.DuckDBPyConnection] = field(default_factory=dict)  # 'con' → the run's in-memory DuckDB
 
@@ -201,7 +202,7 @@ class FilterContext:
         if self.rows is None or (self.full is None and table is None):
             if table is None:
                 raise ValueError("tokens() needs the filter's table when the context has no full input")
-            return word_tokens(table.column(field))
+            return word_tokens(table.column(field), self.cache.word_hashes)
         cached = self.cache.tokens.get(field)
         if cached is not None:  # reuse when the requested rows are a subset of the tokenized ones
             rows_c, tok = cached
@@ -216,7 +217,7 @@ class FilterContext:
             col = self.full.column(field)
             if len(self.rows) < self.full.num_rows:
                 col = col.take(pa.array(self.rows, pa.int64()))
-        tok = word_tokens(col)
+        tok = word_tokens(col, self.cache.word_hashes)
         self.cache.tokens[field] = (np.asarray(self.rows).copy(), tok)
         return tok
 

@@ -84,11 +84,14 @@ class ExactDedupFilter(_Distributable, SetFilter[ExactDedupParams], type_name="e
         """In-process: each row's 64-bit text key instead of its text (the chain keeps 8 bytes per row)."""
         if self.executor != "local":
             return batch
-        with ctx.sql() as con:
-            key = _exact_key_batch(batch.select([self.params.field]).rename_columns(["text"]), self.params.normalize,
-                                   con)
+        p: ExactDedupParams = self.params
+        if p.normalize:  # the batch's word tokens are shared with the filters that read the same field
+            with ctx.sql() as con:
+                keys = text_keys(ctx.tokens(p.field, batch), con)
+        else:
+            keys = np.array([hash_text(x) for x in batch.column(p.field).to_pylist()], dtype=np.uint64)
         return pa.table({"sample_id": batch.column("sample_id"), "prompt_id": batch.column("prompt_id"),
-                         KEY: key.column("h")})
+                         KEY: pa.array(keys, pa.uint64())})
 
     def check(self, table: pa.Table, ctx: FilterContext) -> Verdicts:
         p: ExactDedupParams = self.params

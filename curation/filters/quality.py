@@ -131,7 +131,9 @@ class LanguageFilter(TextStatisticFilter[LanguageParams], type_name="language"):
             zero_copy_only=False)
         with np.errstate(invalid="ignore", divide="ignore"):
             ascii_ratio = np.where(letters > 0, ascii_letters / np.maximum(letters, 1), 1.0)
-        words = pc.utf8_split_whitespace(pc.utf8_lower(pc.replace_substring_regex(text, r"[^\pL\s]", " ")))
+        # trimmed: Arrow splits leading/trailing whitespace into empty words, and not even stably (curation.text)
+        words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(
+            pc.utf8_lower(pc.replace_substring_regex(text, r"[^\pL\s]", " "))))
         n_words = pc.list_value_length(words).to_numpy(zero_copy_only=False)
         flat = pc.list_flatten(words)
         is_stop = pc.is_in(flat, pa.array(sorted(STOPWORDS_EN))).to_numpy(zero_copy_only=False)

@@ -41,11 +41,27 @@ def test_word_tokens_ascii_fast_path_splits_like_the_utf8_kernels():
     from curation.text import _split_lower
 
     texts = [f"Ab{chr(c)}Cd e" for c in range(128)] + ["".join(chr(c) for c in range(128)), "", "x\x1fY"]
-    ref = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts)))
+    texts += [f"{chr(c)}lead and trail{chr(c) * 3}" for c in range(128)]
+    ref = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(pc.utf8_lower(pa.array(texts))))
     assert _split_lower(pa.array(texts)).to_pylist() == ref.to_pylist()
     mixed = texts + ["Ünï\u00a0code"]  # one non-ASCII text: the UTF-8 path for the whole column
     assert word_tokens(pa.array(mixed)).counts[-1] == 2
     assert np.array_equal(word_tokens(pa.array(texts)).hashes, word_tokens(pa.array(mixed)).hashes[:-2])
+
+
+def test_leading_and_trailing_whitespace_make_no_words():
+    """Arrow splits leading/trailing whitespace into empty words (and a trailing run not even stably): the
+    tokens and the language filter's word count ignore it."""
+    from curation.base import FilterContext
+    from curation.filters.quality import LanguageFilter
+
+    plain = "the user watched a film and the user liked it so the next one is this"
+    padded = ["  " + plain + "         ", "\n" + plain + " \t ", plain + "\u00a0\u00a0 "]
+    for t in padded:
+        assert np.array_equal(word_tokens(pa.array([t])).hashes, word_tokens(pa.array([plain])).hashes), repr(t)
+    table = pa.table({"_completion": [plain, *padded]})
+    v = LanguageFilter().apply(table, FilterContext(ws=None, rank_score=np.zeros(4)))
+    assert len(set(v.score.tolist())) == 1
 
 
 def test_config_errors_name_the_problem():
