@@ -328,7 +328,19 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot (pip install matplotlib, it is in the dev extra)")
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    rss: dict[str, list[tuple[float, float]]] = {}
+    for entry in result.get("interaction_axis", []):
+        for st, r in entry["stages"].items():
+            if "peak_rss_mb" in r and st not in ("gen", "curate_gen"):
+                rss.setdefault(st, []).append((entry["interactions"], r["peak_rss_mb"] / 1024))
+    for st, pts in rss.items():
+        axes[3].plot(*zip(*pts), marker="o", label=st)
+    axes[3].set_xscale("log")
+    axes[3].set_xlabel("interactions")
+    axes[3].set_ylabel("peak RSS, GiB (each stage in its own process)")
+    axes[3].grid(True, which="both", alpha=0.3)
+    axes[3].legend(fontsize=7)
     for ax, axis, xlabel in zip(axes, ("interaction_axis", "item_axis", "cache_axis"),
                                 ("interactions", "items (SID build)", "cached responses")):
         series: dict[str, list[tuple[float, float]]] = {}
@@ -447,7 +459,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.replot:                                   # e.g. after stopping a run that could not finish
         done = json.loads(args.out.read_text())
         summarize(done)
-        args.out.write_text(json.dumps(done, indent=2, default=str) + "\n")
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(done, indent=2, default=str) + "\n")
+        os.replace(tmp, args.out)
         plot(done, args.plot)
         return
 
