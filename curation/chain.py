@@ -17,6 +17,8 @@ import contextlib
 import functools
 import itertools
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -576,33 +578,65 @@ def run_chain(ws: Workspace, dataset_ref: str | DatasetVersion,
 
     Streams: the input is read in record batches at each pass (one per run of row-local filters, one per
     set-level filter, one for the output), verdicts are spilled to Parquet under the workspace's tmp folder and
-    inserted by DuckDB from there, and the output is written batch by batch — what stays in memory is a few
-    dozen bytes of decisions per row, one batch, and what a set-level filter keeps of the rows it evaluates."""
+    inserted by DuckDB from there, and the output is written batch by batch — what stays in memory is the per-row
+    decisions (~0.15 KB a row with the default chain), one batch, and what the set-level filters keep of their
+    rows (docs/curation.md, "Memory: the chain streams"). A killed run's spill folder is removed by the next run."""
     cfg, source = load_chain(chain, overrides)
     filters = cfg.build(source)
     src = dataset_ref if isinstance(dataset_ref, DatasetVersion) else resolve(ws, dataset_ref)
     out = out or f"{src.name}-curated"
     inp = ChainInput.of_version(src)
     config = {"chain": cfg.model_dump(mode="json"), "chain_source": source, "input": src.ref, "executor": executor}
-    with ws.writer("curate"), recorded_run(ws, "curate", config) as run, \
-            tempfile.TemporaryDirectory(prefix="curate-", dir=ws.tmp_dir) as spill:
-        run.stats = {"input": src.ref}
-        r = _chain_run(inp, filters, Path(spill), ws=ws, sid_version=cfg.sid_version, run_id=run.id,
-                       progress=progress, executor=executor)
-        funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **r.state.funnel(filters, r.cache)}
-        files = [str(p) for p in r.state.verdict_files]
+    with ws.writer("curate"), recorded_run(ws, "curate", config) as run:
+        clean_spills(ws.tmp_dir)
+        with tempfile.TemporaryDirectory(prefix=f"curate-{os.getpid()}-", dir=ws.tmp_dir) as spill:
+            dv = _curate(ws, run, inp, filters, Path(spill), cfg, source, src, out, config, progress, executor)
+    return dv
 
-        def store_verdicts(con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
-            if files:
-                con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? "
-                            "FROM read_parquet(?)", [name, version, run.id, files])
 
-        # the verdicts are inserted in the transaction that registers the version: both or neither
-        dv = write_version(ws, out, r.state.curated_batches(inp), step="curate", config=config,
-                           parents=[(src.name, src.version)], run_id=run.id, schema=CURATED_SCHEMA,
-                           extra_manifest={"funnel": funnel}, on_commit=store_verdicts)
-        run.stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
-                     "rejected_by": funnel["rejected_by"]}
-        if "teacher_stats" in funnel:
-            run.stats["teacher"] = funnel["teacher_stats"]
+def clean_spills(tmp_dir: Path) -> list[Path]:
+    """Verdict spill folders (`curate-<pid>-*`) that a killed chain run left behind: removed when their process
+    is gone (the caller holds the workspace's writer lock, so no live run of this workspace is writing them)."""
+    removed = []
+    for d in tmp_dir.glob("curate-*-*"):
+        pid = d.name.split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _curate(ws: Workspace, run: Any, inp: ChainInput, filters: list[Filter[Any]], spill: Path, cfg: ChainConfig,
+            source: str, src: DatasetVersion, out: str, config: dict[str, Any], progress: bool, executor: str
+            ) -> DatasetVersion:
+    """run_chain's body inside the writer lock and the recorded run: filters, output version, verdicts."""
+    run.stats = {"input": src.ref}
+    r = _chain_run(inp, filters, spill, ws=ws, sid_version=cfg.sid_version, run_id=run.id,
+                   progress=progress, executor=executor)
+    funnel = {"chain": cfg.name, "chain_source": source, "input": src.ref, **r.state.funnel(filters, r.cache)}
+    files = [str(p) for p in r.state.verdict_files]
+
+    def store_verdicts(con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
+        if files:
+            con.execute("INSERT INTO verdicts SELECT ?, ?, sample_id, filter, keep, reason, score, ? "
+                        "FROM read_parquet(?)", [name, version, run.id, files])
+
+    # the verdicts are inserted in the transaction that registers the version: both or neither
+    dv = write_version(ws, out, r.state.curated_batches(inp), step="curate", config=config,
+                       parents=[(src.name, src.version)], run_id=run.id, schema=CURATED_SCHEMA,
+                       extra_manifest={"funnel": funnel}, on_commit=store_verdicts)
+    run.stats = {"input": src.ref, "output": dv.ref, "rows": funnel["rows"], "kept": funnel["kept"],
+                 "rejected_by": funnel["rejected_by"]}
+    if "teacher_stats" in funnel:
+        run.stats["teacher"] = funnel["teacher_stats"]
     return dv

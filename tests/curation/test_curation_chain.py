@@ -3,6 +3,8 @@ determinism, threshold re-runs, rejection sampling, the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 from curation_samples import HALLUCINATED, good, make_sample, reasoning_text, sid, write_samples
@@ -58,7 +60,14 @@ def test_chain_in_small_batches_writes_the_same_version_verdicts_and_funnel(cat_
     import curation.chain as chain_mod
 
     write_samples(cat_ws, defect_rows())
+    dead = cat_ws.tmp_dir / "curate-999999999-left"     # a killed run's spill folder (no such pid)
+    live = cat_ws.tmp_dir / f"curate-{os.getpid()}-live"  # a live process's: kept
+    for d in (dead, live):
+        d.mkdir()
+        (d / "verdicts-0000.parquet").write_bytes(b"partial")
     one = run_chain(cat_ws, "samples", "default", out="one")
+    assert not dead.exists() and live.is_dir()
+    shutil.rmtree(live)
     monkeypatch.setattr(chain_mod, "BATCH_ROWS", 2)
     many = run_chain(cat_ws, "samples", "default", out="many")
     drop = ["run_id", "created_at"]
