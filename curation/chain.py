@@ -246,7 +246,7 @@ class StageTally:
 @dataclass
 class ChainState:
     """What a chain run has decided so far, per input row: still kept, the first filter that dropped it and
-    why, every filter's score and the rank score (a few dozen bytes per row); each filter's verdict rows are
+    why, every filter's score and the rank score (~0.15 KB a row with 13 filters); each filter's verdict rows are
     spilled to a Parquet file in `spill` as they come, and its funnel stage is added up in a StageTally."""
 
     ids: pa.Array
