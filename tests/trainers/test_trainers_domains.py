@@ -1,7 +1,13 @@
 """Specialize-then-unify on a two-domain workspace (users 0-2: books, 3-5: movies): RL per domain makes two
 specialists, RFT samples each prompt from its domain's specialist, distillation mixes both domains inside a
 batch with each row taught by its domain's teacher, `recot eval --by-domain --both`, mixes train, pretrain
-stage 1 trains only the SID embeddings, and RL window prompts outnumber users on MovieLens-100k."""
+stage 1 trains only the SID embeddings, and RL window prompts outnumber users on MovieLens-100k.
+
+What these tests check (domain routing, which model samples or teaches which row, lineage, one row per domain and
+mode, which parameters a frozen stage leaves alone) does not depend on what a pretrained LM knows, so every model
+here starts from `tiny_model` (conftest.py: a from-scratch 1-layer model with SmolLM2's tokenizer and the SID
+tokens). The two-domain workspace is the tiny one with domains relabelled: same items, same SID version 1, so
+`tiny_model` already carries its SID tokens."""
 from __future__ import annotations
 
 import json
@@ -54,8 +60,9 @@ def two_ws(_two_domain_template, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def specialists(_two_domain_template, tmp_path_factory):
-    """{domain: model dir} from `recot train rl --domain X` (one GRPO step each), and the workspace."""
+def specialists(_two_domain_template, tiny_model, tmp_path_factory):
+    """{domain: model dir} from `recot train rl --domain X` (one GRPO step of `tiny_model` each), and the
+    workspace."""
     from storage.workspace import Workspace
     from ui.cli import app
 
@@ -65,7 +72,7 @@ def specialists(_two_domain_template, tmp_path_factory):
     for dom in ("books", "movies"):
         r = runner.invoke(app, ["train", "rl", "-c", str(CONFIGS / "rl.cpu.yaml"), "--dataset", "r3_domains@v1",
                                 "--domain", dom, "--out", str(root / dom), "-w", str(root / "ws"),
-                                "max_steps=1", "max_completion_length=8"])
+                                "max_steps=1", "max_completion_length=8", f"model={tiny_model}"])
         assert r.exit_code == 0, (r.output, r.exception)
         out[dom] = root / dom
     return out, Workspace.open(root / "ws")
@@ -86,7 +93,7 @@ def test_rl_per_domain_makes_two_specialists(specialists):
 
 
 @pytest.mark.slow
-def test_rft_samples_each_prompt_from_its_domains_specialist(two_ws, specialists, monkeypatch):
+def test_rft_samples_each_prompt_from_its_domains_specialist(two_ws, specialists, tiny_model, monkeypatch):
     import trainers.rft as rft
     from storage.datasets import read_dv, resolve
     from trainers.config import load_config
@@ -111,7 +118,8 @@ def test_rft_samples_each_prompt_from_its_domains_specialist(two_ws, specialists
     monkeypatch.setattr(rft, "sample_round", fake_sample_round)
     spec = f"books={dirs['books']},movies={dirs['movies']}"
     cfg = load_config(rft.RFTConfig, CONFIGS / "rft.cpu.yaml", ["max_steps=1", "n=1", "max_samples=null"],
-                      dataset="r3_domains@v1", specialists=spec, out=str(two_ws.root / "rft_out"))
+                      dataset="r3_domains@v1", specialists=spec, out=str(two_ws.root / "rft_out"),
+                      model=str(tiny_model))   # the current model, trained on what the specialists sampled
     res = rft.train_rft(two_ws, cfg)
     assert sorted((m, sorted(set(d))) for m, d in calls) == [(str(dirs["books"]), ["books"]),
                                                              (str(dirs["movies"]), ["movies"])]
@@ -142,6 +150,7 @@ def test_distill_batches_mix_domains_and_each_row_has_its_domains_teacher(two_ws
     res = train_distill(two_ws, cfg)
     lin = model_lineage(res.out_dir)
     assert lin["routing"] == teachers and lin["route_by"] == "domain"
+    assert lin["base_model"] == model_lineage(dirs["books"])["base_model"]   # no `model:`: the specialists' base
     assert lin["batches"], "no batch routing recorded"
     mixed = [b for b in lin["batches"] if len(set(b["domain"])) == 2]
     assert mixed, lin["batches"]                                   # one batch holds both domains
@@ -185,7 +194,7 @@ def test_eval_domain_filter_scores_only_that_domains_users(two_ws):
 
 
 @pytest.mark.slow
-def test_mix_then_sft_trains_on_the_mix(two_ws):
+def test_mix_then_sft_trains_on_the_mix(two_ws, tiny_model):
     import pyarrow.compute as pc
 
     from storage.datasets import read_version, write_version
@@ -200,7 +209,7 @@ def test_mix_then_sft_trains_on_the_mix(two_ws):
     assert r.exit_code == 0, (r.output, r.exception)
     r = runner.invoke(app, ["train", "sft", "-c", str(CONFIGS / "sft.cpu.yaml"), "--dataset", "mixed",
                             "--out", str(two_ws.root / "sft_mixed"), "-w", str(two_ws.root), "max_steps=1",
-                            "max_length=192"])
+                            "max_length=192", f"model={tiny_model}"])
     assert r.exit_code == 0, (r.output, r.exception)
     lin = model_lineage(two_ws.root / "sft_mixed")
     assert lin["datasets"] == ["mixed@v1"] and lin["data"]["rows"] == 10      # 5 kept users x 2 modes
@@ -216,20 +225,20 @@ def test_sft_domain_selection_keeps_only_that_domain(two_ws):
 
 
 @pytest.mark.slow
-def test_pretrain_stage1_trains_only_sid_embeddings_then_stage2_everything(two_ws):
+def test_pretrain_stage1_trains_only_sid_embeddings_then_stage2_everything(two_ws, tiny_model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainers.common import base_model_path, load_model_and_tokenizer
+    from trainers.common import load_model_and_tokenizer
     from trainers.config import load_config
     from trainers.pretrain import PretrainConfig, train_pretrain
     from trainers.tokenizer import sid_tokens
 
     cfg = load_config(PretrainConfig, CONFIGS / "pretrain.cpu.yaml",
                       ["max_steps=1", "freeze_llm=true", "learning_rate=0.01", "max_samples=8"],
-                      out=str(two_ws.root / "stage1"))
+                      out=str(two_ws.root / "stage1"), model=str(tiny_model))
     res = train_pretrain(two_ws, cfg)
-    before, tok, _ = load_model_and_tokenizer(base_model_path(None), ws=two_ws, sid_version=1)
+    before, tok, _ = load_model_and_tokenizer(str(tiny_model), ws=two_ws, sid_version=1)
     after = AutoModelForCausalLM.from_pretrained(res.out_dir)
     sid_ids = sorted(tok.convert_tokens_to_ids(sid_tokens(two_ws, 1)))
     other = torch.ones(len(tok), dtype=torch.bool)
@@ -245,7 +254,7 @@ def test_pretrain_stage1_trains_only_sid_embeddings_then_stage2_everything(two_w
 
     cfg2 = load_config(PretrainConfig, CONFIGS / "pretrain.cpu.yaml",
                        ["max_steps=1", "max_samples=8", "stages=[{freeze_llm: true}, {freeze_llm: false}]"],
-                       out=str(two_ws.root / "stages"))
+                       out=str(two_ws.root / "stages"), model=str(tiny_model))
     lin = json.loads((train_pretrain(two_ws, cfg2).out_dir / "recot_lineage.json").read_text())
     s1, s2 = lin["stages"]
     assert s1["freeze_llm"] and not s2["freeze_llm"] and s1["trainable_params"] < s2["trainable_params"]
