@@ -41,7 +41,7 @@ from storage.errors import InputError
 from storage.executor import map_batches
 from storage.records import CURATED_SCHEMA, SAMPLE_SCHEMA, VERDICT_SCHEMA
 from storage.redact import redact
-from storage.runs import recorded_run
+from storage.runs import pid_alive, recorded_run
 from storage.workspace import Workspace
 
 EXECUTOR_BATCH_ROWS = 20_000
@@ -600,20 +600,11 @@ def clean_spills(tmp_dir: Path) -> list[Path]:
     removed = []
     for d in tmp_dir.glob("curate-*-*"):
         pid = d.name.split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _curate(ws: Workspace, run: Any, inp: ChainInput, filters: list[Filter[Any]], spill: Path, cfg: ChainConfig,

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import InputError, NotFound, RecotError
 from storage.records import SAMPLE_SCHEMA, stable_id
+from storage.runs import pid_alive
 from storage.selection import domain_condition, row_condition
 from storage.workspace import Workspace
 
@@ -227,23 +228,13 @@ def publish_dir(out: Path, write: Callable[[Path], T]) -> T:
     return result
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _remove_dead_leftovers(parent: Path) -> None:
     """Temp folders a killed export left next to `--out` (`.tmp-export-<pid>-*`, `.tmp-old-<pid>-*`): removed
     when their pid is gone, so a later export cleans up after a killed one. A live export's are kept."""
     for p in parent.glob(".tmp-*-*-*"):
         kind, _, rest = p.name[len(".tmp-"):].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("export", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in ("export", "old") and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             log.info("removed %s (left by a killed export)", p)
 

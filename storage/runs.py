@@ -50,17 +50,25 @@ def this_process() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())}
 
 
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists on this host (someone else's counts as alive). A pid can be
+    reused after its process ended; `process_gone` also compares start times where that matters."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def process_gone(proc: dict[str, Any] | None) -> bool:
     """True when the process recorded by `this_process()` (on this host) no longer runs."""
     if not isinstance(proc, dict) or not isinstance(proc.get("pid"), int) or proc.get("host") != socket.gethostname():
         return False  # unknown, or another machine's: cannot tell
     pid = proc["pid"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return True
-    except PermissionError:
-        pass
     start = _proc_start(pid)
     return proc.get("start") is not None and start is not None and start != proc["start"]  # pid reused
 

@@ -5,7 +5,6 @@ Beam order, trie validity and the rank reward do not depend on what a pretrained
 `tiny_model` (conftest.py: a from-scratch 1-layer model with SmolLM2's tokenizer and the SID tokens)."""
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -28,24 +27,14 @@ def test_beam_rollout_defaults_to_the_rank_reward_and_refuses_mismatches():
 
 @pytest.mark.slow
 def test_beam_rollouts_are_distinct_catalog_sids_with_nonzero_rank_rewards(tiny_ws, tiny_model, monkeypatch):
+    from test_trainers_core import _recording
+
     import trainers.rl as rl
     from storage.sid import extract_sids
     from storage.sid_catalog import SidCatalog
     from trainers.config import load_config
 
-    calls: list[tuple[str, list, dict, list[float]]] = []
-    build = rl.build_rewards
-
-    def recording(*args, **kwargs):
-        def wrap(f):
-            @functools.wraps(f)
-            def recorded(prompts, completions, **kw):
-                out = f(prompts, completions, **kw)
-                calls.append((f.__name__, list(completions), kw, list(out)))
-                return out
-            return recorded
-        return [wrap(f) for f in build(*args, **kwargs)]
-
+    recording, calls = _recording(rl.build_rewards)
     monkeypatch.setattr(rl, "build_rewards", recording)
     g = 4
     cfg = load_config(rl.RLConfig, CONFIGS / "rl.cpu.yaml",
