@@ -4,7 +4,7 @@ never a torn one.
 The recipe is: write a sibling temp file → flush + fsync → rename it over the target (`os.replace`, atomic on
 POSIX within one filesystem) → fsync the folder so the rename itself survives a power cut. The temp file is
 removed if anything fails. Dataset versions are folders and are published differently (see
-storage/datasets.py); this module is for single files.
+storage/datasets.py); exports and model folders are published whole by `publish_dir`.
 
     atomic_write_json(ws.root / "review" / "state.json", state, mode=0o600)
     with atomic_open(path, "wb") as fh:
@@ -13,14 +13,17 @@ storage/datasets.py); this module is for single files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 StrPath = str | os.PathLike[str]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -87,3 +90,48 @@ def atomic_replace(src: StrPath, dest: StrPath) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dest)
     _fsync_dir(dest.parent)
+
+
+def publish_dir(out: Path, write: Callable[[Path], T], *, kind: str = "export") -> T:
+    """The folder counterpart of `atomic_open`: run `write(tmp)` on a fresh temp folder next to `out`, then
+    rename it into place (an existing `out` is swapped out and removed), so a crash never leaves a half-written
+    `out`. Temp folders are named `.tmp-<kind>-<pid>-*`; those of killed writers of the same kind are removed
+    first. The caller decides beforehand whether an existing `out` may be replaced. Used by the exports
+    (kind "export") and the trainers' model folders (kind "model")."""
+    import shutil
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_leftovers(out.parent, kind)
+    tmp = out.parent / f".tmp-{kind}-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        result = write(tmp)
+        if out.exists():
+            old = out.parent / f".tmp-old-{os.getpid()}-{uuid.uuid4().hex}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def remove_dead_leftovers(parent: Path, kind: str) -> list[Path]:
+    """Temp folders a killed `publish_dir` left in `parent` (`.tmp-<kind>-<pid>-*`, `.tmp-old-<pid>-*`):
+    removed when their pid is gone, so a later writer cleans up after a killed one. A live writer's are kept."""
+    import shutil
+
+    from storage.runs import pid_alive  # runs → workspace → …: imported here, not at module load
+
+    removed = []
+    for p in parent.glob(".tmp-*-*-*"):
+        k, _, rest = p.name[len(".tmp-"):].partition("-")
+        pid = rest.split("-", 1)[0]
+        if k in (kind, "old") and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("removed %s (left by a killed writer)", p)
+            removed.append(p)
+    return removed

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,10 +28,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.atomic import publish_dir
 from storage.datasets import DatasetVersion, resolve, write_version
 from storage.errors import InputError, NotFound, RecotError
 from storage.records import SAMPLE_SCHEMA, stable_id
-from storage.runs import pid_alive
 from storage.selection import domain_condition, row_condition
 from storage.workspace import Workspace
 
@@ -203,40 +200,6 @@ def _export_layout(ws: Workspace, ref: str, fmt: str, out: Path, *, is_catalog: 
                          f"{ref} as hf or parquet, or a dataset version as {fmt}")
     fn = ef.export_openonerec if fmt == "openonerec" else ef.export_trl
     return fn(ws, ref, out, domains=domains, include_rejected=include_rejected, overwrite=overwrite)
-
-
-def publish_dir(out: Path, write: Callable[[Path], T]) -> T:
-    """Run `write(tmp)` on a fresh temp folder next to `out`, then rename it into place (an existing `out` is
-    swapped out and removed): a crash never leaves a half-written `out`, and temp folders of killed exports
-    are cleaned first. The caller decides beforehand whether an existing `out` may be replaced."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_leftovers(out.parent)
-    tmp = out.parent / f".tmp-export-{os.getpid()}-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        result = write(tmp)
-        if out.exists():
-            old = out.parent / f".tmp-old-{os.getpid()}-{uuid.uuid4().hex}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
-
-
-def _remove_dead_leftovers(parent: Path) -> None:
-    """Temp folders a killed export left next to `--out` (`.tmp-export-<pid>-*`, `.tmp-old-<pid>-*`): removed
-    when their pid is gone, so a later export cleans up after a killed one. A live export's are kept."""
-    for p in parent.glob(".tmp-*-*-*"):
-        kind, _, rest = p.name[len(".tmp-"):].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind in ("export", "old") and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-            log.info("removed %s (left by a killed export)", p)
 
 
 def _dataset_exists(ws: Workspace, name: str) -> bool:

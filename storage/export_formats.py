@@ -30,9 +30,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.atomic import publish_dir
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import InputError, NotFound, RecotError
-from storage.export import ExportResult, publish_dir
+from storage.export import ExportResult
 from storage.selection import domain_condition, row_condition, version_columns
 from storage.workspace import Workspace
 

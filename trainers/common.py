@@ -127,16 +127,14 @@ def summarize_logs(log_history: list[dict[str, Any]], keys: tuple[str, ...] = ("
 def save_model(trainer_or_model, tokenizer, out_dir: Path, lineage: dict[str, Any]) -> Path:
     """Save weights + tokenizer + lineage into `out_dir` through a temp folder renamed into place, so a
     crash never leaves a half-written model where a finished one is expected."""
-    import shutil
-    import uuid
+    from storage.atomic import publish_dir
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / LINEAGE_FILE).exists():
         # never wipe a folder recot did not write (think `--out .`)
         raise RecotError(f"output folder {out_dir} exists and is not a recot model folder; choose another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:6]}"
-    try:
+
+    def write(tmp: Path) -> None:
         if hasattr(trainer_or_model, "save_model"):
             trainer_or_model.save_model(str(tmp))
         else:
@@ -146,12 +144,8 @@ def save_model(trainer_or_model, tokenizer, out_dir: Path, lineage: dict[str, An
         for junk in ("training_args.bin",):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp / junk)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_dir(out_dir, write, kind="model")
     return out_dir
 
 

@@ -59,3 +59,35 @@ def test_atomic_replace_publishes_a_streamed_file(tmp_path):
     src.write_text('{"a": 1}\n')
     atomic_replace(src, tmp_path / "out" / "rejects.jsonl")
     assert not src.exists() and (tmp_path / "out" / "rejects.jsonl").read_text() == '{"a": 1}\n'
+
+
+def test_publish_dir_replaces_whole_and_cleans_only_dead_writers_leftovers(tmp_path):
+    """A folder is published whole (the old one swapped out), a failing write leaves the old one untouched,
+    and temp folders of a killed writer of the same kind go while a live writer's and other kinds' stay."""
+    import os
+    import subprocess
+    import sys
+
+    from storage.atomic import publish_dir
+
+    out = tmp_path / "model"
+    publish_dir(out, lambda d: (d / "w.bin").write_text("v1"), kind="model")
+    assert (out / "w.bin").read_text() == "v1"
+
+    def failing(d):
+        (d / "w.bin").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        publish_dir(out, failing, kind="model")
+    assert (out / "w.bin").read_text() == "v1" and not list(tmp_path.glob(".tmp-model-*"))
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f".tmp-model-{dead}-abc").mkdir()             # a killed writer's
+    (tmp_path / f".tmp-model-{os.getpid()}-live").mkdir()      # this live process's
+    (tmp_path / f".tmp-export-{dead}-abc").mkdir()            # another kind's: not this writer's business
+    publish_dir(out, lambda d: (d / "w.bin").write_text("v2"), kind="model")
+    assert (out / "w.bin").read_text() == "v2"
+    left = sorted(p.name for p in tmp_path.glob(".tmp-*"))
+    assert left == [f".tmp-export-{dead}-abc", f".tmp-model-{os.getpid()}-live"], left
