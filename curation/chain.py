@@ -46,9 +46,9 @@ from storage.workspace import Workspace
 
 EXECUTOR_BATCH_ROWS = 20_000
 BATCH_ROWS = 8_192
-SAMPLE_TYPES = {f.name: f.type for f in SAMPLE_SCHEMA} | {"_completion": pa.string(), "_chat": pa.string()}
 """Rows per record batch of a chain run: row-local filters, set-level filters' `prepare`, the output write and
 the verdict spill work a batch at a time."""
+SAMPLE_TYPES = {f.name: f.type for f in SAMPLE_SCHEMA} | {"_completion": pa.string(), "_chat": pa.string()}
 
 log = logging.getLogger(__name__)
 
@@ -604,7 +604,6 @@ def clean_spills(tmp_dir: Path) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
-
 
 
 def _curate(ws: Workspace, run: Any, inp: ChainInput, filters: list[Filter[Any]], spill: Path, cfg: ChainConfig,

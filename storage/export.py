@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -34,8 +34,6 @@ from storage.errors import InputError, NotFound, RecotError
 from storage.records import SAMPLE_SCHEMA, stable_id
 from storage.selection import domain_condition, row_condition
 from storage.workspace import Workspace
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +81,13 @@ def _catalog_table(ws: Workspace, what: str, domains: Sequence[str] | None) -> d
     return {"data": t}
 
 
-def _dataset_table(dv: DatasetVersion, include_rejected: bool, domains: Sequence[str] | None) -> pa.Table:
-    """The version's rows as they are (error rows included: hf/parquet export a version, not training data),
-    kept rows only unless `include_rejected`, of `domains` when given."""
-    where, params = row_condition(dv, kept_only=not include_rejected, without_errors=False, domains=domains)
+def dataset_table(dv: DatasetVersion, include_rejected: bool, domains: Sequence[str] | None, *,
+                  without_errors: bool = False) -> pa.Table:
+    """The version's rows as `storage.selection` selects them: kept rows only unless `include_rejected`, of
+    `domains` when given; error rows included unless `without_errors` (hf/parquet export a version as it is,
+    the chat layouts export training data)."""
+    where, params = row_condition(dv, kept_only=not include_rejected, without_errors=without_errors,
+                                  domains=domains)
     con = duckdb.connect()
     try:
         t = con.sql(f"SELECT * FROM {dv.sql} WHERE {where}", params=params).to_arrow_table()
@@ -157,7 +158,7 @@ def export(ws: Workspace, ref: str, fmt: Format, out: str | Path, *, domains: Se
         manifest = {"source": source, "domains": list(domains) if domains else None}
     else:
         dv = resolve(ws, ref)
-        t = _dataset_table(dv, include_rejected, domains)
+        t = dataset_table(dv, include_rejected, domains)
         source = dv.ref
         tables = {"data": t}
         manifest = {"source": dv.ref, "content_hash": dv.content_hash, "parents": dv.parents, "step": dv.step,

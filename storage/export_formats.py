@@ -26,15 +26,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.atomic import publish_dir
 from storage.datasets import DatasetVersion, resolve
 from storage.errors import InputError, NotFound, RecotError
-from storage.export import ExportResult
-from storage.selection import domain_condition, row_condition, version_columns
+from storage.export import ExportResult, dataset_table
+from storage.selection import domain_condition, version_columns
 from storage.workspace import Workspace
 
 FORMATS = ("openonerec", "minionerec", "trl")
@@ -63,14 +62,7 @@ def _chat_rows(dv: DatasetVersion, *, domains: Sequence[str] | None, include_rej
     if "messages" not in cols:
         raise RecotError(f"{dv.ref}: this layout is for chat samples (a `messages` column); it has "
                          f"{', '.join(sorted(cols))}")
-    where, params = row_condition(dv, kept_only=not include_rejected, domains=domains)
-    con = duckdb.connect()
-    try:
-        t = con.sql(f"SELECT * FROM {dv.sql} WHERE {where}", params=params).to_arrow_table()
-    finally:
-        con.close()
-    table = t if isinstance(t, pa.Table) else t.read_all()
-    rows: list[dict[str, Any]] = table.to_pylist()
+    rows: list[dict[str, Any]] = dataset_table(dv, include_rejected, domains, without_errors=True).to_pylist()
     if not rows:
         raise NotFound(f"{dv.ref} has no rows to export (domains={list(domains) if domains else 'all'})")
     return rows

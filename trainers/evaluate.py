@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import ConfigError, NotFound
+from storage.selection import domain_condition
 from storage.sid_catalog import SidCatalog
 from storage.workspace import Workspace
 from trainers.common import model_lineage, resolve_sid_version
@@ -76,7 +77,7 @@ def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
     last `max_history`) as (title, SID, ts) triples, the test item's SID, item id and domain, and every
     train+valid item of the user (`seen_items`, `seen_sids`: the protocol's 'seen' set, not truncated).
     `domains`: only users whose test item is in one of them (before `max_users`)."""
-    keep = (f"WHERE coalesce(t.domain, 'default') IN ({', '.join('?' * len(domains))})" if domains else "")
+    cond, params = domain_condition(domains, "t.domain") if domains else ("TRUE", [])
     rows = ws.query(f"""
         WITH s AS (SELECT sp.user_id, sp.position, sp.split, sp.item_id, sp.ts, sp.domain, i.title, x.sid
                    FROM splits sp JOIN item_sids x ON x.item_id = sp.item_id AND x.sid_version = ?
@@ -87,9 +88,9 @@ def test_cases(ws: Workspace, sid_version: int, *, max_users: int | None = None,
              h AS (SELECT user_id, list(struct_pack(title := title, sid := sid, ts := ts, item_id := item_id)
                                         ORDER BY position) AS hist
                    FROM s WHERE split IN ('train', 'valid') GROUP BY user_id)
-        SELECT t.user_id, t.target, t.target_item, t.domain, h.hist FROM t JOIN h USING (user_id) {keep}
+        SELECT t.user_id, t.target, t.target_item, t.domain, h.hist FROM t JOIN h USING (user_id) WHERE {cond}
         ORDER BY TRY_CAST(t.user_id AS BIGINT) NULLS LAST, t.user_id
-        {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version, *(domains or [])])
+        {f'LIMIT {int(max_users)}' if max_users else ''}""", [sid_version, *params])
     if not rows and domains:
         known = [r[0] for r in ws.query("SELECT DISTINCT coalesce(domain, 'default') FROM splits "
                                         "WHERE split = 'test' ORDER BY 1")]

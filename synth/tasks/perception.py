@@ -18,6 +18,7 @@ from typing import Any
 
 from storage.answer import split_think
 from storage.errors import NotFound
+from storage.selection import domain_condition
 from synth.tasks.base import DETERMINISTIC, TEACHER, Option, Parsed, Prompt, Task, TaskContext, selected_domains
 from synth.tasks.registry import register
 from synth.tasks.sql import catalog_cte, fill, hash_order, samples_select
@@ -171,11 +172,10 @@ def item_facts(attributes: Any, max_len: int = 40) -> str:
 def load_items(ctx: TaskContext) -> list[dict]:
     """Items with a SID in seeded order, of the `domains` option's domains (the `limit` option caps prompts
     later)."""
-    domains = selected_domains(ctx.options)
-    where = f"WHERE coalesce(domain, 'default') IN ({', '.join('?' * len(domains))})" if domains else ""
+    cond, params = domain_condition(domains) if (domains := selected_domains(ctx.options)) else ("TRUE", [])
     rows = ctx.ws.query(f"""WITH {catalog_cte(ctx)}
-        SELECT item_id, sid, title, categories, attributes, domain FROM cat {where}
-        ORDER BY {hash_order(ctx, 'item_id')}, item_id""", domains or None)
+        SELECT item_id, sid, title, categories, attributes, domain FROM cat WHERE {cond}
+        ORDER BY {hash_order(ctx, 'item_id')}, item_id""", params or None)
     return [dict(zip(["item_id", "sid", "title", "categories", "attributes", "domain"], r)) for r in rows]
 
 
